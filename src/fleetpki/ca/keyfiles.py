@@ -1,0 +1,94 @@
+"""CA keys at rest: encrypted PKCS#8 files, mode 0600, written atomically.
+
+The passphrase never comes from a command-line argument (visible in `ps`): callers get it from an
+environment variable or a file (see config.PassphraseSource).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import (
+    CertificateIssuerPrivateKeyTypes,
+    PrivateKeyTypes,
+)
+
+from fleetpki.core.errors import BadInput, KeyAccessError
+
+MIN_PASSPHRASE_BYTES = 12
+
+
+def encrypt_key(key: PrivateKeyTypes, passphrase: bytes) -> bytes:
+    if len(passphrase) < MIN_PASSPHRASE_BYTES:
+        raise KeyAccessError(f"key passphrase must be at least {MIN_PASSPHRASE_BYTES} bytes")
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(passphrase),
+    )
+
+
+def write_private_file(path: Path, data: bytes) -> None:
+    """Write data readable by the owner only, atomically: a crash leaves the old file or none."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        tmp.replace(path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    _fsync_dir(path.parent)
+
+
+def write_key_file(path: Path, key: PrivateKeyTypes, passphrase: bytes) -> None:
+    write_private_file(path, encrypt_key(key, passphrase))
+
+
+def load_key_file(path: Path, passphrase: bytes) -> CertificateIssuerPrivateKeyTypes:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise KeyAccessError(f"CA key file {path} does not exist (is the key kept offline? "
+                             "see `fleetpki ca restore-key`)") from None
+    except PermissionError:
+        raise KeyAccessError(f"cannot read CA key file {path}: permission denied") from None
+    return load_key_bytes(data, passphrase, source=str(path))
+
+
+def load_key_bytes(data: bytes, passphrase: bytes | None, *, source: str
+                   ) -> CertificateIssuerPrivateKeyTypes:
+    try:
+        if data.lstrip().startswith(b"-----BEGIN"):
+            key = serialization.load_pem_private_key(data, passphrase)
+        else:
+            key = serialization.load_der_private_key(data, passphrase)
+    except TypeError as exc:
+        if "not encrypted" in str(exc):
+            raise KeyAccessError(f"{source}: key is not encrypted but a passphrase was given"
+                                 ) from None
+        raise KeyAccessError(f"{source}: key is encrypted; set the passphrase") from None
+    except ValueError:
+        raise KeyAccessError(f"{source}: cannot decrypt the key: wrong passphrase, or not a "
+                             "private key file") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+                      | ed25519.Ed25519PrivateKey):
+        raise BadInput(f"{source}: {type(key).__name__} cannot sign certificates here")
+    return key
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

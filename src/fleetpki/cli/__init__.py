@@ -1,0 +1,1 @@
+"""The `fleetpki` command: thin, everything real happens behind wiring."""

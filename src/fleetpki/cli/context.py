@@ -1,0 +1,91 @@
+"""Shared CLI plumbing: the data directory option, opening the fleet, rendering errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from fleetpki import logs
+from fleetpki.core.errors import FleetPKIError
+from fleetpki.wiring import Fleet, open_fleet
+
+F = TypeVar("F", bound=Callable[..., Any])
+INTERNAL_ERROR_EXIT = 70
+
+
+@dataclasses.dataclass
+class CliState:
+    home: Path
+    _fleet: Fleet | None = None
+
+    def fleet(self) -> Fleet:
+        if self._fleet is None:
+            self._fleet = open_fleet(self.home)
+            settings = self._fleet.settings
+            logs.configure(self.home / "logs" / "fleetpki.log", fmt=settings.log_format,
+                           level=settings.log_level)
+        return self._fleet
+
+    def close(self) -> None:
+        if self._fleet is not None:
+            self._fleet.close()
+            self._fleet = None
+
+
+pass_state = click.make_pass_decorator(CliState)
+
+
+def fail(message: str, code: int) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def handle_errors(func: F) -> F:
+    """Domain errors become one line on stderr and a distinct exit code; a bug becomes one line
+    too, with the traceback only when FLEETPKI_DEBUG is set."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except FleetPKIError as exc:
+            fail(str(exc), exc.exit_code)
+        except (click.exceptions.Exit, click.ClickException, KeyboardInterrupt, SystemExit):
+            raise
+        except BrokenPipeError:
+            # The reader (e.g. `| head`) went away: not an error of ours, and nothing to say.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(0)
+        except OSError as exc:
+            where = f" ({exc.filename})" if exc.filename else ""
+            fail(f"{exc.strerror or exc}{where}", 11)
+        except Exception as exc:
+            if os.environ.get("FLEETPKI_DEBUG"):
+                raise
+            fail(f"internal error ({type(exc).__name__}: {exc}); this is a bug in fleetpki. "
+                 "Rerun with FLEETPKI_DEBUG=1 to see the traceback and report it.",
+                 INTERNAL_ERROR_EXIT)
+        return None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def read_input_file(path: Path, *, what: str, limit: int | None = None) -> bytes:
+    try:
+        size = path.stat().st_size
+        if limit is not None and size > limit:
+            raise click.UsageError(f"{what} {path} is {size} bytes; the limit is {limit}")
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise click.UsageError(f"{what} {path} does not exist") from None
+    except IsADirectoryError:
+        raise click.UsageError(f"{what} {path} is a directory") from None
+    except PermissionError:
+        raise click.UsageError(f"cannot read {what} {path}: permission denied") from None

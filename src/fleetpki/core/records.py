@@ -1,0 +1,72 @@
+"""Frozen records that cross the boundaries between roles (store <-> ra <-> front ends)."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+
+from fleetpki.core.reasons import RevocationReason
+
+
+class CertificateStatus(enum.Enum):
+    valid = "valid"
+    revoked = "revoked"
+    expired = "expired"
+
+
+class CARole(enum.Enum):
+    root = "root"
+    issuing = "issuing"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CARecord:
+    name: str
+    role: CARole
+    certificate_der: bytes
+    parent: str | None  # name of the CA that signed this one; None for a root
+    key_file: str | None  # None while the key is kept offline
+    created_at: dt.datetime
+    imported: bool = False
+    revoked_at: dt.datetime | None = None
+    revocation_reason: RevocationReason | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class IssuedCertificate:
+    """A certificate as the store knows it. `der` is the exact signed bytes returned to clients."""
+
+    serial: int
+    issuer: str
+    device_id: str
+    profile: str
+    subject: str
+    sans: tuple[str, ...]
+    key_spec: str
+    key_fingerprint: str
+    not_before: dt.datetime
+    not_after: dt.datetime
+    issued_at: dt.datetime
+    der: bytes
+    revoked_at: dt.datetime | None = None
+    revocation_reason: RevocationReason | None = None
+
+    def status(self, now: dt.datetime) -> CertificateStatus:
+        if self.revoked_at is not None:
+            return CertificateStatus.revoked
+        if self.not_after <= now:
+            return CertificateStatus.expired
+        return CertificateStatus.valid
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AuditEntry:
+    seq: int
+    at: dt.datetime
+    actor: str
+    action: str
+    subject: str  # what the action was about: a serial, a CA name, a device id
+    details: dict[str, str]
+    prev_hash: str
+    hash: str

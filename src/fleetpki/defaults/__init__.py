@@ -1,0 +1,1 @@
+"""Files `fleetpki init` writes into a new data directory."""

@@ -1,0 +1,1 @@
+"""The registration authority: the one place that decides "issue or refuse"."""

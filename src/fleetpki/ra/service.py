@@ -1,0 +1,148 @@
+"""The issuance cycle (docs/issuance-cycle.md):
+
+  1. authorize        the Authorization says who asks and what they may ask for
+  2. plan             the profile decides the certificate (core.issuance_plan); refusals stop here,
+                      audited, with nothing stored and no serial drawn
+  3. reserve          a fresh random serial is written to the ledger as an intent
+  4. sign             exactly once, in memory
+  5. record           certificate + audit entry in one transaction
+  6. return           only now does the certificate leave the RA
+
+A crash between 3 and 5 leaves a reserved serial that is never reused and no certificate anyone
+has seen; a crash after 5 leaves a certificate the store knows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+
+from cryptography.hazmat.primitives import serialization
+
+from fleetpki.ca.certificate_template import CertificateTemplate
+from fleetpki.ca.signer import SignerSource
+from fleetpki.core.clock import Clock
+from fleetpki.core.errors import NotAuthorized, NotFound, PolicyViolation
+from fleetpki.core.issuance_plan import IssuancePlan, Request, plan_issuance
+from fleetpki.core.keys import public_key_fingerprint
+from fleetpki.core.names import san_text
+from fleetpki.core.profile import Profile
+from fleetpki.core.reasons import RevocationReason
+from fleetpki.core.records import IssuedCertificate
+from fleetpki.core.serials import SerialSource, serial_hex
+from fleetpki.ra.api import Authorization
+from fleetpki.store.api import (
+    AuditEvent,
+    IssuanceLedger,
+    RevocationWriter,
+    SerialCollision,
+    SerialReservation,
+)
+
+_SERIAL_ATTEMPTS = 5
+
+
+class IssuanceService:
+    def __init__(self, ledger: IssuanceLedger, revocations: RevocationWriter,
+                 profiles: Mapping[str, Profile], signers: SignerSource, clock: Clock,
+                 serials: SerialSource) -> None:
+        self._ledger = ledger
+        self._revocations = revocations
+        self._profiles = profiles
+        self._signers = signers
+        self._clock = clock
+        self._serials = serials
+        self._templates: dict[str, CertificateTemplate] = {}
+
+    def template(self, profile_name: str) -> CertificateTemplate:
+        template = self._templates.get(profile_name)
+        if template is None:
+            profile = self.profile(profile_name)
+            template = CertificateTemplate(profile, self._signers.signer(profile.issuer))
+            self._templates[profile_name] = template
+        return template
+
+    def profile(self, name: str) -> Profile:
+        try:
+            return self._profiles[name]
+        except KeyError:
+            known = ", ".join(sorted(self._profiles))
+            raise NotFound(f"no profile named '{name}' (profiles: {known})") from None
+
+    def issue(self, request: Request, profile: str, authorization: Authorization
+              ) -> IssuedCertificate:
+        now = self._clock.now()
+        try:
+            plan = self.plan(request, profile, authorization, now)
+        except (PolicyViolation, NotAuthorized) as refusal:
+            self._ledger.audit([refusal_event(authorization.actor, profile, str(refusal))],
+                               at=now)
+            raise
+        serial = self.reserve(plan, now)
+        certificate = self.template(profile).sign(plan, serial)
+        record = issued_record(plan, serial, certificate.public_bytes(
+            serialization.Encoding.DER), now)
+        self._ledger.record_issued([record], [], [issued_event(authorization.actor, record)],
+                                   at=now)
+        return record
+
+    def plan(self, request: Request, profile_name: str, authorization: Authorization,
+             now: dt.datetime) -> IssuancePlan:
+        if authorization.profiles is not None and profile_name not in authorization.profiles:
+            raise NotAuthorized(f"{authorization.actor} may not enroll in profile "
+                                f"'{profile_name}'")
+        template = self.template(profile_name)
+        plan = plan_issuance(template.profile, request, now=now,
+                             issuer_not_after=template.signer.certificate.not_valid_after_utc)
+        if authorization.device_id is not None and plan.device_id != authorization.device_id:
+            raise NotAuthorized(f"the request names device '{plan.device_id}' but the "
+                                f"credential is for '{authorization.device_id}'")
+        return plan
+
+    def reserve(self, plan: IssuancePlan, now: dt.datetime) -> int:
+        for _ in range(_SERIAL_ATTEMPTS):
+            serial = self._serials.next_serial()
+            try:
+                self._ledger.reserve_serials(
+                    [SerialReservation(plan.issuer, serial, plan.device_id, plan.profile)],
+                    at=now)
+                return serial
+            except SerialCollision:
+                continue
+        raise RuntimeError("could not draw an unused serial: the serial source is broken")
+
+    def revoke(self, serial: int, reason: RevocationReason, authorization: Authorization, *,
+               issuer: str | None = None) -> IssuedCertificate:
+        found = self._ledger.get_certificate(serial, issuer)
+        if found is None:
+            raise NotFound(f"no certificate with serial {serial_hex(serial)}")
+        event = AuditEvent(actor=authorization.actor, action="certificate.revoked",
+                           subject=serial_hex(serial),
+                           details={"issuer": found.issuer, "reason": reason.value,
+                                    "device_id": found.device_id})
+        return self._revocations.revoke(found.issuer, serial, reason, at=self._clock.now(),
+                                        event=event)
+
+
+def issued_record(plan: IssuancePlan, serial: int, der: bytes, now: dt.datetime
+                  ) -> IssuedCertificate:
+    return IssuedCertificate(
+        serial=serial, issuer=plan.issuer, device_id=plan.device_id, profile=plan.profile,
+        subject=plan.subject.rfc4514_string(),
+        sans=tuple(f"{t.value}:{v}" for t, v in (san_text(n) for n in plan.sans)),
+        key_spec=str(plan.key_spec), key_fingerprint=public_key_fingerprint(plan.public_key),
+        not_before=plan.not_before, not_after=plan.not_after, issued_at=now, der=der,
+    )
+
+
+def issued_event(actor: str, record: IssuedCertificate) -> AuditEvent:
+    return AuditEvent(actor=actor, action="certificate.issued", subject=serial_hex(record.serial),
+                      details={"issuer": record.issuer, "profile": record.profile,
+                               "device_id": record.device_id, "subject": record.subject,
+                               "not_after": record.not_after.isoformat(),
+                               "key_fingerprint": record.key_fingerprint})
+
+
+def refusal_event(actor: str, profile: str, reason: str, device_id: str = "") -> AuditEvent:
+    return AuditEvent(actor=actor, action="certificate.refused", subject=device_id or "-",
+                      details={"profile": profile, "reason": reason})

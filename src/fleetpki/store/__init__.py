@@ -1,0 +1,1 @@
+"""Persistence. Consumers depend on the Protocols in store.api, never on store.sql."""

@@ -1,0 +1,1 @@
+"""Alembic migrations for the SQL store. Run automatically when a store is opened."""

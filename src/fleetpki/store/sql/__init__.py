@@ -1,0 +1,1 @@
+"""SQLAlchemy Core implementation of store.api, for SQLite (default) and PostgreSQL."""

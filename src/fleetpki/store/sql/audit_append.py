@@ -1,0 +1,42 @@
+"""Appending to the hash-chained audit log inside the caller's transaction."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+
+from fleetpki.core.audit_chain import entry_hash
+from fleetpki.store.api import AuditEvent
+from fleetpki.store.sql.schema import audit_head, audit_log
+
+
+def append_events(connection: sa.Connection, events: Sequence[AuditEvent], at: dt.datetime
+                  ) -> None:
+    if not events:
+        return
+    # Lock the head row: on PostgreSQL FOR UPDATE serialises appenders; on SQLite the writer
+    # already holds the database lock (BEGIN IMMEDIATE) and FOR UPDATE is omitted by the dialect.
+    head = connection.execute(
+        sa.select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)
+        .with_for_update()
+    ).one()
+    seq, prev = head.seq, head.hash
+    at = at.astimezone(dt.UTC)
+    rows = []
+    for event in events:
+        seq += 1
+        digest = entry_hash(prev, seq, at, event.actor, event.action, event.subject,
+                            event.details)
+        rows.append({
+            "seq": seq, "at": at, "actor": event.actor, "action": event.action,
+            "subject": event.subject,
+            "details": json.dumps(event.details, sort_keys=True, separators=(",", ":")),
+            "prev_hash": prev, "hash": digest,
+        })
+        prev = digest
+    connection.execute(audit_log.insert(), rows)
+    connection.execute(audit_head.update().where(audit_head.c.id == 1)
+                       .values(seq=seq, hash=prev))

@@ -1,0 +1,93 @@
+"""Opening a database: engine settings per dialect, migrations to head, error translation."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from fleetpki.core.errors import StoreError
+
+_MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def create_engines(url: str) -> tuple[sa.Engine, sa.Engine]:
+    """(writer, reader). On SQLite the writer begins IMMEDIATE transactions, so concurrent
+    writers queue on the lock instead of failing half-way with 'database is locked'."""
+    if url.startswith("sqlite"):
+        return _sqlite_engine(url, immediate=True), _sqlite_engine(url, immediate=False)
+    engine = sa.create_engine(url, pool_pre_ping=True)
+    return engine, engine
+
+
+def _sqlite_engine(url: str, *, immediate: bool) -> sa.Engine:
+    engine = sa.create_engine(url, connect_args={"timeout": 30})
+
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event issue BEGIN itself (pysqlite's own handling defers it).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        # FULL: a committed certificate survives power loss, not only a process crash.
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(connection: sa.Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+def migrate(engine: sa.Engine) -> None:
+    """Bring the schema to the newest revision; a no-op (one query) when it is already there."""
+    config = Config()
+    config.set_main_option("script_location", str(_MIGRATIONS))
+    head = ScriptDirectory.from_config(config).get_current_head()
+    with translate_errors(), engine.connect() as connection:
+        current = MigrationContext.configure(connection).get_current_revision()
+        if current == head:
+            return
+    with translate_errors(), engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+
+@contextlib.contextmanager
+def translate_errors() -> Iterator[None]:
+    """Database failures become StoreError with a next step; the transaction has rolled back."""
+    try:
+        yield
+    except sa.exc.OperationalError as exc:
+        raise StoreError(_explain(str(exc.orig))) from None
+    except sa.exc.DatabaseError as exc:
+        raise StoreError(f"database error: {str(exc.orig).splitlines()[0]}") from None
+
+
+def _explain(message: str) -> str:
+    first = message.splitlines()[0] if message else "unknown database error"
+    lowered = first.lower()
+    if "readonly" in lowered or "read-only" in lowered:
+        return ("the database is read-only: check the file and directory permissions of the "
+                "data directory; nothing was changed")
+    if "disk is full" in lowered or "no space" in lowered:
+        return "the disk holding the database is full: free space and retry; nothing was changed"
+    if "unable to open" in lowered:
+        return ("cannot open the database file: check that the data directory exists and is "
+                "writable")
+    if "locked" in lowered:
+        return "the database stayed locked for 30 s by another writer; retry"
+    if "connection" in lowered or "could not" in lowered:
+        return f"cannot reach the database: {first}"
+    return f"database error: {first}"

@@ -1,0 +1,73 @@
+"""Row <-> record conversion, kept in one place so every query returns the same shapes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+from fleetpki.core.reasons import RevocationReason
+from fleetpki.core.records import AuditEntry, CARecord, CARole, IssuedCertificate
+from fleetpki.core.serials import serial_hex
+
+
+def utc(value: dt.datetime) -> dt.datetime:
+    """SQLite hands back naive datetimes; everything we store is UTC."""
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+def certificate_values(cert: IssuedCertificate) -> dict[str, Any]:
+    return {
+        "issuer": cert.issuer,
+        "serial": serial_hex(cert.serial),
+        "device_id": cert.device_id,
+        "profile": cert.profile,
+        "subject": cert.subject,
+        "sans": "\n".join(cert.sans),
+        "key_spec": cert.key_spec,
+        "key_fingerprint": cert.key_fingerprint,
+        "not_before": cert.not_before,
+        "not_after": cert.not_after,
+        "issued_at": cert.issued_at,
+        "der": cert.der,
+        "revoked_at": cert.revoked_at,
+        "revocation_reason": cert.revocation_reason.value if cert.revocation_reason else None,
+    }
+
+
+def certificate_record(row: Any) -> IssuedCertificate:
+    return IssuedCertificate(
+        serial=int(row.serial, 16),
+        issuer=row.issuer,
+        device_id=row.device_id,
+        profile=row.profile,
+        subject=row.subject,
+        sans=tuple(row.sans.split("\n")) if row.sans else (),
+        key_spec=row.key_spec,
+        key_fingerprint=row.key_fingerprint,
+        not_before=utc(row.not_before),
+        not_after=utc(row.not_after),
+        issued_at=utc(row.issued_at),
+        der=bytes(row.der),
+        revoked_at=utc(row.revoked_at) if row.revoked_at is not None else None,
+        revocation_reason=(RevocationReason(row.revocation_reason)
+                           if row.revocation_reason else None),
+    )
+
+
+def ca_record(row: Any) -> CARecord:
+    return CARecord(
+        name=row.name, role=CARole(row.role), certificate_der=bytes(row.certificate_der),
+        parent=row.parent, key_file=row.key_file, created_at=utc(row.created_at),
+        imported=bool(row.imported),
+        revoked_at=utc(row.revoked_at) if row.revoked_at is not None else None,
+        revocation_reason=(RevocationReason(row.revocation_reason)
+                           if row.revocation_reason else None),
+    )
+
+
+def audit_record(row: Any) -> AuditEntry:
+    return AuditEntry(
+        seq=row.seq, at=utc(row.at), actor=row.actor, action=row.action, subject=row.subject,
+        details=json.loads(row.details), prev_hash=row.prev_hash, hash=row.hash,
+    )

@@ -1,0 +1,75 @@
+"""Table definitions used by queries. Migrations (store/migrations) create and evolve them.
+
+Serials are stored as lower-case hex text: they are up to 20 octets, which no integer column
+holds (DESIGN.md §3). Timestamps are stored as UTC.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+cas = sa.Table(
+    "cas", metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("parent", sa.String(64), sa.ForeignKey("cas.name"), nullable=True),
+    sa.Column("certificate_der", sa.LargeBinary, nullable=False),
+    sa.Column("key_file", sa.Text, nullable=True),
+    sa.Column("imported", sa.Boolean, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("crl_number", sa.Integer, nullable=False),
+    sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("revocation_reason", sa.String(32), nullable=True),
+)
+
+serials = sa.Table(
+    "serials", metadata,
+    sa.Column("issuer", sa.String(64), sa.ForeignKey("cas.name"), primary_key=True),
+    sa.Column("serial", sa.String(40), primary_key=True),
+    sa.Column("device_id", sa.String(256), nullable=False),
+    sa.Column("profile", sa.String(64), nullable=False),
+    sa.Column("reserved_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),  # reserved | issued
+)
+
+certificates = sa.Table(
+    "certificates", metadata,
+    sa.Column("issuer", sa.String(64), primary_key=True),
+    sa.Column("serial", sa.String(40), primary_key=True),
+    sa.Column("device_id", sa.String(256), nullable=False),
+    sa.Column("profile", sa.String(64), nullable=False),
+    sa.Column("subject", sa.Text, nullable=False),
+    sa.Column("sans", sa.Text, nullable=False),  # newline-separated "type:value"
+    sa.Column("key_spec", sa.String(16), nullable=False),
+    sa.Column("key_fingerprint", sa.String(64), nullable=False),
+    sa.Column("not_before", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("not_after", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("issued_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("der", sa.LargeBinary, nullable=False),
+    sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("revocation_reason", sa.String(32), nullable=True),
+    sa.ForeignKeyConstraint(["issuer", "serial"], ["serials.issuer", "serials.serial"]),
+)
+
+audit_log = sa.Table(
+    "audit_log", metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("actor", sa.String(256), nullable=False),
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("subject", sa.Text, nullable=False),
+    sa.Column("details", sa.Text, nullable=False),  # canonical JSON object
+    sa.Column("prev_hash", sa.String(64), nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+)
+
+# One row. Appenders lock it (SELECT ... FOR UPDATE on PostgreSQL; SQLite writers are serialised
+# by BEGIN IMMEDIATE) so that two processes never chain onto the same predecessor.
+audit_head = sa.Table(
+    "audit_head", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+)

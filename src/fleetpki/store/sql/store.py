@@ -1,0 +1,234 @@
+"""SqlStore: every store.api Protocol over one database, SQLite or PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator, Sequence
+
+import sqlalchemy as sa
+
+from fleetpki.core.errors import Conflict, NotFound
+from fleetpki.core.reasons import RevocationReason
+from fleetpki.core.records import AuditEntry, CARecord, CertificateStatus, IssuedCertificate
+from fleetpki.core.serials import serial_hex
+from fleetpki.store.api import AuditEvent, CertificateQuery, SerialCollision, SerialReservation
+from fleetpki.store.sql.audit_append import append_events
+from fleetpki.store.sql.engine import create_engines, migrate, translate_errors
+from fleetpki.store.sql.rows import audit_record, ca_record, certificate_record, certificate_values
+from fleetpki.store.sql.schema import audit_head, audit_log, cas, certificates, serials
+
+_AUDIT_PAGE = 5000
+
+
+class SqlStore:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._writer, self._reader = create_engines(url)
+        migrate(self._writer)
+
+    def close(self) -> None:
+        self._writer.dispose()
+        self._reader.dispose()
+
+    # -- CAs -------------------------------------------------------------------------------
+
+    def list_cas(self) -> list[CARecord]:
+        with translate_errors(), self._reader.connect() as c:
+            return [ca_record(r) for r in c.execute(sa.select(cas).order_by(cas.c.created_at))]
+
+    def get_ca(self, name: str) -> CARecord | None:
+        with translate_errors(), self._reader.connect() as c:
+            row = c.execute(sa.select(cas).where(cas.c.name == name)).first()
+        return ca_record(row) if row else None
+
+    def add_ca(self, record: CARecord, event: AuditEvent, *, at: dt.datetime) -> None:
+        with translate_errors(), self._writer.begin() as c:
+            if c.execute(sa.select(cas.c.name).where(cas.c.name == record.name)).first():
+                raise Conflict(f"a CA named '{record.name}' already exists")
+            c.execute(cas.insert().values(
+                name=record.name, role=record.role.value, parent=record.parent,
+                certificate_der=record.certificate_der, key_file=record.key_file,
+                imported=record.imported, created_at=record.created_at, crl_number=0))
+            append_events(c, [event], at)
+
+    def set_ca_key_file(self, name: str, key_file: str | None, event: AuditEvent, *,
+                        at: dt.datetime) -> None:
+        with translate_errors(), self._writer.begin() as c:
+            done = c.execute(cas.update().where(cas.c.name == name).values(key_file=key_file))
+            if done.rowcount != 1:
+                raise NotFound(f"no CA named '{name}'")
+            append_events(c, [event], at)
+
+    def revoke_ca(self, name: str, reason: RevocationReason, *, at: dt.datetime,
+                  event: AuditEvent) -> None:
+        with translate_errors(), self._writer.begin() as c:
+            row = c.execute(sa.select(cas.c.revoked_at).where(cas.c.name == name)).first()
+            if row is None:
+                raise NotFound(f"no CA named '{name}'")
+            if row.revoked_at is not None:
+                raise Conflict(f"CA '{name}' is already revoked")
+            c.execute(cas.update().where(cas.c.name == name)
+                      .values(revoked_at=at, revocation_reason=reason.value))
+            append_events(c, [event], at)
+
+    def next_crl_number(self, issuer: str) -> int:
+        """CRL numbers increase monotonically per issuer (RFC 5280 §5.2.3)."""
+        with translate_errors(), self._writer.begin() as c:
+            done = c.execute(cas.update().where(cas.c.name == issuer)
+                             .values(crl_number=cas.c.crl_number + 1))
+            if done.rowcount != 1:
+                raise NotFound(f"no CA named '{issuer}'")
+            return int(c.execute(sa.select(cas.c.crl_number).where(cas.c.name == issuer))
+                       .scalar_one())
+
+    # -- certificates: reading -------------------------------------------------------------
+
+    def get_certificate(self, serial: int, issuer: str | None = None
+                        ) -> IssuedCertificate | None:
+        query = sa.select(certificates).where(certificates.c.serial == serial_hex(serial))
+        if issuer is not None:
+            query = query.where(certificates.c.issuer == issuer)
+        with translate_errors(), self._reader.connect() as c:
+            rows = c.execute(query.limit(2)).all()
+        if len(rows) > 1:
+            raise Conflict(f"serial {serial_hex(serial)} exists under several issuers; "
+                           "name the issuer")
+        return certificate_record(rows[0]) if rows else None
+
+    def find_certificates(self, query: CertificateQuery, *, now: dt.datetime
+                          ) -> list[IssuedCertificate]:
+        t = certificates.c
+        select = sa.select(certificates)
+        if query.device_id is not None:
+            select = select.where(t.device_id == query.device_id)
+        if query.profile is not None:
+            select = select.where(t.profile == query.profile)
+        if query.issuer is not None:
+            select = select.where(t.issuer == query.issuer)
+        if query.key_spec is not None:
+            select = select.where(t.key_spec == query.key_spec)
+        if query.expiring_before is not None:
+            select = select.where(t.not_after < query.expiring_before)
+        if query.subject_contains:
+            select = select.where(t.subject.contains(query.subject_contains, autoescape=True))
+        if query.san_contains:
+            select = select.where(t.sans.contains(query.san_contains, autoescape=True))
+        if query.status is CertificateStatus.revoked:
+            select = select.where(t.revoked_at.is_not(None))
+        elif query.status is CertificateStatus.expired:
+            select = select.where(t.revoked_at.is_(None), t.not_after <= now)
+        elif query.status is CertificateStatus.valid:
+            select = select.where(t.revoked_at.is_(None), t.not_after > now)
+        select = select.order_by(t.not_after, t.serial).limit(query.limit).offset(query.offset)
+        with translate_errors(), self._reader.connect() as c:
+            return [certificate_record(r) for r in c.execute(select)]
+
+    def current_certificate(self, device_id: str, profile: str, *, now: dt.datetime
+                            ) -> IssuedCertificate | None:
+        t = certificates.c
+        select = (sa.select(certificates)
+                  .where(t.device_id == device_id, t.profile == profile,
+                         t.revoked_at.is_(None), t.not_after > now)
+                  .order_by(t.issued_at.desc()).limit(1))
+        with translate_errors(), self._reader.connect() as c:
+            row = c.execute(select).first()
+        return certificate_record(row) if row else None
+
+    def issued_device_ids(self, profile: str, device_ids: Sequence[str], *, now: dt.datetime
+                          ) -> set[str]:
+        """Which of these devices already hold a valid certificate in the profile (batch reruns)."""
+        t = certificates.c
+        found: set[str] = set()
+        with translate_errors(), self._reader.connect() as c:
+            for start in range(0, len(device_ids), 500):
+                chunk = list(device_ids[start:start + 500])
+                found.update(c.execute(
+                    sa.select(t.device_id).where(t.profile == profile, t.device_id.in_(chunk),
+                                                 t.revoked_at.is_(None), t.not_after > now)
+                ).scalars())
+        return found
+
+    def count_reserved_serials(self) -> int:
+        with translate_errors(), self._reader.connect() as c:
+            return int(c.execute(sa.select(sa.func.count()).select_from(serials)
+                                 .where(serials.c.state == "reserved")).scalar_one())
+
+    # -- certificates: writing -------------------------------------------------------------
+
+    def reserve_serials(self, reservations: Sequence[SerialReservation], *, at: dt.datetime
+                        ) -> None:
+        rows = [{"issuer": r.issuer, "serial": serial_hex(r.serial), "device_id": r.device_id,
+                 "profile": r.profile, "reserved_at": at, "state": "reserved"}
+                for r in reservations]
+        if not rows:
+            return
+        try:
+            with translate_errors(), self._writer.begin() as c:
+                c.execute(serials.insert(), rows)
+        except sa.exc.IntegrityError:
+            raise SerialCollision("serial already used for this issuer") from None
+
+    def record_issued(self, certificates_: Sequence[IssuedCertificate],
+                      released: Sequence[SerialReservation], events: Sequence[AuditEvent], *,
+                      at: dt.datetime) -> None:
+        with translate_errors(), self._writer.begin() as c:
+            if certificates_:
+                c.execute(certificates.insert(), [certificate_values(x) for x in certificates_])
+                for issuer, group in _by_issuer(certificates_).items():
+                    c.execute(serials.update()
+                              .where(serials.c.issuer == issuer, serials.c.serial.in_(group))
+                              .values(state="issued"))
+            for reservation in released:
+                c.execute(serials.delete().where(
+                    serials.c.issuer == reservation.issuer,
+                    serials.c.serial == serial_hex(reservation.serial),
+                    serials.c.state == "reserved"))
+            append_events(c, events, at)
+
+    def audit(self, events: Sequence[AuditEvent], *, at: dt.datetime) -> None:
+        with translate_errors(), self._writer.begin() as c:
+            append_events(c, events, at)
+
+    def revoke(self, issuer: str, serial: int, reason: RevocationReason, *, at: dt.datetime,
+               event: AuditEvent) -> IssuedCertificate:
+        t = certificates.c
+        key = (t.issuer == issuer, t.serial == serial_hex(serial))
+        with translate_errors(), self._writer.begin() as c:
+            row = c.execute(sa.select(certificates).where(*key)).first()
+            if row is None:
+                raise NotFound(f"no certificate with serial {serial_hex(serial)} from '{issuer}'")
+            if row.revoked_at is not None:
+                raise Conflict(f"certificate {serial_hex(serial)} was already revoked on "
+                               f"{row.revoked_at:%Y-%m-%d %H:%M} ({row.revocation_reason})")
+            c.execute(certificates.update().where(*key)
+                      .values(revoked_at=at, revocation_reason=reason.value))
+            append_events(c, [event], at)
+            updated = c.execute(sa.select(certificates).where(*key)).one()
+        return certificate_record(updated)
+
+    # -- audit -----------------------------------------------------------------------------
+
+    def audit_entries(self, *, since_seq: int = 1) -> Iterator[AuditEntry]:
+        """Streams in pages so that verifying millions of entries keeps memory flat."""
+        next_seq = since_seq
+        while True:
+            with translate_errors(), self._reader.connect() as c:
+                rows = c.execute(sa.select(audit_log).where(audit_log.c.seq >= next_seq)
+                                 .order_by(audit_log.c.seq).limit(_AUDIT_PAGE)).all()
+            if not rows:
+                return
+            for row in rows:
+                yield audit_record(row)
+            next_seq = rows[-1].seq + 1
+
+    def audit_head(self) -> tuple[int, str]:
+        with translate_errors(), self._reader.connect() as c:
+            row = c.execute(sa.select(audit_head.c.seq, audit_head.c.hash)).one()
+        return int(row.seq), str(row.hash)
+
+
+def _by_issuer(items: Sequence[IssuedCertificate]) -> dict[str, list[str]]:
+    grouped: dict[str, list[str]] = {}
+    for item in items:
+        grouped.setdefault(item.issuer, []).append(serial_hex(item.serial))
+    return grouped
