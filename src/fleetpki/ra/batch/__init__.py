@@ -1,0 +1,1 @@
+"""Manufacturing runs: many devices, one profile, every core busy, safe to re-run after a crash."""

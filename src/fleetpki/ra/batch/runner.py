@@ -1,0 +1,226 @@
+"""The manufacturing run: stream the device list, keep every core signing, commit in chunks.
+
+Per chunk (docs/issuance-cycle.md, batch form):
+  1. drop devices that already hold a valid certificate in the profile (re-runs issue nothing
+     twice; their missing output files are written again from the store);
+  2. reserve one random serial per remaining device, in one transaction;
+  3. a worker process plans, signs (and, for factory keys, writes the key first);
+  4. the parent commits certificates, releases refused reservations and chains audit entries in
+     one transaction, and only then writes the output files.
+At most a few chunks are in flight, so memory stays flat however long the list is.
+"""
+
+from __future__ import annotations
+
+import collections
+import csv
+import dataclasses
+import datetime as dt
+import multiprocessing
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from pathlib import Path
+from typing import Protocol
+
+from cryptography import x509
+
+from fleetpki.ca.certificate_template import CertificateTemplate
+from fleetpki.core.clock import Clock
+from fleetpki.core.keys import KeySpec
+from fleetpki.core.records import IssuedCertificate
+from fleetpki.core.serials import SerialSource
+from fleetpki.ra.batch import worker
+from fleetpki.ra.batch.bundles import BundleFormat, BundleWriter
+from fleetpki.ra.batch.manifest import DeviceRow
+from fleetpki.ra.service import issued_event, refusal_event
+from fleetpki.store.api import AuditEvent, IssuanceLedger, SerialCollision, SerialReservation
+
+
+class BatchLedger(IssuanceLedger, Protocol):
+    def issued_device_ids(self, profile: str, device_ids: Sequence[str], *, now: dt.datetime
+                          ) -> set[str]: ...
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BatchOptions:
+    workers: int
+    chunk_size: int = 500
+    keygen: KeySpec | None = None
+    actor: str = "operator"
+
+
+@dataclasses.dataclass
+class BatchReport:
+    issued: int = 0
+    already_issued: int = 0
+    rewritten: int = 0
+    refused: int = 0
+    lost_keys: int = 0
+    rejects: list[tuple[int, str, str]] = dataclasses.field(default_factory=list)
+
+    @property
+    def processed(self) -> int:
+        return self.issued + self.already_issued + self.refused + self.lost_keys
+
+
+_Pending = tuple["Future[list[worker.Outcome]]", list[worker.Task], dt.datetime]
+
+
+class BatchRunner:
+    def __init__(self, ledger: BatchLedger, template: CertificateTemplate,
+                 bundles: BundleWriter, options: BatchOptions, clock: Clock,
+                 serials: SerialSource) -> None:
+        self._ledger = ledger
+        self._template = template
+        self._bundles = bundles
+        self._options = options
+        self._clock = clock
+        self._serials = serials
+        self._profile = template.profile.name
+        self._issuer = template.profile.issuer
+
+    def run(self, rows: Iterable[DeviceRow], progress: Callable[[int], None] = lambda n: None
+            ) -> BatchReport:
+        report = BatchReport()
+        seen: dict[str, int] = {}
+        setup = worker.WorkerSetup(self._template, self._options.keygen, self._bundles)
+        in_flight: collections.deque[_Pending] = collections.deque()
+        finishing: collections.deque[Future[int]] = collections.deque()
+        window = self._options.workers * 2
+        with ProcessPoolExecutor(max_workers=self._options.workers,
+                                 mp_context=multiprocessing.get_context("fork"),
+                                 initializer=worker.initialize, initargs=(setup,)) as pool:
+            for chunk in _chunks(rows, self._options.chunk_size):
+                tasks = self._prepare(chunk, seen, report, progress)
+                if tasks:
+                    now = self._clock.now()
+                    in_flight.append((pool.submit(worker.run_chunk, tasks, now), tasks, now))
+                while len(in_flight) >= window:
+                    self._collect(in_flight.popleft(), pool, finishing, report, progress)
+                while len(finishing) > window:
+                    finishing.popleft().result()
+            while in_flight:
+                self._collect(in_flight.popleft(), pool, finishing, report, progress)
+            for future in finishing:
+                future.result()
+        return report
+
+    def _prepare(self, chunk: list[DeviceRow], seen: dict[str, int], report: BatchReport,
+                 progress: Callable[[int], None]) -> list[worker.Task]:
+        fresh: list[DeviceRow] = []
+        for row in chunk:
+            first = seen.setdefault(row.device_id, row.line)
+            if first != row.line:
+                report.refused += 1
+                report.rejects.append((row.line, row.device_id,
+                                       f"device listed twice (first on line {first})"))
+                progress(1)
+            else:
+                fresh.append(row)
+        now = self._clock.now()
+        done = self._ledger.issued_device_ids(self._profile, [r.device_id for r in fresh],
+                                              now=now)
+        todo = []
+        for row in fresh:
+            if row.device_id in done:
+                self._complete_earlier(row, report, now)
+                progress(1)
+            else:
+                todo.append(row)
+        return self._reserve(todo, now)
+
+    def _reserve(self, rows: list[DeviceRow], now: dt.datetime) -> list[worker.Task]:
+        if not rows:
+            return []
+        for _ in range(5):
+            tasks = [worker.Task(row, self._serials.next_serial()) for row in rows]
+            try:
+                self._ledger.reserve_serials([self._reservation(t) for t in tasks], at=now)
+                return tasks
+            except SerialCollision:
+                continue
+        raise RuntimeError("could not draw unused serials: the serial source is broken")
+
+    def _collect(self, pending: _Pending, pool: ProcessPoolExecutor,
+                 finishing: collections.deque[Future[int]], report: BatchReport,
+                 progress: Callable[[int], None]) -> None:
+        future, tasks, now = pending
+        outcomes = future.result()
+        issued: list[IssuedCertificate] = []
+        released: list[SerialReservation] = []
+        events: list[AuditEvent] = []
+        actor = self._options.actor
+        by_serial = {t.serial: t for t in tasks}
+        for outcome in outcomes:
+            if outcome.certificate is not None:
+                issued.append(outcome.certificate)
+                events.append(issued_event(actor, outcome.certificate))
+            else:
+                task = by_serial[outcome.serial]
+                released.append(self._reservation(task))
+                reason = outcome.refusal or "refused"
+                events.append(refusal_event(actor, self._profile, reason, outcome.device_id))
+                report.refused += 1
+                report.rejects.append((task.row.line, outcome.device_id, reason))
+        # The commit: after this line the certificates exist for the store, and only now are
+        # they written out.
+        self._ledger.record_issued(issued, released, events, at=now)
+        self._write_outputs(issued, pool, finishing)
+        report.issued += len(issued)
+        progress(len(outcomes))
+
+    def _write_outputs(self, issued: list[IssuedCertificate], pool: ProcessPoolExecutor,
+                       finishing: collections.deque[Future[int]]) -> None:
+        if self._options.keygen is None:
+            for cert in issued:
+                self._bundles.write_certificate(cert.device_id, cert.der)
+        elif self._bundles.format is BundleFormat.p12:
+            # PKCS#12 key derivation is deliberately slow: do it on the workers.
+            finishing.append(pool.submit(worker.finish_bundles,
+                                         [(c.device_id, c.der) for c in issued]))
+        else:
+            for cert in issued:
+                self._bundles.finish(cert.device_id, x509.load_der_x509_certificate(cert.der))
+
+    def _complete_earlier(self, row: DeviceRow, report: BatchReport, now: dt.datetime) -> None:
+        """A device issued by an earlier (perhaps interrupted) run: make sure its files exist."""
+        report.already_issued += 1
+        target = self._bundles.certificate_path(row.device_id)
+        if target.exists() and (self._options.keygen is None
+                                or not self._bundles.has_pending_key(row.device_id)):
+            return
+        cert = self._ledger.current_certificate(row.device_id, self._profile, now=now)
+        if cert is None:
+            return
+        if self._options.keygen is None:
+            self._bundles.write_certificate(row.device_id, cert.der)
+            report.rewritten += 1
+        elif self._bundles.has_pending_key(row.device_id):
+            self._bundles.finish(row.device_id, x509.load_der_x509_certificate(cert.der))
+            report.rewritten += 1
+        else:
+            report.already_issued -= 1
+            report.lost_keys += 1
+            report.rejects.append((row.line, row.device_id, "issued earlier, but its key file "
+                                   "is gone: revoke the certificate and issue again"))
+
+    def _reservation(self, task: worker.Task) -> SerialReservation:
+        return SerialReservation(self._issuer, task.serial, task.row.device_id, self._profile)
+
+
+def _chunks(rows: Iterable[DeviceRow], size: int) -> Iterator[list[DeviceRow]]:
+    chunk: list[DeviceRow] = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def write_rejects(path: Path, rejects: list[tuple[int, str, str]]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["line", "device_id", "reason"])
+        writer.writerows(rejects)

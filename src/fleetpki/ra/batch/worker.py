@@ -1,0 +1,124 @@
+"""What runs inside each worker process: plan, generate keys, sign. No database access here.
+
+Workers are forked after the parent has loaded the signer, so the CA key is decrypted once and
+never crosses a pipe. Each task is a chunk whose serials the parent has already reserved
+(DESIGN.md §2: the intent is persisted before anything is signed). A worker returns signed
+certificates to the parent, which commits them before anything is written out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
+
+from fleetpki.ca.certificate_template import CertificateTemplate
+from fleetpki.core.csr import check_proof_of_possession, load_csr
+from fleetpki.core.errors import BadInput, PolicyViolation
+from fleetpki.core.issuance_plan import Request, plan_issuance
+from fleetpki.core.keys import KeySpec
+from fleetpki.core.names import SUBJECT_ATTRIBUTES, san_from_text
+from fleetpki.core.records import IssuedCertificate
+from fleetpki.ra.batch.bundles import BundleWriter
+from fleetpki.ra.batch.manifest import DeviceRow
+from fleetpki.ra.service import issued_record
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WorkerSetup:
+    template: CertificateTemplate
+    keygen: KeySpec | None
+    bundles: BundleWriter
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Task:
+    row: DeviceRow
+    serial: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Outcome:
+    device_id: str
+    serial: int
+    certificate: IssuedCertificate | None
+    refusal: str | None
+
+
+_setup: WorkerSetup | None = None
+
+
+def initialize(setup: WorkerSetup) -> None:
+    global _setup
+    _setup = setup
+
+
+def run_chunk(tasks: list[Task], now: dt.datetime) -> list[Outcome]:
+    assert _setup is not None, "worker not initialised"
+    return [_one(_setup, task, now) for task in tasks]
+
+
+def _one(setup: WorkerSetup, task: Task, now: dt.datetime) -> Outcome:
+    row = task.row
+    try:
+        key: CertificateIssuerPrivateKeyTypes | None = None
+        if setup.keygen is not None:
+            key = setup.keygen.generate()
+            request = _request_from_row(row, key)
+        else:
+            request = _request_from_csr(row)
+        template = setup.template
+        plan = plan_issuance(template.profile, request, now=now,
+                             issuer_not_after=template.signer.certificate.not_valid_after_utc)
+        if plan.device_id != row.device_id:
+            raise PolicyViolation(f"the request names device '{plan.device_id}', the device "
+                                  f"list says '{row.device_id}'", field="device_id")
+        if key is not None:
+            # The key reaches disk before the certificate exists, so a crash can never leave a
+            # committed certificate whose key is lost (the rerun finishes the bundle).
+            setup.bundles.write_pending_key(row.device_id, key)
+        certificate = template.sign(plan, task.serial)
+        record = issued_record(plan, task.serial,
+                               certificate.public_bytes(serialization.Encoding.DER), now)
+        return Outcome(row.device_id, task.serial, record, None)
+    except (PolicyViolation, BadInput) as refusal:
+        return Outcome(row.device_id, task.serial, None, str(refusal))
+
+
+def finish_bundles(items: list[tuple[str, bytes]]) -> int:
+    """After the parent committed: turn pending keys and certificates into final bundles."""
+    assert _setup is not None, "worker not initialised"
+    for device_id, der in items:
+        _setup.bundles.finish(device_id, x509.load_der_x509_certificate(der))
+    return len(items)
+
+
+def _request_from_csr(row: DeviceRow) -> Request:
+    assert row.csr_path is not None
+    try:
+        with open(row.csr_path, "rb") as handle:  # noqa: PTH123 - hot path, plain open
+            data = handle.read(70 * 1024)
+    except OSError as exc:
+        raise BadInput(f"cannot read CSR {row.csr_path}: {exc.strerror}") from None
+    csr = load_csr(data)
+    check_proof_of_possession(csr)
+    return Request.from_csr(csr)
+
+
+def _request_from_row(row: DeviceRow, key: CertificateIssuerPrivateKeyTypes) -> Request:
+    attributes = dict(row.attributes)
+    if not attributes:
+        # With nothing else given the device id is the common name.
+        attributes["CN"] = row.device_id
+    try:
+        sans = tuple(san_from_text(text) for text in row.sans)
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
+    subject = x509.Name([x509.NameAttribute(SUBJECT_ATTRIBUTES[name], value)
+                         for name, value in attributes.items()])
+    return Request(subject=subject, sans=sans, public_key=key.public_key())
+
+
