@@ -8,6 +8,7 @@ devices the default validity instead of the one the operator wrote.
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import re
 from typing import Any, TypeVar
 
@@ -40,6 +41,9 @@ class Section:
         self._used.add(key)
         if key not in self._data:
             if default is _REQUIRED:
+                typo = difflib.get_close_matches(key, list(self._data), n=1)
+                if typo:
+                    raise self.error(typo[0], f"unknown key; did you mean '{key}'?")
                 raise self.error(key, "is required")
             return default
         value = self._data[key]
@@ -121,5 +125,7 @@ class Section:
         """Refuse keys nobody read: they are typos or options this version does not have."""
         unknown = sorted(set(self._data) - self._used)
         if unknown:
-            raise self.error(unknown[0], "unknown key (check the spelling; see docs/profiles.md)")
+            guess = difflib.get_close_matches(unknown[0], sorted(self._used), n=1)
+            hint = f"did you mean '{guess[0]}'?" if guess else "see docs/profiles.md"
+            raise self.error(unknown[0], f"unknown key; {hint}")
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,14 +19,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-# The helpers live in tests/support; make tests/ importable the same way pytest's default
-# "prepend" import mode does for a tests/conftest.py, so the module is always `support.*`.
-_TESTS_DIR = str(Path(__file__).resolve().parents[1])
-if _TESTS_DIR not in sys.path:
-    sys.path.insert(0, _TESTS_DIR)
-
-from support.lint import lint_certificate, lint_crl, openssl_verify, require_tool  # noqa: E402
-from support.postgres import PostgresServer, process_alive  # noqa: E402
+from support.lint import lint_certificate, lint_crl, openssl_verify, require_tool
+from support.postgres import PostgresServer, process_alive
 
 _NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 

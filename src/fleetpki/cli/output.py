@@ -22,7 +22,8 @@ def pem(der: bytes) -> str:
 
 def certificate_table(rows: list[IssuedCertificate], now: dt.datetime) -> Table:
     table = Table(show_lines=False)
-    for column in ("serial", "device", "profile", "status", "not after", "key"):
+    table.add_column("serial", no_wrap=True)
+    for column in ("device", "profile", "status", "not after", "key"):
         table.add_column(column)
     for cert in rows:
         table.add_row(serial_hex(cert.serial), cert.device_id, cert.profile,

@@ -26,6 +26,7 @@ SUBJECT_ATTRIBUTES: dict[str, x509.ObjectIdentifier] = {
     "L": NameOID.LOCALITY_NAME,
     "serialNumber": NameOID.SERIAL_NUMBER,
 }
+_DN_ORDER = ("C", "ST", "L", "O", "OU", "CN", "serialNumber")
 _ATTRIBUTE_BY_OID = {oid: name for name, oid in SUBJECT_ATTRIBUTES.items()}
 # RFC 5280 Appendix A upper bounds (ub-*), checked so that a certificate never fails to encode.
 _UPPER_BOUNDS = {"CN": 64, "O": 64, "OU": 64, "C": 2, "ST": 128, "L": 128, "serialNumber": 64}
@@ -90,9 +91,9 @@ class SubjectPolicy:
                 raise PolicyViolation(f"subject attribute {name} is required",
                                       field=f"subject.{name}")
         merged = {**values, **fixed}
-        # A stable order (the profile's order of rules, then fixed) so equal requests give equal
-        # certificates whatever order the CSR used.
-        order = [n for n in SUBJECT_ATTRIBUTES if n in merged]
+        # The conventional X.500 order, most general first, whatever order the CSR used: equal
+        # requests give equal certificates.
+        order = [n for n in _DN_ORDER if n in merged]
         return x509.Name([x509.NameAttribute(SUBJECT_ATTRIBUTES[n], merged[n]) for n in order])
 
 

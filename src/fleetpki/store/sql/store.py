@@ -162,11 +162,12 @@ class SqlStore:
                 for r in reservations]
         if not rows:
             return
-        try:
-            with translate_errors(), self._writer.begin() as c:
-                c.execute(serials.insert(), rows)
-        except sa.exc.IntegrityError:
-            raise SerialCollision("serial already used for this issuer") from None
+        with translate_errors():
+            try:
+                with self._writer.begin() as c:
+                    c.execute(serials.insert(), rows)
+            except sa.exc.IntegrityError:
+                raise SerialCollision("serial already used for this issuer") from None
 
     def record_issued(self, certificates_: Sequence[IssuedCertificate],
                       released: Sequence[SerialReservation], events: Sequence[AuditEvent], *,

@@ -1,0 +1,52 @@
+"""Reading CSRs: every malformed input gets a BadInput naming what is wrong."""
+
+from __future__ import annotations
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from fleetpki.core.csr import MAX_CSR_BYTES, check_proof_of_possession, load_csr
+from fleetpki.core.errors import BadInput, PolicyViolation
+from support.csrs import make_csr
+
+
+def test_pem_and_der_both_load() -> None:
+    csr, _ = make_csr()
+    assert load_csr(csr.public_bytes(serialization.Encoding.PEM)).subject == csr.subject
+    assert load_csr(csr.public_bytes(serialization.Encoding.DER)).subject == csr.subject
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    (b"", "empty"),
+    (b"hello, I am not a CSR", "not a valid PKCS#10"),
+    (b"-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n",
+     "not a valid PKCS#10"),
+    (b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n", "certificate, not"),
+    (b"-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n", "private key"),
+    (b"\x30" + b"\x00" * (MAX_CSR_BYTES + 1), "limit"),
+])
+def test_bad_input_is_refused_with_reason(data: bytes, message: str) -> None:
+    with pytest.raises(BadInput, match=message):
+        load_csr(data)
+
+
+def test_truncated_der_is_refused() -> None:
+    csr, _ = make_csr()
+    der = csr.public_bytes(serialization.Encoding.DER)
+    with pytest.raises(BadInput):
+        load_csr(der[: len(der) // 2])
+
+
+def test_tampered_csr_fails_proof_of_possession() -> None:
+    csr, _ = make_csr(cn="sensor-0001")
+    der = bytearray(csr.public_bytes(serialization.Encoding.DER))
+    index = der.find(b"sensor-0001")
+    der[index + len("sensor-000")] = ord("2")  # the signature now covers another name
+    tampered = load_csr(bytes(der))
+    with pytest.raises(PolicyViolation, match="does not verify"):
+        check_proof_of_possession(tampered)
+
+
+def test_genuine_csr_passes_proof_of_possession() -> None:
+    csr, _ = make_csr()
+    check_proof_of_possession(load_csr(csr.public_bytes(serialization.Encoding.DER)))
