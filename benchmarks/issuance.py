@@ -50,6 +50,7 @@ import multiprocessing
 import os
 import platform
 import re
+import resource
 import secrets
 import shutil
 import subprocess
@@ -87,6 +88,45 @@ TARGET_RATIO = 0.75  # end to end / bare reference loop
 TARGET_RSS_MB = 500.0  # peak memory of the 1M-device run
 
 console = Console(highlight=False)
+
+
+# -- other load on the machine ---------------------------------------------------------------
+
+
+def _busy_seconds() -> float:
+    """CPU time spent by everything on the machine (user, nice, system, irq, softirq)."""
+    with open("/proc/stat", encoding="ascii") as handle:
+        fields = handle.readline().split()
+    ticks = sum(int(fields[i]) for i in (1, 2, 3, 6, 7))
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _own_seconds() -> float:
+    """CPU time of this script and every child it has reaped."""
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        total += usage.ru_utime + usage.ru_stime
+    return total
+
+
+class Background:
+    """How many cores something else on the machine kept busy during a measurement.
+
+    Benchmarks on a shared machine are only as good as the quiet around them, so every phase
+    reports this next to its figure instead of pretending the machine was idle.
+    """
+
+    cores: float = 0.0
+
+    def __enter__(self) -> Background:
+        self._start = (time.perf_counter(), _busy_seconds(), _own_seconds())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        wall, busy, own = (time.perf_counter(), _busy_seconds(), _own_seconds())
+        foreign = (busy - self._start[1]) - (own - self._start[2])
+        self.cores = max(foreign, 0.0) / max(wall - self._start[0], 1e-9)
 
 
 # -- the cached CSR corpus -------------------------------------------------------------------
@@ -156,19 +196,21 @@ class SpeedResult:
     processes: int
     sign_per_s: float
     verify_per_s: float
+    background_cores: float
 
 
 def openssl_speed(seconds: int, processes: int) -> SpeedResult:
     command = ["openssl", "speed", "-seconds", str(seconds)]
     if processes > 1:
         command += ["-multi", str(processes)]
-    output = subprocess.run([*command, "ecdsap256"], capture_output=True, text=True,
-                            check=True).stdout
+    with Background() as background:
+        output = subprocess.run([*command, "ecdsap256"], capture_output=True, text=True,
+                                check=True).stdout
     lines = [line for line in output.splitlines() if "ecdsa (nistp256)" in line]
     if not lines:
         raise RuntimeError(f"no nistp256 line in `openssl speed` output:\n{output}")
     sign, verify = (float(x) for x in lines[-1].split()[-2:])
-    return SpeedResult(processes, sign, verify)
+    return SpeedResult(processes, sign, verify, background.cores)
 
 
 # -- (b) the bare cryptography loop ----------------------------------------------------------
@@ -257,6 +299,7 @@ class RateResult:
     processes: int
     count: int
     seconds: float
+    background_cores: float
 
     @property
     def rate(self) -> float:
@@ -265,20 +308,20 @@ class RateResult:
 
 def run_bare(paths: list[str], processes: int) -> RateResult:
     issuer = BareIssuer.create()
-    if processes == 1:
+    parts = [(issuer, paths[i::processes]) for i in range(processes)]
+    with Background() as background:
         start = time.perf_counter()
-        issued = bare_loop((issuer, paths))
-        seconds = time.perf_counter() - start
-    else:
-        parts = [(issuer, paths[i::processes]) for i in range(processes)]
-        start = time.perf_counter()  # includes forking the workers: they are part of the cost
-        with multiprocessing.get_context("fork").Pool(processes) as pool:
-            issued = sum(pool.map(bare_loop, parts, chunksize=1))
+        if processes == 1:
+            issued = bare_loop(parts[0])
+        else:
+            # Timed from before the fork: starting the workers is part of the cost.
+            with multiprocessing.get_context("fork").Pool(processes) as pool:
+                issued = sum(pool.map(bare_loop, parts, chunksize=1))
         seconds = time.perf_counter() - start
     if issued != len(paths):
         raise RuntimeError(f"bare loop issued {issued} of {len(paths)}")
     return RateResult(f"bare loop, {processes} process{'es' if processes > 1 else ''}",
-                      processes, issued, seconds)
+                      processes, issued, seconds, background.cores)
 
 
 # -- (c) fleetpki end to end -----------------------------------------------------------------
@@ -353,6 +396,7 @@ class BatchResult:
     memory: TreeMemory
     max_single_rss_kib: int  # wait4 rusage: the largest single process in the tree
     cpu_seconds: float  # user + system over the whole tree
+    background_cores: float
     summary: str
 
     @property
@@ -382,7 +426,8 @@ def run_batch(home: Path, devices_csv: Path, out: Path, devices: int, workers: i
     command = [fleetpki_executable(), "--home", str(home), "batch", "--profile", PROFILE,
                "--devices", str(devices_csv), "--out", str(out), "--workers", str(workers)]
     memory = TreeMemory()
-    with log.open("wb") as log_handle, console.status(label) as status:
+    with log.open("wb") as log_handle, console.status(label) as status, \
+            Background() as background:
         start = time.perf_counter()
         process = subprocess.Popen(command, stdout=log_handle, stderr=subprocess.STDOUT)
         last_update = start
@@ -411,7 +456,8 @@ def run_batch(home: Path, devices_csv: Path, out: Path, devices: int, workers: i
         issued=int(match.group(1)) if match else 0, exit_code=exit_code,
         output_files=output_files, memory=memory,
         max_single_rss_kib=usage.ru_maxrss,  # KiB on Linux
-        cpu_seconds=usage.ru_utime + usage.ru_stime, summary=summary)
+        cpu_seconds=usage.ru_utime + usage.ru_stime, background_cores=background.cores,
+        summary=summary)
 
 
 def fixed_overhead(home: Path, workdir: Path, workers: int) -> float:
@@ -501,28 +547,31 @@ def report(info: dict[str, str], speeds: list[SpeedResult], bares: list[RateResu
     for key, value in info.items():
         console.print(f"{key:>22}: {value}")
 
-    rates = Table(title="Issuance rates (certificates per second)", title_justify="left")
-    for column in ("measurement", "work", "count", "seconds", "rate /s"):
+    rates = Table(title="Issuance rates (certificates per second)", title_justify="left",
+                  caption="other load: cores kept busy by other processes during the "
+                          "measurement (0 = quiet machine)", caption_justify="left")
+    for column in ("measurement", "work", "count", "seconds", "rate /s", "other load"):
         rates.add_column(column, justify="left" if column in ("measurement", "work") else "right")
     for s in speeds:
         bound = 1 / (1 / s.sign_per_s + 1 / s.verify_per_s)
         rates.add_row(f"openssl speed ecdsap256, {s.processes} proc", "ECDSA P-256 sign",
-                      "-", "-", f"{s.sign_per_s:,.0f}")
-        rates.add_row("", "verify", "-", "-", f"{s.verify_per_s:,.0f}")
-        rates.add_row("", "1 verify + 1 sign (bound)", "-", "-", f"{bound:,.0f}")
+                      "-", "-", f"{s.sign_per_s:,.0f}", f"{s.background_cores:.2f}")
+        rates.add_row("", "ECDSA P-256 verify", "-", "-", f"{s.verify_per_s:,.0f}", "")
+        rates.add_row("", "1 verify + 1 sign (crypto bound)", "-", "-", f"{bound:,.0f}", "")
     for b in bares:
         rates.add_row(b.label, "read+parse+verify CSR, build+sign cert", f"{b.count:,}",
-                      f"{b.seconds:,.2f}", f"{b.rate:,.0f}")
+                      f"{b.seconds:,.2f}", f"{b.rate:,.0f}", f"{b.background_cores:.2f}")
     for run in (e2e, million):
         if run is None:
             continue
         r = run.batch
         rates.add_row(f"fleetpki batch, {r.workers} workers", "end to end (CLI wall clock)",
-                      f"{r.issued:,}", f"{r.seconds:,.2f}", f"{r.rate:,.0f}")
+                      f"{r.issued:,}", f"{r.seconds:,.2f}", f"{r.rate:,.0f}",
+                      f"{r.background_cores:.2f}")
         if run.overhead_seconds is not None:
             steady = r.issued / max(r.seconds - run.overhead_seconds, 1e-9)
-            rates.add_row("", f"minus fixed start-up ({run.overhead_seconds:.2f} s, header-only "
-                          "batch)", "", "", f"{steady:,.0f}")
+            rates.add_row("", f"same, minus fixed start-up ({run.overhead_seconds:.2f} s, "
+                          "header-only batch)", "", "", f"{steady:,.0f}", "")
     console.print(rates)
 
     memory = Table(title="fleetpki batch: process tree", title_justify="left")
@@ -581,6 +630,7 @@ def report(info: dict[str, str], speeds: list[SpeedResult], bares: list[RateResu
                 "peak_tree_rss_kib": r.memory.peak_rss_kib,
                 "peak_tree_pss_kib": r.memory.peak_pss_kib,
                 "max_single_rss_kib": r.max_single_rss_kib, "cpu_seconds": r.cpu_seconds,
+                "background_cores": r.background_cores,
                 "memory_samples": r.memory.samples, "summary": r.summary}
 
     return {
@@ -599,7 +649,10 @@ def report(info: dict[str, str], speeds: list[SpeedResult], bares: list[RateResu
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--devices", type=int, default=100_000,
-                        help="devices in the end-to-end batch and the bare loop [100000]")
+                        help="devices in the end-to-end batch [100000]")
+    parser.add_argument("--reference-devices", type=int, default=20_000,
+                        help="CSRs run through the bare loop (its rate is flat beyond a few "
+                             "thousand) [20000, at most --devices]")
     parser.add_argument("--million", action="store_true",
                         help="also run a 1,000,000-device batch (memory must stay flat)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
@@ -619,7 +672,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with console.status(f"openssl speed ecdsap256, {processes} process(es)"):
             speeds.append(openssl_speed(args.openssl_seconds, processes))
 
-    paths = [str(CACHE / csr_relpath(i)) for i in range(args.devices)]
+    paths = [str(CACHE / csr_relpath(i))
+             for i in range(max(min(args.reference_devices, args.devices), 1))]
     bares = []
     for processes in sorted({1, args.workers}):
         with console.status(f"bare cryptography loop, {processes} process(es)"):

@@ -97,6 +97,6 @@ def load_settings(home: Path) -> Settings:
 def _resolve_sqlite(url: str, home: Path) -> str:
     """A relative SQLite path is relative to the data directory, not the working directory."""
     prefix = "sqlite:///"
-    if url.startswith(prefix) and not url.startswith(prefix + "/"):
+    if url.startswith(prefix) and not url.startswith((prefix + "/", prefix + "file:")):
         return prefix + str((home / url[len(prefix):]).resolve())
     return url

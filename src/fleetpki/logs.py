@@ -29,6 +29,14 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
+def close() -> None:
+    """Flush and close our handlers (the CLI calls this when a command ends)."""
+    root = logging.getLogger("fleetpki")
+    for handler in root.handlers:
+        handler.close()
+    root.handlers.clear()
+
+
 def configure(log_file: Path | None, *, fmt: str, level: str) -> None:
     handler: logging.Handler
     if log_file is not None:
@@ -39,6 +47,7 @@ def configure(log_file: Path | None, *, fmt: str, level: str) -> None:
     handler.setFormatter(JsonFormatter() if fmt == "json" else
                          logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     root = logging.getLogger("fleetpki")
+    close()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     root.propagate = False

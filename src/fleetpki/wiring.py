@@ -76,7 +76,7 @@ def open_fleet(home: Path, *, clock: Clock | None = None) -> Fleet:
         return None if record is None else CAKeyLocation(name, record.certificate_der,
                                                          record.key_file)
 
-    signers = FileSignerSource(locate, settings.passphrase.read)
+    signers = FileSignerSource(locate, settings.key_directory, settings.passphrase.read)
     return Fleet(settings=settings, store=store, clock=clock or SystemClock(), signers=signers)
 
 

@@ -26,11 +26,14 @@ from support.postgres import PostgresServer
 def postgres_server() -> Iterator[PostgresServer]:
     """One throwaway PostgreSQL server for the whole session."""
     server = PostgresServer()
+    failure: str | None = None
     try:
         server.start()
     except RuntimeError as exc:
+        failure = str(exc)
+    if failure is not None:
         # Missing binaries or a server that will not come up: fail loudly, never skip.
-        pytest.fail(str(exc), pytrace=False)
+        pytest.fail(failure, pytrace=False)
     try:
         yield server
     finally:
@@ -48,7 +51,8 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'store.db'}"
     server: PostgresServer = request.getfixturevalue("postgres_server")
-    return server.create_database(f"contract_{uuid.uuid4().hex}")
+    url: str = server.create_database(f"contract_{uuid.uuid4().hex}")
+    return url
 
 
 @pytest.fixture

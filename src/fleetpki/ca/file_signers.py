@@ -22,9 +22,12 @@ class CAKeyLocation:
 class FileSignerSource:
     """Decrypts each CA key once per process and keeps the signer for reuse."""
 
-    def __init__(self, locate: Callable[[str], CAKeyLocation | None],
+    def __init__(self, locate: Callable[[str], CAKeyLocation | None], key_directory: Path,
                  passphrase: Callable[[], bytes]) -> None:
+        """Key file names from the store are relative to `key_directory`, so a data directory
+        can be moved or restored elsewhere."""
         self._locate = locate
+        self._key_directory = key_directory
         self._passphrase = passphrase
         self._cache: dict[str, Signer] = {}
 
@@ -38,7 +41,7 @@ class FileSignerSource:
         if location.key_file is None:
             raise KeyAccessError(f"the key of CA '{ca_name}' is kept offline; bring it back "
                                  f"with `fleetpki ca restore-key {ca_name} --from FILE`")
-        key = load_key_file(Path(location.key_file), self._passphrase())
+        key = load_key_file(self._key_directory / location.key_file, self._passphrase())
         certificate = x509.load_der_x509_certificate(location.certificate_der)
         if certificate.public_key() != key.public_key():
             raise BadInput(f"key file {location.key_file} does not belong to CA '{ca_name}'")

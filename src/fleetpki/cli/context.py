@@ -37,6 +37,7 @@ class CliState:
         if self._fleet is not None:
             self._fleet.close()
             self._fleet = None
+        logs.close()
 
 
 pass_state = click.make_pass_decorator(CliState)

@@ -26,7 +26,7 @@ class CARecord:
     role: CARole
     certificate_der: bytes
     parent: str | None  # name of the CA that signed this one; None for a root
-    key_file: str | None  # None while the key is kept offline
+    key_file: str | None  # file name in the key directory; None while the key is offline
     created_at: dt.datetime
     imported: bool = False
     revoked_at: dt.datetime | None = None

@@ -90,7 +90,7 @@ class CAAdmin:
         self._registry.set_ca_key_file(name, None, self._event("ca.key_offline", name, {
             "exported_to": str(export_to)}), at=self._clock.now())
         with contextlib.suppress(FileNotFoundError):
-            Path(record.key_file).unlink()
+            (self._keys / record.key_file).unlink()
         self._signers.forget(name)
 
     def restore_key(self, name: str, source: Path, export_passphrase: bytes) -> None:
@@ -105,7 +105,7 @@ class CAAdmin:
             raise BadInput(f"{source} holds a different key than CA '{name}'")
         path = self._key_path(name)
         write_key_file(path, key, self._passphrase())
-        self._registry.set_ca_key_file(name, str(path), self._event("ca.key_online", name, {}),
+        self._registry.set_ca_key_file(name, path.name, self._event("ca.key_online", name, {}),
                                        at=self._clock.now())
 
     def revoke_issuing(self, name: str, reason: RevocationReason) -> None:
@@ -145,7 +145,7 @@ class CAAdmin:
         record = CARecord(
             name=signer.name, role=role,
             certificate_der=signer.certificate.public_bytes(serialization.Encoding.DER),
-            parent=parent, key_file=str(path), created_at=now, imported=imported)
+            parent=parent, key_file=path.name, created_at=now, imported=imported)
         try:
             self._registry.add_ca(record, self._event(
                 "ca.imported" if imported else "ca.created", signer.name, {

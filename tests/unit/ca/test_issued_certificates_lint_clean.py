@@ -83,9 +83,10 @@ def test_profile_output_verifies_and_lints_clean(hierarchy, tmp_path: Path, prof
 
 
 def test_ip_san_certificate_lints_clean(hierarchy, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from fleetpki.core.names import SanPolicy, SanRule, SanType
     import dataclasses
     import re
+
+    from fleetpki.core.names import SanPolicy, SanRule, SanType
 
     _, issuing = hierarchy
     profile = dataclasses.replace(DEFAULT_PROFILES["gateway"], san=SanPolicy(

@@ -1,0 +1,159 @@
+"""CA hierarchy from the CLI: key types, several issuing CAs, the offline root, imports, root CRL."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+from fleetpki.cli.main import cli
+from support.csrs import make_csr
+from support.lint import lint_crl, require_tool
+
+PEM = serialization.Encoding.PEM
+EXPORT = {"FLEETPKI_EXPORT_PASSPHRASE": "offline-media-passphrase"}
+
+
+@pytest.mark.parametrize(("key_type", "key_class", "size"), [
+    ("ec-p384", ec.EllipticCurvePublicKey, 384),
+    ("ed25519", ed25519.Ed25519PublicKey, None),
+    ("rsa-3072", rsa.RSAPublicKey, 3072),
+])
+def test_init_with_selected_key_type(tmp_path: Path, key_type: str, key_class: type,
+                                     size: int | None) -> None:
+    home = tmp_path / "home"
+    result = CliRunner().invoke(cli, ["--home", str(home), "init", "--key-type", key_type])
+    assert result.exit_code == 0, result.output
+    chain = CliRunner().invoke(cli, ["--home", str(home), "ca", "export-chain", "issuing"])
+    issuing, root = x509.load_pem_x509_certificates(chain.stdout.encode())
+    for cert in (issuing, root):
+        assert isinstance(cert.public_key(), key_class)
+        if size:
+            assert cert.public_key().key_size == size  # type: ignore[union-attr]
+    issuing.verify_directly_issued_by(root)
+    again = CliRunner().invoke(cli, ["--home", str(home), "init"])
+    assert again.exit_code == 6
+    assert "already holds a CA hierarchy" in again.stderr
+
+
+def issue(fleetpki, tmp_path: Path, cn: str) -> x509.Certificate:  # type: ignore[no-untyped-def]
+    csr, _ = make_csr(cn)
+    path = tmp_path / f"{cn}.csr"
+    path.write_bytes(csr.public_bytes(PEM))
+    result = fleetpki("issue", "--profile", "sensor", "--csr", str(path))
+    assert result.exit_code == 0, result.output
+    return x509.load_pem_x509_certificate(result.stdout.encode())
+
+
+def test_root_key_offline_then_back_for_a_new_issuing_ca_and_root_crl(
+        fleetpki, home: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    media = tmp_path / "usb" / "root.key.enc"
+    media.parent.mkdir()
+    result = fleetpki("ca", "take-offline", "root", "--export", str(media), env=EXPORT)
+    assert result.exit_code == 0, result.output
+    assert not (home / "keys" / "root.key.pem").exists()
+    assert oct(media.stat().st_mode & 0o777) == "0o600"
+    # Day-to-day issuance keeps working without the root key...
+    issue(fleetpki, tmp_path, "sensor-0001")
+    # ...but nothing that needs the root does.
+    refused = fleetpki("ca", "create-issuing", "issuing-2")
+    assert refused.exit_code == 8
+    assert "kept offline" in refused.stderr and "restore-key" in refused.stderr
+    wrong = fleetpki("ca", "restore-key", "root", "--from", str(media),
+                     env={"FLEETPKI_EXPORT_PASSPHRASE": "not-the-right-one"})
+    assert wrong.exit_code == 8
+    assert fleetpki("ca", "restore-key", "root", "--from", str(media), env=EXPORT).exit_code == 0
+    assert fleetpki("ca", "create-issuing", "issuing-2", "--key-type", "ec-p384").exit_code == 0
+    assert fleetpki("ca", "revoke", "issuing-2", "--reason", "cessationOfOperation"
+                    ).exit_code == 0
+    crl_path = tmp_path / "root.crl"
+    signed = fleetpki("ca", "root-crl", "root", "--out", str(crl_path))
+    assert signed.exit_code == 0, signed.output
+    crl = x509.load_der_x509_crl(crl_path.read_bytes())
+    chain = x509.load_pem_x509_certificates(fleetpki("ca", "export-chain", "issuing-2")
+                                            .stdout.encode())
+    assert crl.get_revoked_certificate_by_serial_number(chain[0].serial_number) is not None
+    assert crl.is_signature_valid(chain[1].public_key())  # type: ignore[arg-type]
+    assert lint_crl(crl_path.read_bytes()) == []
+    # Independent check: openssl accepts the CRL's signature against the root.
+    root_pem = tmp_path / "root.pem"
+    root_pem.write_bytes(chain[1].public_bytes(PEM))
+    openssl = require_tool("openssl")
+    checked = subprocess.run([openssl, "crl", "-inform", "DER", "-in", str(crl_path), "-noout",
+                              "-CAfile", str(root_pem)], capture_output=True, text=True,
+                             timeout=30, check=False)
+    assert "verify OK" in checked.stdout + checked.stderr
+    listing = fleetpki("ca", "list").stdout
+    assert "issuing-2" in listing and "revoked" in listing
+
+
+def test_take_offline_refuses_to_overwrite_and_without_passphrase(fleetpki, tmp_path: Path  # type: ignore[no-untyped-def]
+                                                                  ) -> None:
+    existing = tmp_path / "exists"
+    existing.write_text("x")
+    assert fleetpki("ca", "take-offline", "root", "--export", str(existing), env=EXPORT
+                    ).exit_code == 2
+    nopass = fleetpki("ca", "take-offline", "root", "--export", str(tmp_path / "k"))
+    assert nopass.exit_code == 8
+    assert "FLEETPKI_EXPORT_PASSPHRASE" in nopass.stderr
+
+
+def test_import_issuing_ca_made_by_openssl(fleetpki, home: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    openssl = require_tool("openssl")
+    key, cert = tmp_path / "ext.key", tmp_path / "ext.pem"
+    subprocess.run([openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "3650", "-subj", "/O=Legacy/CN=Legacy Issuing CA",
+                    "-addext", "basicConstraints=critical,CA:TRUE,pathlen:0",
+                    "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+                   check=True, capture_output=True, timeout=60)
+    result = fleetpki("ca", "import", "legacy", "--cert", str(cert), "--key", str(key))
+    assert result.exit_code == 0, result.output
+    stored = (home / "keys" / "legacy.key.pem").read_bytes()
+    assert b"ENCRYPTED PRIVATE KEY" in stored  # re-encrypted under our passphrase
+    profiles = home / "profiles.toml"
+    profiles.write_text(profiles.read_text().replace(
+        '[profiles.gateway]\ndescription = "Linux gateways: EC or RSA keys, client and server '
+        'authentication"\nissuer = "issuing"',
+        '[profiles.gateway]\ndescription = "legacy"\nissuer = "legacy"'))
+    csr, _ = make_csr("gw-0001")
+    path = tmp_path / "gw.csr"
+    path.write_bytes(csr.public_bytes(PEM))
+    issued = fleetpki("issue", "--profile", "gateway", "--csr", str(path), "--out",
+                      str(tmp_path / "gw.pem"))
+    assert issued.exit_code == 0, issued.output
+    verify = subprocess.run([openssl, "verify", "-CAfile", str(cert), str(tmp_path / "gw.pem")],
+                            capture_output=True, text=True, timeout=30, check=False)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_import_refuses_non_ca_and_mismatched_key(fleetpki, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    openssl = require_tool("openssl")
+    key, cert, other = tmp_path / "k.pem", tmp_path / "c.pem", tmp_path / "o.pem"
+    subprocess.run([openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "30", "-subj", "/CN=leaf", "-addext", "basicConstraints=CA:FALSE"],
+                   check=True, capture_output=True, timeout=60)
+    not_ca = fleetpki("ca", "import", "x", "--cert", str(cert), "--key", str(key))
+    assert not_ca.exit_code == 2 and "not a CA" in not_ca.stderr
+    subprocess.run([openssl, "genpkey", "-algorithm", "ed25519", "-out", str(other)],
+                   check=True, capture_output=True, timeout=60)
+    chain = tmp_path / "issuing.pem"
+    chain.write_text(fleetpki("ca", "export-chain", "issuing").stdout)
+    mismatch = fleetpki("ca", "import", "y", "--cert", str(chain), "--key", str(other))
+    assert mismatch.exit_code == 2 and "does not belong" in mismatch.stderr
+
+
+def test_several_issuing_cas_coexist(fleetpki, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    assert fleetpki("ca", "create-issuing", "issuing-eu").exit_code == 0
+    assert fleetpki("ca", "create-issuing", "issuing-us", "--key-type", "rsa-2048").exit_code == 0
+    listing = fleetpki("ca", "list").stdout
+    for name in ("issuing-eu", "issuing-us", "issuing", "root"):
+        assert name in listing
+    duplicate = fleetpki("ca", "create-issuing", "issuing-eu")
+    assert duplicate.exit_code == 6
