@@ -74,7 +74,7 @@ def restore_backup(archive: Path, home: Path) -> dict[str, object]:
     if home.exists() and any(home.iterdir()):
         raise Conflict(f"{home} is not empty; restore into a new directory")
     try:
-        tar = tarfile.open(archive, mode="r:gz")
+        tar = tarfile.open(archive, mode="r:gz")  # noqa: SIM115 - closed by the with below
     except (OSError, tarfile.TarError) as exc:
         raise BadInput(f"{archive} is not a fleetpki backup archive: {exc}") from None
     with tar:

@@ -1,4 +1,4 @@
-"""CA hierarchy from the CLI: key types, several issuing CAs, the offline root, imports, root CRL."""
+"""CA hierarchy from the CLI: key types, several issuing CAs, offline root, imports, root CRL."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`fleetpki issue`: certificates from CSRs, refusals that change nothing, errors people can act on."""
+"""`fleetpki issue`: certificates from CSRs, refusals that change nothing, actionable errors."""
 
 from __future__ import annotations
 

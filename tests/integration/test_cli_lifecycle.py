@@ -78,7 +78,7 @@ def test_show_and_export_with_colon_serial(fleetpki, tmp_path: Path) -> None:  #
     assert json.loads(shown.stdout)["device_id"] == "sensor-e1"
     exported = fleetpki("certs", "export", format(serial, "x"), "--root")
     certs = x509.load_pem_x509_certificates(exported.stdout.encode())
-    assert [c.serial_number for c in certs][0] == serial
+    assert certs[0].serial_number == serial
     assert len(certs) == 3
     assert certs[2].subject == certs[2].issuer  # root last
 

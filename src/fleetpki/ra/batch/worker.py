@@ -67,7 +67,7 @@ def _one(setup: WorkerSetup, task: Task, now: dt.datetime) -> Outcome:
         key: CertificateIssuerPrivateKeyTypes | None = None
         if setup.keygen is not None:
             key = setup.keygen.generate()
-            request = _request_from_row(row, key)
+            request = _request_from_row(row, key, setup.template.profile.device_id_from)
         else:
             request = _request_from_csr(row)
         template = setup.template
@@ -108,11 +108,12 @@ def _request_from_csr(row: DeviceRow) -> Request:
     return Request.from_csr(csr)
 
 
-def _request_from_row(row: DeviceRow, key: CertificateIssuerPrivateKeyTypes) -> Request:
+def _request_from_row(row: DeviceRow, key: CertificateIssuerPrivateKeyTypes,
+                      device_id_from: str) -> Request:
     attributes = dict(row.attributes)
-    if not attributes:
-        # With nothing else given the device id is the common name.
-        attributes["CN"] = row.device_id
+    if device_id_from in SUBJECT_ATTRIBUTES:
+        # The attribute that names the device defaults to the device id column.
+        attributes.setdefault(device_id_from, row.device_id)
     try:
         sans = tuple(san_from_text(text) for text in row.sans)
     except ValueError as exc:

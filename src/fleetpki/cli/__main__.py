@@ -1,0 +1,5 @@
+"""`python -m fleetpki.cli`."""
+
+from fleetpki.cli.main import main
+
+main()

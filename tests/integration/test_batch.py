@@ -1,0 +1,198 @@
+"""`fleetpki batch`: manufacturing runs that survive kill -9 and never issue a device twice."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.serialization import pkcs12
+
+from support.csrs import make_csr
+from support.lint import openssl_verify, require_tool
+
+PEM = serialization.Encoding.PEM
+FLEETPKI = [sys.executable, "-m", "fleetpki.cli"]
+
+
+def manifest(directory: Path, count: int, *, start: int = 0) -> Path:
+    (directory / "csrs").mkdir(parents=True, exist_ok=True)
+    lines = ["device_id,csr"]
+    for i in range(start, start + count):
+        device = f"sensor-{i:05d}"
+        csr, _ = make_csr(device)
+        (directory / "csrs" / f"{device}.csr").write_bytes(csr.public_bytes(PEM))
+        lines.append(f"{device},csrs/{device}.csr")
+    path = directory / "devices.csv"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def store_rows(home: Path) -> list[tuple[str, str, bytes]]:
+    with sqlite3.connect(home / "fleetpki.db") as db:
+        return db.execute("select device_id, serial, der from certificates").fetchall()
+
+
+def assert_outputs_match_store(home: Path, out: Path) -> dict[str, bytes]:
+    """Every file written out is a certificate the store knows, byte for byte."""
+    stored = {device: der for device, _, der in store_rows(home)}
+    devices = [device for device, _, _ in store_rows(home)]
+    assert len(devices) == len(set(devices)), "a device was issued twice"
+    for path in out.glob("*.pem"):
+        leaf = x509.load_pem_x509_certificates(path.read_bytes())[0]
+        assert leaf.public_bytes(serialization.Encoding.DER) == stored[path.stem], path
+    return stored
+
+
+def test_batch_with_csrs_issues_each_device_once_and_reruns_idempotently(
+        fleetpki, home: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    devices = manifest(tmp_path, 120)
+    out = tmp_path / "out"
+    first = fleetpki("batch", "--profile", "sensor", "--devices", str(devices), "--out", str(out),
+                     "--workers", "2", "--chunk-size", "16")
+    assert first.exit_code == 0, first.output
+    assert "issued 120" in first.stdout
+    stored = assert_outputs_match_store(home, out)
+    assert len(stored) == 120
+    (out / "sensor-00007.pem").unlink()
+    second = fleetpki("batch", "--profile", "sensor", "--devices", str(devices), "--out",
+                      str(out), "--workers", "2")
+    assert second.exit_code == 0, second.output
+    assert "issued 0, already issued 120 (1 files rewritten)" in second.stdout
+    assert assert_outputs_match_store(home, out) == stored
+    chain = out / "sensor-00007.pem"
+    root = tmp_path / "root.pem"
+    root.write_text(fleetpki("ca", "export-chain", "root").stdout)
+    openssl_verify(chain, [chain], root)
+    assert fleetpki("audit", "verify").exit_code == 0
+
+
+def test_batch_refusals_go_to_rejects_file_and_issue_the_rest(fleetpki, home: Path,  # type: ignore[no-untyped-def]
+                                                             tmp_path: Path) -> None:
+    devices = manifest(tmp_path, 5)
+    with devices.open("a") as handle:
+        handle.write("sensor-00001,csrs/sensor-00001.csr\n")  # listed twice
+        handle.write("other-device,csrs/sensor-00002.csr\n")  # CSR names another device
+        handle.write("missing-csr,csrs/none.csr\n")
+    (tmp_path / "csrs" / "garbage.csr").write_bytes(b"not a csr")
+    with devices.open("a") as handle:
+        handle.write("garbage,csrs/garbage.csr\n")
+    result = fleetpki("batch", "--profile", "sensor", "--devices", str(devices), "--out",
+                      str(tmp_path / "out"))
+    assert result.exit_code == 3
+    rejects = (tmp_path / "out" / "rejects.csv").read_text()
+    assert "listed twice" in rejects
+    assert "the device list says 'other-device'" in rejects
+    assert "cannot read CSR" in rejects
+    assert "not a valid PKCS#10" in rejects
+    assert len(store_rows(home)) == 5
+    with sqlite3.connect(home / "fleetpki.db") as db:
+        reserved = db.execute("select count(*) from serials where state = 'reserved'").fetchone()
+    assert reserved == (0,)  # refused devices consumed no serial
+
+
+@pytest.mark.parametrize("bad", ["device_id\n../escape\n", "serial,csr\nx,y\n",
+                                 "device_id,colour\nx,red\n"])
+def test_malformed_device_list_refused_before_anything_is_issued(fleetpki, home: Path,  # type: ignore[no-untyped-def]
+                                                                 tmp_path: Path, bad: str) -> None:
+    devices = tmp_path / "devices.csv"
+    devices.write_text(bad)
+    result = fleetpki("batch", "--profile", "sensor", "--devices", str(devices), "--out",
+                      str(tmp_path / "out"), "--keygen", "ec-p256")
+    assert result.exit_code == 2, result.output
+    assert "devices.csv" in result.stderr
+    assert store_rows(home) == []
+
+
+def test_factory_keygen_pem_bundles(fleetpki, home: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    devices = tmp_path / "devices.csv"
+    devices.write_text("device_id,serialNumber,san\n"
+                       "sensor-k1,SN-0001,uri:urn:dev:mac:00112233aabb\n"
+                       "sensor-k2,SN-0002,\n")
+    out = tmp_path / "out"
+    result = fleetpki("batch", "--profile", "sensor", "--devices", str(devices), "--out",
+                      str(out), "--keygen", "ec-p256")
+    assert result.exit_code == 0, result.output
+    key = serialization.load_pem_private_key((out / "sensor-k1.key").read_bytes(), None)
+    leaf = x509.load_pem_x509_certificates((out / "sensor-k1.pem").read_bytes())[0]
+    assert leaf.public_key() == key.public_key()
+    assert leaf.subject.rfc4514_string() == "2.5.4.5=SN-0001,CN=sensor-k1"
+    assert oct((out / "sensor-k1.key").stat().st_mode & 0o777) == "0o600"
+    assert not list(out.glob("*.pending"))
+
+
+def test_factory_keygen_pkcs12_bundles_open_with_openssl(fleetpki, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    devices = tmp_path / "devices.csv"
+    devices.write_text("device_id\nsensor-p1\nsensor-p2\n")
+    out = tmp_path / "out"
+    env = {"FLEETPKI_BUNDLE_PASSPHRASE": "factory-line-7-passphrase"}
+    nopass = fleetpki("batch", "--profile", "sensor", "--devices", str(devices), "--out",
+                      str(out), "--keygen", "ec-p256", "--format", "p12")
+    assert nopass.exit_code == 2 and "FLEETPKI_BUNDLE_PASSPHRASE" in nopass.stderr
+    result = fleetpki("batch", "--profile", "sensor", "--devices", str(devices), "--out",
+                      str(out), "--keygen", "ec-p256", "--format", "p12", env=env)
+    assert result.exit_code == 0, result.output
+    key, cert, extra = pkcs12.load_key_and_certificates(
+        (out / "sensor-p1.p12").read_bytes(), b"factory-line-7-passphrase")
+    assert cert is not None and key is not None and cert.public_key() == key.public_key()
+    assert len(extra) == 1  # the issuing CA
+    openssl = require_tool("openssl")
+    shown = subprocess.run([openssl, "pkcs12", "-in", str(out / "sensor-p2.p12"), "-nokeys",
+                            "-passin", "env:FLEETPKI_BUNDLE_PASSPHRASE"],
+                           env={**os.environ, **env}, capture_output=True, text=True,
+                           timeout=30, check=False)
+    assert shown.returncode == 0, shown.stderr
+    assert "CN = sensor-p2" in shown.stdout
+
+
+def test_keygen_refused_when_profile_forbids_the_key_type(fleetpki, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    devices = tmp_path / "devices.csv"
+    devices.write_text("device_id\nsensor-r1\n")
+    result = fleetpki("batch", "--profile", "sensor", "--devices", str(devices), "--out",
+                      str(tmp_path / "out"), "--keygen", "rsa-2048")
+    assert result.exit_code == 2
+    assert "RSA keys are not allowed" in result.output
+
+
+@pytest.mark.slow
+def test_kill_9_mid_batch_leaves_no_unknown_certificate_and_rerun_finishes(
+        home: Path, tmp_path: Path) -> None:
+    """Kill the whole batch (parent and workers) at several points; after each kill, every file
+    on disk is a certificate the store holds, and re-running finishes without issuing twice."""
+    total = 3000
+    devices = manifest(tmp_path, total)
+    out = tmp_path / "out"
+    command = [*FLEETPKI, "--home", str(home), "batch", "--profile", "sensor", "--devices",
+               str(devices), "--out", str(out), "--workers", "2", "--chunk-size", "25"]
+    kills = 0
+    for threshold in (150, 900, 1800):
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                   start_new_session=True)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and process.poll() is None:
+            if len(list(out.glob("*.pem"))) >= threshold:
+                os.killpg(process.pid, signal.SIGKILL)
+                kills += 1
+                break
+            time.sleep(0.02)
+        process.wait(timeout=30)
+        assert_outputs_match_store(home, out)
+    assert kills >= 2, "the batch finished before it could be interrupted"
+    final = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    assert final.returncode == 0, final.stdout + final.stderr
+    stored = assert_outputs_match_store(home, out)
+    assert len(stored) == total
+    assert len(list(out.glob("*.pem"))) == total
+    with sqlite3.connect(home / "fleetpki.db") as db:
+        issued = db.execute("select count(*) from serials where state = 'issued'").fetchone()[0]
+    assert issued == total
+    check = subprocess.run([*FLEETPKI, "--home", str(home), "audit", "verify"],
+                           capture_output=True, text=True, timeout=120, check=False)
+    assert check.returncode == 0, check.stderr
