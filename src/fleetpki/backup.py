@@ -75,19 +75,15 @@ def restore_backup(archive: Path, home: Path) -> dict[str, object]:
         raise Conflict(f"{home} is not empty; restore into a new directory")
     try:
         tar = tarfile.open(archive, mode="r:gz")  # noqa: SIM115 - closed by the with below
-    except (OSError, tarfile.TarError) as exc:
+    except (EOFError, OSError, tarfile.TarError) as exc:
         raise BadInput(f"{archive} is not a fleetpki backup archive: {exc}") from None
-    with tar:
-        manifest = _read_manifest(tar, archive)
-        expected: dict[str, str] = manifest["files"]  # type: ignore[assignment]
-        home.mkdir(parents=True, exist_ok=True, mode=0o700)
-        # The 'data' filter refuses absolute paths, '..', links and devices (PEP 706).
-        members = [m for m in tar.getmembers() if m.name != MANIFEST]
-        names = {m.name for m in members if m.isfile()}
-        if names != set(expected):
-            raise BadInput(f"{archive}: files differ from its manifest")
-        tar.extractall(home, members=members, filter="data")
-    for name, digest in expected.items():
+    try:
+        with tar:
+            manifest = _unpack(tar, archive, home)
+    except (EOFError, OSError, tarfile.TarError) as exc:
+        raise BadInput(f"{archive} is damaged or truncated ({exc}); nothing usable was "
+                       "restored") from None
+    for name, digest in _files(manifest).items():
         if _sha256(home / name) != digest:
             raise BadInput(f"{archive}: {name} does not match its checksum; the archive is "
                            "damaged")
@@ -95,6 +91,25 @@ def restore_backup(archive: Path, home: Path) -> dict[str, object]:
         key.chmod(0o600)
     (home / "keys").mkdir(exist_ok=True, mode=0o700)
     return manifest
+
+
+def _unpack(tar: tarfile.TarFile, archive: Path, home: Path) -> dict[str, object]:
+    manifest = _read_manifest(tar, archive)
+    expected = _files(manifest)
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # The 'data' filter refuses absolute paths, '..', links and devices (PEP 706).
+    members = [m for m in tar.getmembers() if m.name != MANIFEST]
+    names = {m.name for m in members if m.isfile()}
+    if names != set(expected):
+        raise BadInput(f"{archive}: files differ from its manifest")
+    tar.extractall(home, members=members, filter="data")
+    return manifest
+
+
+def _files(manifest: dict[str, object]) -> dict[str, str]:
+    files = manifest["files"]
+    assert isinstance(files, dict)
+    return {str(k): str(v) for k, v in files.items()}
 
 
 def _snapshot_database(url: str, staging: Path) -> None:
