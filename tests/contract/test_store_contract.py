@@ -347,6 +347,34 @@ def test_serials_of_up_to_twenty_octets_round_trip_exactly(store: SqlStore) -> N
     assert biggest.serial == 2**160 - 1
 
 
+def test_timestamps_given_in_another_zone_keep_their_instant(store: SqlStore) -> None:
+    # Aware datetimes compare by instant: 14:00+02:00 == 12:00Z. The store must not keep the
+    # wall-clock reading and relabel it as UTC.
+    cest = dt.timezone(dt.timedelta(hours=2), "CEST")
+    created = T0.astimezone(cest)
+    store.add_ca(ca_record(ROOT, role=CARole.root, parent=None, created_at=created),
+                 event("ca.created"), at=created)
+    store.add_ca(ca_record(ISSUING, created_at=created), event("ca.created"), at=created)
+    c = dataclasses.replace(cert(1, not_after=NOW + DAY, issued_at=T0),
+                            not_before=T0.astimezone(cest),
+                            not_after=(NOW + DAY).astimezone(cest),
+                            issued_at=T0.astimezone(cest))
+    issue(store, c)
+    revoked_at = NOW.astimezone(cest)
+    store.revoke(ISSUING, 1, RevocationReason.superseded, at=revoked_at, event=event())
+
+    ca = store.get_ca(ROOT)
+    assert ca is not None
+    assert ca.created_at == T0
+    stored = store.get_certificate(1)
+    assert stored is not None
+    assert (stored.not_before, stored.not_after, stored.issued_at, stored.revoked_at) == (
+        T0, NOW + DAY, T0, NOW)
+    # Queries with `now` in another zone judge the same instant.
+    one_hour_before_expiry = (NOW + DAY - dt.timedelta(hours=1)).astimezone(cest)
+    assert find(store, one_hour_before_expiry, expiring_before=one_hour_before_expiry) == []
+
+
 # -- certificates: reading ----------------------------------------------------------------------
 
 
