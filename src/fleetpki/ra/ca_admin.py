@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from fleetpki.core.records import CARecord, CARole
 from fleetpki.store.api import AuditEvent, CARegistry, CARevocationWriter
 
 ROOT_CRL_VALIDITY = dt.timedelta(days=365)
+log = logging.getLogger(__name__)
 
 
 class CAAdmin:
@@ -184,4 +186,6 @@ class CAAdmin:
         return self._keys / f"{name}.key.pem"
 
     def _event(self, action: str, subject: str, details: dict[str, str]) -> AuditEvent:
+        log.info(action.replace(".", " ").replace("_", " "),
+                 extra={"actor": self._actor, "ca": subject, **details})
         return AuditEvent(actor=self._actor, action=action, subject=subject, details=details)

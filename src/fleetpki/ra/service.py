@@ -15,6 +15,7 @@ has seen; a crash after 5 leaves a certificate the store knows.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Mapping
 
 from cryptography.hazmat.primitives import serialization
@@ -40,6 +41,7 @@ from fleetpki.store.api import (
 )
 
 _SERIAL_ATTEMPTS = 5
+log = logging.getLogger(__name__)
 
 
 class IssuanceService:
@@ -77,6 +79,8 @@ class IssuanceService:
         except (PolicyViolation, NotAuthorized) as refusal:
             self._ledger.audit([refusal_event(authorization.actor, profile, str(refusal))],
                                at=now)
+            log.info("certificate refused", extra={"actor": authorization.actor,
+                                                   "profile": profile, "reason": str(refusal)})
             raise
         serial = self.reserve(plan, now)
         certificate = self.template(profile).sign(plan, serial)
@@ -84,6 +88,9 @@ class IssuanceService:
             serialization.Encoding.DER), now)
         self._ledger.record_issued([record], [], [issued_event(authorization.actor, record)],
                                    at=now)
+        log.info("certificate issued", extra={
+            "actor": authorization.actor, "profile": profile, "device_id": record.device_id,
+            "serial": serial_hex(serial), "not_after": record.not_after.isoformat()})
         return record
 
     def plan(self, request: Request, profile_name: str, authorization: Authorization,
@@ -120,8 +127,12 @@ class IssuanceService:
                            subject=serial_hex(serial),
                            details={"issuer": found.issuer, "reason": reason.value,
                                     "device_id": found.device_id})
-        return self._revocations.revoke(found.issuer, serial, reason, at=self._clock.now(),
-                                        event=event)
+        revoked = self._revocations.revoke(found.issuer, serial, reason, at=self._clock.now(),
+                                           event=event)
+        log.info("certificate revoked", extra={"actor": authorization.actor,
+                                               "serial": serial_hex(serial),
+                                               "reason": reason.value})
+        return revoked
 
 
 def issued_record(plan: IssuancePlan, serial: int, der: bytes, now: dt.datetime

@@ -16,6 +16,7 @@ import collections
 import csv
 import dataclasses
 import datetime as dt
+import logging
 import multiprocessing
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -63,6 +64,7 @@ class BatchReport:
         return self.issued + self.already_issued + self.refused + self.lost_keys
 
 
+log = logging.getLogger(__name__)
 _Pending = tuple["Future[list[worker.Outcome]]", list[worker.Task], dt.datetime]
 
 
@@ -103,6 +105,9 @@ class BatchRunner:
                 self._collect(in_flight.popleft(), pool, finishing, report, progress)
             for future in finishing:
                 future.result()
+        log.info("batch finished", extra={
+            "profile": self._profile, "issued": report.issued, "refused": report.refused,
+            "already_issued": report.already_issued, "lost_keys": report.lost_keys})
         return report
 
     def _prepare(self, chunk: list[DeviceRow], seen: dict[str, int], report: BatchReport,

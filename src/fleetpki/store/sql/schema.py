@@ -6,7 +6,33 @@ holds (DESIGN.md §3). Timestamps are stored as UTC.
 
 from __future__ import annotations
 
+import datetime as dt
+
 import sqlalchemy as sa
+
+
+
+class UtcDateTime(sa.TypeDecorator[dt.datetime]):
+    """Aware datetimes in, aware UTC datetimes out, on every dialect. SQLite's DateTime drops
+    the offset and would store 14:00+02:00 as 14:00; we convert to UTC before it can."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: sa.Dialect
+                           ) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; use an aware UTC datetime")
+        return value.astimezone(dt.UTC)
+
+    def process_result_value(self, value: dt.datetime | None, dialect: sa.Dialect
+                             ) -> dt.datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
 
 metadata = sa.MetaData()
 
@@ -18,9 +44,9 @@ cas = sa.Table(
     sa.Column("certificate_der", sa.LargeBinary, nullable=False),
     sa.Column("key_file", sa.Text, nullable=True),
     sa.Column("imported", sa.Boolean, nullable=False),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
     sa.Column("crl_number", sa.Integer, nullable=False),
-    sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("revoked_at", UtcDateTime(), nullable=True),
     sa.Column("revocation_reason", sa.String(32), nullable=True),
 )
 
@@ -30,7 +56,7 @@ serials = sa.Table(
     sa.Column("serial", sa.String(40), primary_key=True),
     sa.Column("device_id", sa.String(256), nullable=False),
     sa.Column("profile", sa.String(64), nullable=False),
-    sa.Column("reserved_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("reserved_at", UtcDateTime(), nullable=False),
     sa.Column("state", sa.String(16), nullable=False),  # reserved | issued
 )
 
@@ -44,11 +70,11 @@ certificates = sa.Table(
     sa.Column("sans", sa.Text, nullable=False),  # newline-separated "type:value"
     sa.Column("key_spec", sa.String(16), nullable=False),
     sa.Column("key_fingerprint", sa.String(64), nullable=False),
-    sa.Column("not_before", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("not_after", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("issued_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("not_before", UtcDateTime(), nullable=False),
+    sa.Column("not_after", UtcDateTime(), nullable=False),
+    sa.Column("issued_at", UtcDateTime(), nullable=False),
     sa.Column("der", sa.LargeBinary, nullable=False),
-    sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("revoked_at", UtcDateTime(), nullable=True),
     sa.Column("revocation_reason", sa.String(32), nullable=True),
     sa.ForeignKeyConstraint(["issuer", "serial"], ["serials.issuer", "serials.serial"]),
 )
@@ -56,7 +82,7 @@ certificates = sa.Table(
 audit_log = sa.Table(
     "audit_log", metadata,
     sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("at", UtcDateTime(), nullable=False),
     sa.Column("actor", sa.String(256), nullable=False),
     sa.Column("action", sa.String(64), nullable=False),
     sa.Column("subject", sa.Text, nullable=False),

@@ -162,11 +162,18 @@ class SqlStore:
                 for r in reservations]
         if not rows:
             return
+        issuers = {r.issuer for r in reservations}
         with translate_errors():
             try:
                 with self._writer.begin() as c:
+                    known = set(c.execute(sa.select(cas.c.name).where(cas.c.name.in_(issuers)))
+                                .scalars())
+                    if known != issuers:
+                        raise NotFound(f"no CA named '{sorted(issuers - known)[0]}'")
                     c.execute(serials.insert(), rows)
             except sa.exc.IntegrityError:
+                # The issuer exists (checked above), so the only constraint left is the
+                # (issuer, serial) primary key.
                 raise SerialCollision("serial already used for this issuer") from None
 
     def record_issued(self, certificates_: Sequence[IssuedCertificate],
