@@ -11,7 +11,6 @@ import datetime as dt
 import sqlalchemy as sa
 
 
-
 class UtcDateTime(sa.TypeDecorator[dt.datetime]):
     """Aware datetimes in, aware UTC datetimes out, on every dialect. SQLite's DateTime drops
     the offset and would store 14:00+02:00 as 14:00; we convert to UTC before it can."""
