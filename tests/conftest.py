@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from fleetpki.cli.main import cli
-from support.csrs import make_csr  # noqa: F401 - re-exported for tests
+from support.postgres import PostgresServer
 
 
 @pytest.fixture(scope="session")
@@ -45,3 +45,21 @@ class Cli:
 @pytest.fixture
 def fleetpki(home: Path) -> Cli:
     return Cli(home)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One throwaway PostgreSQL server for the whole session."""
+    server = PostgresServer()
+    failure: str | None = None
+    try:
+        server.start()
+    except RuntimeError as exc:
+        failure = str(exc)
+    if failure is not None:
+        # Missing binaries or a server that will not come up: fail loudly, never skip.
+        pytest.fail(failure, pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -22,24 +22,6 @@ from fleetpki.store.sql.store import SqlStore
 from support.postgres import PostgresServer
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
-    """One throwaway PostgreSQL server for the whole session."""
-    server = PostgresServer()
-    failure: str | None = None
-    try:
-        server.start()
-    except RuntimeError as exc:
-        failure = str(exc)
-    if failure is not None:
-        # Missing binaries or a server that will not come up: fail loudly, never skip.
-        pytest.fail(failure, pytrace=False)
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.fixture(
     params=[
         pytest.param("sqlite", id="sqlite"),
