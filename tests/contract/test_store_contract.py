@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import sqlalchemy as sa
 
-from fleetpki.core.audit_chain import GENESIS, entry_hash, verify_chain
+from fleetpki.core.audit_chain import GENESIS, canonical_details, entry_hash, verify_chain
 from fleetpki.core.errors import Conflict, FleetPKIError, NotFound, StoreError
 from fleetpki.core.reasons import RevocationReason
 from fleetpki.core.records import CARecord, CARole, CertificateStatus, IssuedCertificate
@@ -709,7 +709,8 @@ def test_unicode_details_round_trip_and_still_verify(store: SqlStore) -> None:
     assert entry.details == details
     assert entry.actor == "opérateur ü"
     assert entry.subject == "Gerät-7"
-    assert entry.hash == entry_hash(GENESIS, 1, T0, "opérateur ü", "note", "Gerät-7", details)
+    assert entry.hash == entry_hash(GENESIS, 1, T0, "opérateur ü", "note", "Gerät-7",
+                                    canonical_details(details))
     assert verify_chain([entry], expected_head=store.audit_head()).entries == 1
 
 

@@ -40,7 +40,7 @@ def register(cli: click.Group) -> None:
               help="Put the issuing CA chain in each device file.")
 @click.option("--workers", type=click.IntRange(1, 256), default=None,
               help="Worker processes [default: one per core].")
-@click.option("--chunk-size", type=click.IntRange(1, 10000), default=500, show_default=True)
+@click.option("--chunk-size", type=click.IntRange(1, 10000), default=1000, show_default=True)
 @pass_state
 @handle_errors
 def batch(state: CliState, profile: str, devices: Path, out: Path, keygen: str | None,

@@ -20,13 +20,18 @@ from fleetpki.core.records import AuditEntry
 GENESIS = "0" * 64
 
 
+def canonical_details(details: dict[str, str]) -> str:
+    """The one JSON form of an entry's details: stored as is and hashed as is."""
+    return json.dumps(details, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def entry_hash(prev_hash: str, seq: int, at: dt.datetime, actor: str, action: str,
-               subject: str, details: dict[str, str]) -> str:
-    canonical = json.dumps(
-        [seq, at.astimezone(dt.UTC).isoformat(timespec="microseconds"), actor, action, subject,
-         details],
-        sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-    )
+               subject: str, details_json: str) -> str:
+    """SHA-256 over the previous hash and the canonical JSON array
+    [seq, at, actor, action, subject, details]."""
+    head = json.dumps([seq, at.astimezone(dt.UTC).isoformat(timespec="microseconds"), actor,
+                       action, subject], separators=(",", ":"), ensure_ascii=False)
+    canonical = f"{head[:-1]},{details_json}]"
     return hashlib.sha256(prev_hash.encode("ascii") + canonical.encode("utf-8")).hexdigest()
 
 
@@ -50,7 +55,7 @@ def verify_chain(entries: Iterable[AuditEntry], *, expected_head: tuple[int, str
                 f"audit entry {entry.seq} does not link to entry {entry.seq - 1}: an entry was "
                 "removed, inserted or reordered")
         recomputed = entry_hash(prev_hash, entry.seq, entry.at, entry.actor, entry.action,
-                                entry.subject, entry.details)
+                                entry.subject, canonical_details(entry.details))
         if recomputed != entry.hash:
             raise AuditChainBroken(f"audit entry {entry.seq} was modified after it was written")
         if expected_head is not None and entry.seq == expected_head[0] \

@@ -11,9 +11,11 @@ import dataclasses
 import datetime as dt
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import ExtensionOID
 
+from fleetpki.core.csr import malformed
 from fleetpki.core.errors import PolicyViolation
 from fleetpki.core.keys import KeySpec
 from fleetpki.core.names import SUBJECT_ATTRIBUTES, SanType, san_text
@@ -41,6 +43,7 @@ class IssuancePlan:
     subject: x509.Name
     sans: tuple[x509.GeneralName, ...]
     public_key: CertificatePublicKeyTypes
+    spki_der: bytes  # the SubjectPublicKeyInfo, encoded once for the certificate and fingerprint
     key_spec: KeySpec
     not_before: dt.datetime
     not_after: dt.datetime
@@ -61,12 +64,17 @@ class Request:
     def from_csr(cls, csr: x509.CertificateSigningRequest,
                  validity: dt.timedelta | None = None) -> Request:
         try:
-            sans = tuple(csr.extensions.get_extension_for_class(
-                x509.SubjectAlternativeName).value)
+            extensions = csr.extensions
+            subject = csr.subject
+            public_key = csr.public_key()
+        except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType) as exc:
+            raise malformed(exc) from None
+        try:
+            sans = tuple(extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
         except x509.ExtensionNotFound:
             sans = ()
-        return cls(subject=csr.subject, sans=sans, public_key=csr.public_key(),
-                   extensions=csr.extensions, validity=validity)
+        return cls(subject=subject, sans=sans, public_key=public_key, extensions=extensions,
+                   validity=validity)
 
 
 def plan_issuance(profile: Profile, request: Request, *, now: dt.datetime,
@@ -95,7 +103,10 @@ def plan_issuance(profile: Profile, request: Request, *, now: dt.datetime,
     return IssuancePlan(
         profile=profile.name, issuer=profile.issuer,
         device_id=device_id_of(subject, sans, profile.device_id_from),
-        subject=subject, sans=sans, public_key=request.public_key, key_spec=key_spec,
+        subject=subject, sans=sans, public_key=request.public_key,
+        spki_der=request.public_key.public_bytes(serialization.Encoding.DER,
+                                                 serialization.PublicFormat.SubjectPublicKeyInfo),
+        key_spec=key_spec,
         not_before=not_before, not_after=not_after,
     )
 

@@ -94,6 +94,8 @@ class SubjectPolicy:
         # The conventional X.500 order, most general first, whatever order the CSR used: equal
         # requests give equal certificates.
         order = [n for n in _DN_ORDER if n in merged]
+        if not fixed and order == list(values):
+            return requested  # already in order: keep the requester's encoding as it is
         return x509.Name([x509.NameAttribute(SUBJECT_ATTRIBUTES[n], merged[n]) for n in order])
 
 

@@ -15,17 +15,15 @@ has seen; a crash after 5 leaves a certificate the store knows.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 from collections.abc import Mapping
-
-from cryptography.hazmat.primitives import serialization
 
 from fleetpki.ca.certificate_template import CertificateTemplate
 from fleetpki.ca.signer import SignerSource
 from fleetpki.core.clock import Clock
 from fleetpki.core.errors import NotAuthorized, NotFound, PolicyViolation
 from fleetpki.core.issuance_plan import IssuancePlan, Request, plan_issuance
-from fleetpki.core.keys import public_key_fingerprint
 from fleetpki.core.names import san_text
 from fleetpki.core.profile import Profile
 from fleetpki.core.reasons import RevocationReason
@@ -83,9 +81,7 @@ class IssuanceService:
                                                    "profile": profile, "reason": str(refusal)})
             raise
         serial = self.reserve(plan, now)
-        certificate = self.template(profile).sign(plan, serial)
-        record = issued_record(plan, serial, certificate.public_bytes(
-            serialization.Encoding.DER), now)
+        record = issued_record(plan, serial, self.template(profile).sign(plan, serial), now)
         self._ledger.record_issued([record], [], [issued_event(authorization.actor, record)],
                                    at=now)
         log.info("certificate issued", extra={
@@ -141,7 +137,7 @@ def issued_record(plan: IssuancePlan, serial: int, der: bytes, now: dt.datetime
         serial=serial, issuer=plan.issuer, device_id=plan.device_id, profile=plan.profile,
         subject=plan.subject.rfc4514_string(),
         sans=tuple(f"{t.value}:{v}" for t, v in (san_text(n) for n in plan.sans)),
-        key_spec=str(plan.key_spec), key_fingerprint=public_key_fingerprint(plan.public_key),
+        key_spec=str(plan.key_spec), key_fingerprint=hashlib.sha256(plan.spki_der).hexdigest(),
         not_before=plan.not_before, not_after=plan.not_after, issued_at=now, der=der,
     )
 

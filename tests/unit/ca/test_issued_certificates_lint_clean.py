@@ -66,7 +66,8 @@ def test_profile_output_verifies_and_lints_clean(hierarchy, tmp_path: Path, prof
     csr, _ = make_csr("device-0001", key=make_key(key_type), sans=sans)
     plan = plan_issuance(profile, Request.from_csr(csr), now=NOW,
                          issuer_not_after=issuing.certificate.not_valid_after_utc)
-    certificate = CertificateTemplate(profile, issuing).sign(plan, 0x1234_5678_9ABC_DEF0_1234)
+    certificate = x509.load_der_x509_certificate(
+        CertificateTemplate(profile, issuing).sign(plan, 0x1234_5678_9ABC_DEF0_1234))
     leaf, chain, anchor = tmp_path / "leaf.pem", tmp_path / "chain.pem", tmp_path / "root.pem"
     leaf.write_bytes(certificate.public_bytes(PEM))
     chain.write_bytes(issuing.certificate.public_bytes(PEM))
@@ -94,5 +95,6 @@ def test_ip_san_certificate_lints_clean(hierarchy, tmp_path: Path) -> None:  # t
     csr, _ = make_csr("gw-0003", sans=[x509.IPAddress(ipaddress.ip_address("10.1.2.3"))])
     plan = plan_issuance(profile, Request.from_csr(csr), now=NOW,
                          issuer_not_after=issuing.certificate.not_valid_after_utc)
-    certificate = CertificateTemplate(profile, issuing).sign(plan, 0x42_0000_0000_0000_0001)
+    certificate = x509.load_der_x509_certificate(
+        CertificateTemplate(profile, issuing).sign(plan, 0x42_0000_0000_0000_0001))
     assert lint_certificate(certificate.public_bytes(serialization.Encoding.DER)) == []

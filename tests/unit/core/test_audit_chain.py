@@ -7,7 +7,7 @@ import datetime as dt
 
 import pytest
 
-from fleetpki.core.audit_chain import GENESIS, entry_hash, verify_chain
+from fleetpki.core.audit_chain import GENESIS, canonical_details, entry_hash, verify_chain
 from fleetpki.core.errors import AuditChainBroken
 from fleetpki.core.records import AuditEntry
 
@@ -20,7 +20,7 @@ def chain(n: int) -> list[AuditEntry]:
         at = T0 + dt.timedelta(seconds=seq)
         details = {"n": str(seq), "note": "é"}
         digest = entry_hash(prev, seq, at, "operator:alice", "certificate.issued", f"s{seq}",
-                            details)
+                            canonical_details(details))
         entries.append(AuditEntry(seq, at, "operator:alice", "certificate.issued", f"s{seq}",
                                   details, prev, digest))
         prev = digest

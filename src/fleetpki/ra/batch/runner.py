@@ -31,7 +31,7 @@ from fleetpki.core.keys import KeySpec
 from fleetpki.core.records import IssuedCertificate
 from fleetpki.core.serials import SerialSource
 from fleetpki.ra.batch import worker
-from fleetpki.ra.batch.bundles import BundleFormat, BundleWriter
+from fleetpki.ra.batch.bundles import BundleWriter
 from fleetpki.ra.batch.manifest import DeviceRow
 from fleetpki.ra.service import issued_event, refusal_event
 from fleetpki.store.api import AuditEvent, IssuanceLedger, SerialCollision, SerialReservation
@@ -45,7 +45,7 @@ class BatchLedger(IssuanceLedger, Protocol):
 @dataclasses.dataclass(frozen=True, slots=True)
 class BatchOptions:
     workers: int
-    chunk_size: int = 500
+    chunk_size: int = 1000
     keygen: KeySpec | None = None
     actor: str = "operator"
 
@@ -176,16 +176,11 @@ class BatchRunner:
 
     def _write_outputs(self, issued: list[IssuedCertificate], pool: ProcessPoolExecutor,
                        finishing: collections.deque[Future[int]]) -> None:
-        if self._options.keygen is None:
-            for cert in issued:
-                self._bundles.write_certificate(cert.device_id, cert.der)
-        elif self._bundles.format is BundleFormat.p12:
-            # PKCS#12 key derivation is deliberately slow: do it on the workers.
-            finishing.append(pool.submit(worker.finish_bundles,
+        # The certificates are committed: the workers write the files (file I/O and PKCS#12
+        # key derivation would otherwise make this process the bottleneck of the run).
+        if issued:
+            finishing.append(pool.submit(worker.write_outputs,
                                          [(c.device_id, c.der) for c in issued]))
-        else:
-            for cert in issued:
-                self._bundles.finish(cert.device_id, x509.load_der_x509_certificate(cert.der))
 
     def _complete_earlier(self, row: DeviceRow, report: BatchReport, now: dt.datetime) -> None:
         """A device issued by an earlier (perhaps interrupted) run: make sure its files exist."""

@@ -12,7 +12,6 @@ import dataclasses
 import datetime as dt
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 
 from fleetpki.ca.certificate_template import CertificateTemplate
@@ -80,19 +79,21 @@ def _one(setup: WorkerSetup, task: Task, now: dt.datetime) -> Outcome:
             # The key reaches disk before the certificate exists, so a crash can never leave a
             # committed certificate whose key is lost (the rerun finishes the bundle).
             setup.bundles.write_pending_key(row.device_id, key)
-        certificate = template.sign(plan, task.serial)
-        record = issued_record(plan, task.serial,
-                               certificate.public_bytes(serialization.Encoding.DER), now)
+        record = issued_record(plan, task.serial, template.sign(plan, task.serial), now)
         return Outcome(row.device_id, task.serial, record, None)
     except (PolicyViolation, BadInput) as refusal:
         return Outcome(row.device_id, task.serial, None, str(refusal))
 
 
-def finish_bundles(items: list[tuple[str, bytes]]) -> int:
-    """After the parent committed: turn pending keys and certificates into final bundles."""
+def write_outputs(items: list[tuple[str, bytes]]) -> int:
+    """Called only after the parent committed these certificates: write each device's file
+    (CSR runs) or turn its pending key and certificate into the final bundle (factory keys)."""
     assert _setup is not None, "worker not initialised"
     for device_id, der in items:
-        _setup.bundles.finish(device_id, x509.load_der_x509_certificate(der))
+        if _setup.keygen is None:
+            _setup.bundles.write_certificate(device_id, der)
+        else:
+            _setup.bundles.finish(device_id, x509.load_der_x509_certificate(der))
     return len(items)
 
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Sequence
 
 import sqlalchemy as sa
 
-from fleetpki.core.audit_chain import entry_hash
+from fleetpki.core.audit_chain import canonical_details, entry_hash
 from fleetpki.store.api import AuditEvent
 from fleetpki.store.sql.schema import audit_head, audit_log
 
@@ -28,13 +27,11 @@ def append_events(connection: sa.Connection, events: Sequence[AuditEvent], at: d
     rows = []
     for event in events:
         seq += 1
-        digest = entry_hash(prev, seq, at, event.actor, event.action, event.subject,
-                            event.details)
+        details = canonical_details(event.details)
+        digest = entry_hash(prev, seq, at, event.actor, event.action, event.subject, details)
         rows.append({
             "seq": seq, "at": at, "actor": event.actor, "action": event.action,
-            "subject": event.subject,
-            "details": json.dumps(event.details, sort_keys=True, separators=(",", ":")),
-            "prev_hash": prev, "hash": digest,
+            "subject": event.subject, "details": details, "prev_hash": prev, "hash": digest,
         })
         prev = digest
     connection.execute(audit_log.insert(), rows)

@@ -126,13 +126,13 @@ class SqlStore:
     def current_certificate(self, device_id: str, profile: str, *, now: dt.datetime
                             ) -> IssuedCertificate | None:
         t = certificates.c
-        select = (sa.select(certificates)
-                  .where(t.device_id == device_id, t.profile == profile,
-                         t.revoked_at.is_(None), t.not_after > now)
-                  .order_by(t.issued_at.desc()).limit(1))
+        # Validity is filtered here, not in SQL: with `not_after > ?` in the WHERE clause SQLite
+        # prefers the (profile, not_after) index and scans a whole profile per device.
+        select = sa.select(certificates).where(t.device_id == device_id, t.profile == profile)
         with translate_errors(), self._reader.connect() as c:
-            row = c.execute(select).first()
-        return certificate_record(row) if row else None
+            rows = [certificate_record(r) for r in c.execute(select)]
+        valid = [r for r in rows if r.revoked_at is None and r.not_after > now]
+        return max(valid, key=lambda r: r.issued_at, default=None)
 
     def issued_device_ids(self, profile: str, device_ids: Sequence[str], *, now: dt.datetime
                           ) -> set[str]:
@@ -142,10 +142,11 @@ class SqlStore:
         with translate_errors(), self._reader.connect() as c:
             for start in range(0, len(device_ids), 500):
                 chunk = list(device_ids[start:start + 500])
-                found.update(c.execute(
-                    sa.select(t.device_id).where(t.profile == profile, t.device_id.in_(chunk),
-                                                 t.revoked_at.is_(None), t.not_after > now)
-                ).scalars())
+                # Validity filtered in Python for the index's sake (see current_certificate).
+                rows = c.execute(sa.select(t.device_id, t.revoked_at, t.not_after)
+                                 .where(t.device_id.in_(chunk), t.profile == profile))
+                found.update(r.device_id for r in rows
+                             if r.revoked_at is None and r.not_after > now)
         return found
 
     def count_reserved_serials(self) -> int:

@@ -1,0 +1,102 @@
+"""The few DER (X.690) encodings certificate assembly needs, and nothing more.
+
+Kept deliberately small: lengths, tags, INTEGER, OBJECT IDENTIFIER, Time, and reading the
+top-level elements of a SEQUENCE. Everything built with it is checked byte for byte against
+cryptography's own encoder in tests/unit/ca/test_certificate_assembly.py.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+SEQUENCE = 0x30
+SET = 0x31
+INTEGER = 0x02
+BIT_STRING = 0x03
+OCTET_STRING = 0x04
+NULL = 0x05
+OID = 0x06
+BOOLEAN_TRUE = b"\x01\x01\xff"
+UTC_TIME = 0x17
+GENERALIZED_TIME = 0x18
+
+
+def length(n: int) -> bytes:
+    if n < 0x80:
+        return bytes((n,))
+    octets = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes((0x80 | len(octets),)) + octets
+
+
+def tlv(tag: int, body: bytes) -> bytes:
+    return bytes((tag,)) + length(len(body)) + body
+
+
+def sequence(*parts: bytes) -> bytes:
+    return tlv(SEQUENCE, b"".join(parts))
+
+
+def integer(value: int) -> bytes:
+    """Positive integers only (serials, versions): the minimal two's-complement form."""
+    if value < 0:
+        raise ValueError("negative integers are not needed here")
+    return tlv(INTEGER, value.to_bytes(value.bit_length() // 8 + 1, "big"))
+
+
+def oid(dotted: str) -> bytes:
+    arcs = [int(a) for a in dotted.split(".")]
+    body = bytearray(_base128(40 * arcs[0] + arcs[1]))
+    for arc in arcs[2:]:
+        body += _base128(arc)
+    return tlv(OID, bytes(body))
+
+
+def time(moment: dt.datetime) -> bytes:
+    """RFC 5280 §4.1.2.5: UTCTime through 2049, GeneralizedTime from 2050; always seconds, Z."""
+    moment = moment.astimezone(dt.UTC)
+    if 1950 <= moment.year < 2050:
+        return tlv(UTC_TIME, moment.strftime("%y%m%d%H%M%SZ").encode("ascii"))
+    return tlv(GENERALIZED_TIME, moment.strftime("%Y%m%d%H%M%SZ").encode("ascii"))
+
+
+def elements(der: bytes) -> list[bytes]:
+    """The encoded elements (tag, length and content) directly inside a SEQUENCE."""
+    if not der or der[0] != SEQUENCE:
+        raise ValueError("not a DER SEQUENCE")
+    start, end = _header(der, 0)
+    out = []
+    while start < end:
+        _, content_end = _header(der, start)
+        out.append(der[start:content_end])
+        start = content_end
+    return out
+
+
+def content(element: bytes) -> bytes:
+    """The content octets of one encoded element."""
+    start, end = _header(element, 0)
+    return element[start:end]
+
+
+def _header(der: bytes, offset: int) -> tuple[int, int]:
+    """(start of content, end of content) of the element at offset."""
+    first = der[offset + 1]
+    if first < 0x80:
+        start = offset + 2
+        size = first
+    else:
+        count = first & 0x7F
+        start = offset + 2 + count
+        size = int.from_bytes(der[offset + 2:start], "big")
+    if start + size > len(der):
+        raise ValueError("truncated DER")
+    return start, start + size
+
+
+def _base128(value: int) -> bytes:
+    out = [value & 0x7F]
+    value >>= 7
+    while value:
+        out.append(0x80 | (value & 0x7F))
+        value >>= 7
+    return bytes(reversed(out))
