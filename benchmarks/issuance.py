@@ -435,9 +435,10 @@ def init_home(home: Path) -> None:
 
 
 def run_batch(home: Path, devices_csv: Path, out: Path, devices: int, workers: int,
-              log: Path, label: str) -> BatchResult:
+              log: Path, label: str, layout: str) -> BatchResult:
     command = [fleetpki_executable(), "--home", str(home), "batch", "--profile", PROFILE,
-               "--devices", str(devices_csv), "--out", str(out), "--workers", str(workers)]
+               "--devices", str(devices_csv), "--out", str(out), "--workers", str(workers),
+               "--layout", layout]
     memory = TreeMemory()
     monitor_start = time.process_time()
     with log.open("wb") as log_handle, console.status(label) as status, \
@@ -464,8 +465,14 @@ def run_batch(home: Path, devices_csv: Path, out: Path, devices: int, workers: i
     text = log.read_text(encoding="utf-8", errors="replace")
     match = re.search(r"issued (\d+), already issued (\d+)", text)
     summary = match.group(0) if match else text.strip().splitlines()[-1] if text.strip() else ""
-    output_files = sum(1 for e in os.scandir(out) if e.name.endswith(".pem")) if out.exists() \
-        else 0
+    # Certificates written out: device files, or lines of certificates.jsonl.
+    log_file = out / "certificates.jsonl"
+    if log_file.exists():
+        with log_file.open("rb") as handle:
+            output_files = sum(1 for _ in handle)
+    else:
+        output_files = sum(1 for e in os.scandir(out) if e.name.endswith(".pem")) \
+            if out.exists() else 0
     return BatchResult(
         devices=devices, workers=workers, seconds=seconds,
         issued=int(match.group(1)) if match else 0, exit_code=exit_code,
@@ -476,14 +483,14 @@ def run_batch(home: Path, devices_csv: Path, out: Path, devices: int, workers: i
         monitor_cpu_seconds=monitor_cpu, summary=summary)
 
 
-def fixed_overhead(home: Path, workdir: Path, workers: int) -> float:
+def fixed_overhead(home: Path, workdir: Path, workers: int, layout: str) -> float:
     """Wall time of a header-only batch: interpreter start, imports, store, CA key unlock."""
     empty = workdir / "empty.csv"
     empty.write_text("device_id,csr\n", encoding="ascii")
     start = time.perf_counter()
     subprocess.run([fleetpki_executable(), "--home", str(home), "batch", "--profile", PROFILE,
                     "--devices", str(empty), "--out", str(workdir / "empty-out"),
-                    "--workers", str(workers)],
+                    "--workers", str(workers), "--layout", layout],
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.perf_counter() - start
 
@@ -494,8 +501,8 @@ class EndToEnd:
     overhead_seconds: float | None
 
 
-def end_to_end(devices: int, workers: int, workdir: Path, *, measure_overhead: bool
-               ) -> EndToEnd:
+def end_to_end(devices: int, workers: int, workdir: Path, *, measure_overhead: bool,
+               layout: str) -> EndToEnd:
     """One batch on a fresh home in `workdir`. The caller removes `workdir`, at the very end:
     deleting many files right before a run slows the next run's file creation on ext4 (the
     inode allocator skips recently deleted inodes), which would penalise the following batch."""
@@ -503,9 +510,10 @@ def end_to_end(devices: int, workers: int, workdir: Path, *, measure_overhead: b
     home = workdir / "home"
     with console.status("fleetpki init"):
         init_home(home)
-    overhead = fixed_overhead(home, workdir, workers) if measure_overhead else None
+    overhead = fixed_overhead(home, workdir, workers, layout) if measure_overhead else None
     result = run_batch(home, csv_path, workdir / "out", devices, workers,
-                       workdir / "batch.log", f"fleetpki batch, {devices:,} devices")
+                       workdir / "batch.log", f"fleetpki batch, {devices:,} devices, --layout "
+                       f"{layout}", layout)
     if result.exit_code != 0 or result.issued != devices:
         console.print(f"[red]batch exit code {result.exit_code}: {result.summary}; "
                       f"log in {workdir / 'batch.log'}[/red]")
@@ -719,6 +727,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--tmp", type=Path, default=None,
                         help="where the temporary homes and outputs go [system temp dir]")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--layout", choices=["jsonl", "files"], default="jsonl",
+                        help="output layout of the batch: one certificates.jsonl (default) or a "
+                             "file per device [jsonl]")
     args = parser.parse_args(argv)
     if min(args.devices, args.workers, args.repeats, args.reference_devices) < 1:
         parser.error("--devices, --workers, --repeats and --reference-devices must be positive")
@@ -740,9 +751,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     del paths
 
     with Workdirs(args.tmp, args.keep) as workdirs:
-        e2e = end_to_end(args.devices, args.workers, workdirs.new(), measure_overhead=True)
-        million = (end_to_end(MILLION, args.workers, workdirs.new(), measure_overhead=False)
-                   if args.million else None)
+        e2e = end_to_end(args.devices, args.workers, workdirs.new(), measure_overhead=True,
+                         layout=args.layout)
+        million = (end_to_end(MILLION, args.workers, workdirs.new(), measure_overhead=False,
+                              layout=args.layout) if args.million else None)
         figures = report(info, speeds, bares, e2e, million)
         if args.json is not None:  # before the (slow, for a million files) clean-up
             figures["date"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")

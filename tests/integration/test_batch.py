@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -196,3 +197,61 @@ def test_kill_9_mid_batch_leaves_no_unknown_certificate_and_rerun_finishes(
     check = subprocess.run([*FLEETPKI, "--home", str(home), "audit", "verify"],
                            capture_output=True, text=True, timeout=120, check=False)
     assert check.returncode == 0, check.stderr
+
+
+def jsonl_devices(path: Path) -> dict[str, bytes]:
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    return {line["device_id"]: x509.load_pem_x509_certificate(line["certificate"].encode())
+            .public_bytes(serialization.Encoding.DER) for line in lines}
+
+
+def test_jsonl_layout_writes_one_line_per_device_and_repairs_itself(fleetpki, home: Path,  # type: ignore[no-untyped-def]
+                                                                    tmp_path: Path) -> None:
+    devices = manifest(tmp_path, 60)
+    out = tmp_path / "out"
+    args = ("batch", "--profile", "sensor", "--devices", str(devices), "--out", str(out),
+            "--layout", "jsonl", "--chunk-size", "16")
+    assert fleetpki(*args).exit_code == 0
+    log = out / "certificates.jsonl"
+    stored = {device: der for device, _, der in store_rows(home)}
+    assert jsonl_devices(log) == stored and len(stored) == 60
+    assert len(x509.load_pem_x509_certificates((out / "chain.pem").read_bytes())) == 1
+    # A lost line and a torn last line, as a crash could leave them:
+    lines = log.read_text().splitlines(keepends=True)
+    log.write_text("".join(lines[:10] + lines[11:]) + lines[11][:40])
+    rerun = fleetpki(*args)
+    assert rerun.exit_code == 0, rerun.output
+    assert "issued 0, already issued 60 (1 files rewritten)" in rerun.stdout
+    assert jsonl_devices(log) == stored
+    assert len(log.read_text().splitlines()) == 60
+    assert fleetpki("batch", "--profile", "sensor", "--devices", str(devices), "--out",
+                    str(out), "--layout", "jsonl", "--keygen", "ec-p256").exit_code == 2
+
+
+def test_kill_9_mid_jsonl_batch_leaves_only_committed_lines(home: Path, tmp_path: Path) -> None:
+    total = 2000
+    devices = manifest(tmp_path, total)
+    out = tmp_path / "out"
+    log = out / "certificates.jsonl"
+    command = [*FLEETPKI, "--home", str(home), "batch", "--profile", "sensor", "--devices",
+               str(devices), "--out", str(out), "--workers", "2", "--chunk-size", "25",
+               "--layout", "jsonl"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if log.exists() and log.stat().st_size > 300_000:
+            os.killpg(process.pid, signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    process.wait(timeout=30)
+    stored = {device: der for device, _, der in store_rows(home)}
+    complete = log.read_bytes()[:log.read_bytes().rfind(b"\n") + 1]
+    written = {json.loads(line)["device_id"]: line for line in complete.splitlines()}
+    assert 0 < len(written) < total, "the batch was not interrupted"
+    for device in written:
+        assert device in stored  # nothing on disk that the store does not know
+    final = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    assert final.returncode == 0, final.stdout + final.stderr
+    assert jsonl_devices(log) == {device: der for device, _, der in store_rows(home)}
+    assert len(jsonl_devices(log)) == total

@@ -32,6 +32,7 @@ from fleetpki.core.records import IssuedCertificate
 from fleetpki.core.serials import SerialSource
 from fleetpki.ra.batch import worker
 from fleetpki.ra.batch.bundles import BundleWriter
+from fleetpki.ra.batch.certificate_log import CertificateLog
 from fleetpki.ra.batch.manifest import DeviceRow
 from fleetpki.ra.service import issued_event, refusal_event
 from fleetpki.store.api import AuditEvent, IssuanceLedger, SerialCollision, SerialReservation
@@ -70,11 +71,12 @@ _Pending = tuple["Future[list[worker.Outcome]]", list[worker.Task], dt.datetime]
 
 class BatchRunner:
     def __init__(self, ledger: BatchLedger, template: CertificateTemplate,
-                 bundles: BundleWriter, options: BatchOptions, clock: Clock,
+                 outputs: BundleWriter | CertificateLog, options: BatchOptions, clock: Clock,
                  serials: SerialSource) -> None:
+        """`outputs` is per-device files (BundleWriter) or one JSON-lines file (CSR runs)."""
         self._ledger = ledger
         self._template = template
-        self._bundles = bundles
+        self._bundles = outputs
         self._options = options
         self._clock = clock
         self._serials = serials
@@ -85,7 +87,9 @@ class BatchRunner:
             ) -> BatchReport:
         report = BatchReport()
         seen: dict[str, int] = {}
-        setup = worker.WorkerSetup(self._template, self._options.keygen, self._bundles)
+        setup = worker.WorkerSetup(self._template, self._options.keygen,
+                                   self._bundles if isinstance(self._bundles, BundleWriter)
+                                   else None)
         in_flight: collections.deque[_Pending] = collections.deque()
         finishing: collections.deque[Future[int]] = collections.deque()
         window = self._options.workers * 2
@@ -176,6 +180,9 @@ class BatchRunner:
 
     def _write_outputs(self, issued: list[IssuedCertificate], pool: ProcessPoolExecutor,
                        finishing: collections.deque[Future[int]]) -> None:
+        if isinstance(self._bundles, CertificateLog):
+            self._bundles.append(issued)  # one write per chunk, right after the commit
+            return
         # The certificates are committed: the workers write the files (file I/O and PKCS#12
         # key derivation would otherwise make this process the bottleneck of the run).
         if issued:
@@ -185,6 +192,13 @@ class BatchRunner:
     def _complete_earlier(self, row: DeviceRow, report: BatchReport, now: dt.datetime) -> None:
         """A device issued by an earlier (perhaps interrupted) run: make sure its files exist."""
         report.already_issued += 1
+        if isinstance(self._bundles, CertificateLog):
+            if row.device_id not in self._bundles.present:
+                cert = self._ledger.current_certificate(row.device_id, self._profile, now=now)
+                if cert is not None:
+                    self._bundles.append([cert])
+                    report.rewritten += 1
+            return
         target = self._bundles.certificate_path(row.device_id)
         if target.exists() and (self._options.keygen is None
                                 or not self._bundles.has_pending_key(row.device_id)):

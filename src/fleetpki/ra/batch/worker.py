@@ -30,7 +30,7 @@ from fleetpki.ra.service import issued_record
 class WorkerSetup:
     template: CertificateTemplate
     keygen: KeySpec | None
-    bundles: BundleWriter
+    bundles: BundleWriter | None  # None when the parent writes one file for the whole run
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -75,7 +75,7 @@ def _one(setup: WorkerSetup, task: Task, now: dt.datetime) -> Outcome:
         if plan.device_id != row.device_id:
             raise PolicyViolation(f"the request names device '{plan.device_id}', the device "
                                   f"list says '{row.device_id}'", field="device_id")
-        if key is not None:
+        if key is not None and setup.bundles is not None:
             # The key reaches disk before the certificate exists, so a crash can never leave a
             # committed certificate whose key is lost (the rerun finishes the bundle).
             setup.bundles.write_pending_key(row.device_id, key)
@@ -88,7 +88,7 @@ def _one(setup: WorkerSetup, task: Task, now: dt.datetime) -> Outcome:
 def write_outputs(items: list[tuple[str, bytes]]) -> int:
     """Called only after the parent committed these certificates: write each device's file
     (CSR runs) or turn its pending key and certificate into the final bundle (factory keys)."""
-    assert _setup is not None, "worker not initialised"
+    assert _setup is not None and _setup.bundles is not None, "worker not initialised"
     for device_id, der in items:
         if _setup.keygen is None:
             _setup.bundles.write_certificate(device_id, der)

@@ -9,7 +9,10 @@ import sqlalchemy as sa
 
 from fleetpki.core.audit_chain import canonical_details, entry_hash
 from fleetpki.store.api import AuditEvent
+from fleetpki.store.sql.bulk import insert_many, timestamp_converter
 from fleetpki.store.sql.schema import audit_head, audit_log
+
+_AUDIT_COLUMNS = ("seq", "at", "actor", "action", "subject", "details", "prev_hash", "hash")
 
 
 def append_events(connection: sa.Connection, events: Sequence[AuditEvent], at: dt.datetime
@@ -24,16 +27,15 @@ def append_events(connection: sa.Connection, events: Sequence[AuditEvent], at: d
     ).one()
     seq, prev = head.seq, head.hash
     at = at.astimezone(dt.UTC)
+    stored_at = timestamp_converter(connection.dialect)(at)
     rows = []
     for event in events:
         seq += 1
         details = canonical_details(event.details)
         digest = entry_hash(prev, seq, at, event.actor, event.action, event.subject, details)
-        rows.append({
-            "seq": seq, "at": at, "actor": event.actor, "action": event.action,
-            "subject": event.subject, "details": details, "prev_hash": prev, "hash": digest,
-        })
+        rows.append((seq, stored_at, event.actor, event.action, event.subject, details, prev,
+                     digest))
         prev = digest
-    connection.execute(audit_log.insert(), rows)
+    insert_many(connection, audit_log, _AUDIT_COLUMNS, rows)
     connection.execute(audit_head.update().where(audit_head.c.id == 1)
                        .values(seq=seq, hash=prev))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable
 from typing import Any
 
 from fleetpki.core.reasons import RevocationReason
@@ -16,23 +17,15 @@ def utc(value: dt.datetime) -> dt.datetime:
     return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
-def certificate_values(cert: IssuedCertificate) -> dict[str, Any]:
-    return {
-        "issuer": cert.issuer,
-        "serial": serial_hex(cert.serial),
-        "device_id": cert.device_id,
-        "profile": cert.profile,
-        "subject": cert.subject,
-        "sans": "\n".join(cert.sans),
-        "key_spec": cert.key_spec,
-        "key_fingerprint": cert.key_fingerprint,
-        "not_before": cert.not_before,
-        "not_after": cert.not_after,
-        "issued_at": cert.issued_at,
-        "der": cert.der,
-        "revoked_at": cert.revoked_at,
-        "revocation_reason": cert.revocation_reason.value if cert.revocation_reason else None,
-    }
+def certificate_row(cert: IssuedCertificate, stamp: Callable[[dt.datetime | None], Any]
+                    ) -> tuple[Any, ...]:
+    """Driver-ready values in the order of the certificates table's columns."""
+    return (
+        cert.issuer, serial_hex(cert.serial), cert.device_id, cert.profile, cert.subject,
+        "\n".join(cert.sans), cert.key_spec, cert.key_fingerprint, stamp(cert.not_before),
+        stamp(cert.not_after), stamp(cert.issued_at), cert.der, stamp(cert.revoked_at),
+        cert.revocation_reason.value if cert.revocation_reason else None,
+    )
 
 
 def certificate_record(row: Any) -> IssuedCertificate:

@@ -13,11 +13,14 @@ from fleetpki.core.records import AuditEntry, CARecord, CertificateStatus, Issue
 from fleetpki.core.serials import serial_hex
 from fleetpki.store.api import AuditEvent, CertificateQuery, SerialCollision, SerialReservation
 from fleetpki.store.sql.audit_append import append_events
+from fleetpki.store.sql.bulk import insert_many, timestamp_converter
 from fleetpki.store.sql.engine import create_engines, migrate, translate_errors
-from fleetpki.store.sql.rows import audit_record, ca_record, certificate_record, certificate_values
+from fleetpki.store.sql.rows import audit_record, ca_record, certificate_record, certificate_row
 from fleetpki.store.sql.schema import audit_head, audit_log, cas, certificates, serials
 
 _AUDIT_PAGE = 5000
+_SERIAL_COLUMNS = ("issuer", "serial", "device_id", "profile", "reserved_at", "state")
+_CERTIFICATE_COLUMNS = tuple(c.name for c in certificates.columns)
 
 
 class SqlStore:
@@ -158,10 +161,7 @@ class SqlStore:
 
     def reserve_serials(self, reservations: Sequence[SerialReservation], *, at: dt.datetime
                         ) -> None:
-        rows = [{"issuer": r.issuer, "serial": serial_hex(r.serial), "device_id": r.device_id,
-                 "profile": r.profile, "reserved_at": at, "state": "reserved"}
-                for r in reservations]
-        if not rows:
+        if not reservations:
             return
         issuers = {r.issuer for r in reservations}
         with translate_errors():
@@ -171,7 +171,10 @@ class SqlStore:
                                 .scalars())
                     if known != issuers:
                         raise NotFound(f"no CA named '{sorted(issuers - known)[0]}'")
-                    c.execute(serials.insert(), rows)
+                    stored_at = timestamp_converter(c.dialect)(at)
+                    insert_many(c, serials, _SERIAL_COLUMNS, [
+                        (r.issuer, serial_hex(r.serial), r.device_id, r.profile, stored_at,
+                         "reserved") for r in reservations])
             except sa.exc.IntegrityError:
                 # The issuer exists (checked above), so the only constraint left is the
                 # (issuer, serial) primary key.
@@ -182,7 +185,9 @@ class SqlStore:
                       at: dt.datetime) -> None:
         with translate_errors(), self._writer.begin() as c:
             if certificates_:
-                c.execute(certificates.insert(), [certificate_values(x) for x in certificates_])
+                stamp = timestamp_converter(c.dialect)
+                insert_many(c, certificates, _CERTIFICATE_COLUMNS,
+                            [certificate_row(x, stamp) for x in certificates_])
                 for issuer, group in _by_issuer(certificates_).items():
                     c.execute(serials.update()
                               .where(serials.c.issuer == issuer, serials.c.serial.in_(group))

@@ -1,0 +1,55 @@
+"""The one-file layout of a CSR run: `<out>/certificates.jsonl`, a line per device, appended after
+each commit, plus `<out>/chain.pem` once.
+
+A million devices as a million files costs more kernel time than signing them (file creation
+dominates on ext4), and a provisioning station usually imports one file anyway. Each line is
+{"device_id", "serial", "certificate" (PEM)}. A crash can leave at most a partial last line; the
+next run cuts it off, and re-appends any committed device whose line is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import ssl
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from fleetpki.ca.keyfiles import write_private_file
+from fleetpki.core.records import IssuedCertificate
+from fleetpki.core.serials import serial_hex
+
+FILE_NAME = "certificates.jsonl"
+
+
+class CertificateLog:
+    def __init__(self, directory: Path, chain: tuple[x509.Certificate, ...]) -> None:
+        self.path = directory / FILE_NAME
+        self.present = self._recover()
+        chain_pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain)
+        write_private_file(directory / "chain.pem", chain_pem)
+        (directory / "chain.pem").chmod(0o644)
+
+    def append(self, certificates: list[IssuedCertificate]) -> None:
+        if not certificates:
+            return
+        lines = "".join(json.dumps({
+            "device_id": cert.device_id, "serial": serial_hex(cert.serial),
+            "certificate": ssl.DER_cert_to_PEM_cert(cert.der)}) + "\n" for cert in certificates)
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(lines)
+        self.present.update(cert.device_id for cert in certificates)
+
+    def _recover(self) -> set[str]:
+        """Device ids already written; a torn last line (crash mid-write) is cut off."""
+        if not self.path.exists():
+            return set()
+        data = self.path.read_bytes()
+        complete = data[:data.rfind(b"\n") + 1]
+        if len(complete) != len(data):
+            with self.path.open("r+b") as handle:
+                handle.truncate(len(complete))
+                os.fsync(handle.fileno())
+        return {json.loads(line)["device_id"] for line in complete.splitlines() if line}
