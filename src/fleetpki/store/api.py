@@ -14,18 +14,26 @@ import datetime as dt
 from collections.abc import Iterator, Sequence
 from typing import Protocol
 
+from fleetpki.core.audit_chain import canonical_details
 from fleetpki.core.reasons import RevocationReason
 from fleetpki.core.records import AuditEntry, CARecord, CertificateStatus, IssuedCertificate
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class AuditEvent:
-    """An entry to be appended; the store assigns sequence, time and hashes."""
+    """An entry to be appended; the store assigns sequence, time and hashes.
+
+    The canonical JSON of the details is computed where the event is made, so a batch worker
+    does that work in parallel and the process that chains the entries only hashes."""
 
     actor: str
     action: str
     subject: str
     details: dict[str, str] = dataclasses.field(default_factory=dict)
+    details_json: str = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "details_json", canonical_details(self.details))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -32,15 +32,13 @@ class CertificateLog:
         write_private_file(directory / "chain.pem", chain_pem)
         (directory / "chain.pem").chmod(0o644)
 
-    def append(self, certificates: list[IssuedCertificate]) -> None:
-        if not certificates:
+    def append(self, lines: list[tuple[str, str]]) -> None:
+        """(device_id, line) pairs, lines from `jsonl_line`, in one write."""
+        if not lines:
             return
-        lines = "".join(json.dumps({
-            "device_id": cert.device_id, "serial": serial_hex(cert.serial),
-            "certificate": ssl.DER_cert_to_PEM_cert(cert.der)}) + "\n" for cert in certificates)
         with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(lines)
-        self.present.update(cert.device_id for cert in certificates)
+            handle.write("".join(line for _, line in lines))
+        self.present.update(device for device, _ in lines)
 
     def _recover(self) -> set[str]:
         """Device ids already written; a torn last line (crash mid-write) is cut off."""
@@ -53,3 +51,8 @@ class CertificateLog:
                 handle.truncate(len(complete))
                 os.fsync(handle.fileno())
         return {json.loads(line)["device_id"] for line in complete.splitlines() if line}
+
+
+def jsonl_line(cert: IssuedCertificate) -> str:
+    return json.dumps({"device_id": cert.device_id, "serial": serial_hex(cert.serial),
+                       "certificate": ssl.DER_cert_to_PEM_cert(cert.der)}) + "\n"

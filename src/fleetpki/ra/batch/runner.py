@@ -32,9 +32,9 @@ from fleetpki.core.records import IssuedCertificate
 from fleetpki.core.serials import SerialSource
 from fleetpki.ra.batch import worker
 from fleetpki.ra.batch.bundles import BundleWriter
-from fleetpki.ra.batch.certificate_log import CertificateLog
+from fleetpki.ra.batch.certificate_log import CertificateLog, jsonl_line
 from fleetpki.ra.batch.manifest import DeviceRow
-from fleetpki.ra.service import issued_event, refusal_event
+from fleetpki.ra.service import refusal_event
 from fleetpki.store.api import AuditEvent, IssuanceLedger, SerialCollision, SerialReservation
 
 
@@ -86,10 +86,14 @@ class BatchRunner:
     def run(self, rows: Iterable[DeviceRow], progress: Callable[[int], None] = lambda n: None
             ) -> BatchReport:
         report = BatchReport()
-        seen: dict[str, int] = {}
+        # Devices reserved but not yet committed, with their line. A device listed twice while
+        # its first listing is in flight is refused here; once committed, the store's
+        # "already issued" check catches any later listing. Only in-flight ids are held, so
+        # memory does not grow with the length of the list.
+        in_flight_ids: dict[str, int] = {}
         setup = worker.WorkerSetup(self._template, self._options.keygen,
                                    self._bundles if isinstance(self._bundles, BundleWriter)
-                                   else None)
+                                   else None, self._options.actor)
         in_flight: collections.deque[_Pending] = collections.deque()
         finishing: collections.deque[Future[int]] = collections.deque()
         window = self._options.workers * 2
@@ -97,16 +101,18 @@ class BatchRunner:
                                  mp_context=multiprocessing.get_context("fork"),
                                  initializer=worker.initialize, initargs=(setup,)) as pool:
             for chunk in _chunks(rows, self._options.chunk_size):
-                tasks = self._prepare(chunk, seen, report, progress)
+                tasks = self._prepare(chunk, in_flight_ids, report, progress)
                 if tasks:
                     now = self._clock.now()
                     in_flight.append((pool.submit(worker.run_chunk, tasks, now), tasks, now))
                 while len(in_flight) >= window:
-                    self._collect(in_flight.popleft(), pool, finishing, report, progress)
+                    self._collect(in_flight.popleft(), pool, finishing, report, progress,
+                                  in_flight_ids)
                 while len(finishing) > window:
                     finishing.popleft().result()
             while in_flight:
-                self._collect(in_flight.popleft(), pool, finishing, report, progress)
+                self._collect(in_flight.popleft(), pool, finishing, report, progress,
+                              in_flight_ids)
             for future in finishing:
                 future.result()
         log.info("batch finished", extra={
@@ -114,11 +120,13 @@ class BatchRunner:
             "already_issued": report.already_issued, "lost_keys": report.lost_keys})
         return report
 
-    def _prepare(self, chunk: list[DeviceRow], seen: dict[str, int], report: BatchReport,
-                 progress: Callable[[int], None]) -> list[worker.Task]:
+    def _prepare(self, chunk: list[DeviceRow], in_flight_ids: dict[str, int],
+                 report: BatchReport, progress: Callable[[int], None]) -> list[worker.Task]:
         fresh: list[DeviceRow] = []
+        chunk_ids: dict[str, int] = {}
         for row in chunk:
-            first = seen.setdefault(row.device_id, row.line)
+            first = in_flight_ids.get(row.device_id) or chunk_ids.setdefault(row.device_id,
+                                                                             row.line)
             if first != row.line:
                 report.refused += 1
                 report.rejects.append((row.line, row.device_id,
@@ -136,6 +144,7 @@ class BatchRunner:
                 progress(1)
             else:
                 todo.append(row)
+                in_flight_ids[row.device_id] = row.line
         return self._reserve(todo, now)
 
     def _reserve(self, rows: list[DeviceRow], now: dt.datetime) -> list[worker.Task]:
@@ -152,18 +161,21 @@ class BatchRunner:
 
     def _collect(self, pending: _Pending, pool: ProcessPoolExecutor,
                  finishing: collections.deque[Future[int]], report: BatchReport,
-                 progress: Callable[[int], None]) -> None:
+                 progress: Callable[[int], None], in_flight_ids: dict[str, int]) -> None:
         future, tasks, now = pending
         outcomes = future.result()
         issued: list[IssuedCertificate] = []
         released: list[SerialReservation] = []
         events: list[AuditEvent] = []
         actor = self._options.actor
+        lines: list[tuple[str, str]] = []
         by_serial = {t.serial: t for t in tasks}
         for outcome in outcomes:
-            if outcome.certificate is not None:
+            if outcome.certificate is not None and outcome.event is not None:
                 issued.append(outcome.certificate)
-                events.append(issued_event(actor, outcome.certificate))
+                events.append(outcome.event)
+                if outcome.line is not None:
+                    lines.append((outcome.device_id, outcome.line))
             else:
                 task = by_serial[outcome.serial]
                 released.append(self._reservation(task))
@@ -174,14 +186,17 @@ class BatchRunner:
         # The commit: after this line the certificates exist for the store, and only now are
         # they written out.
         self._ledger.record_issued(issued, released, events, at=now)
-        self._write_outputs(issued, pool, finishing)
+        for task in tasks:
+            in_flight_ids.pop(task.row.device_id, None)
+        self._write_outputs(issued, lines, pool, finishing)
         report.issued += len(issued)
         progress(len(outcomes))
 
-    def _write_outputs(self, issued: list[IssuedCertificate], pool: ProcessPoolExecutor,
-                       finishing: collections.deque[Future[int]]) -> None:
+    def _write_outputs(self, issued: list[IssuedCertificate], lines: list[tuple[str, str]],
+                       pool: ProcessPoolExecutor, finishing: collections.deque[Future[int]]
+                       ) -> None:
         if isinstance(self._bundles, CertificateLog):
-            self._bundles.append(issued)  # one write per chunk, right after the commit
+            self._bundles.append(lines)  # one write per chunk, right after the commit
             return
         # The certificates are committed: the workers write the files (file I/O and PKCS#12
         # key derivation would otherwise make this process the bottleneck of the run).
@@ -196,7 +211,7 @@ class BatchRunner:
             if row.device_id not in self._bundles.present:
                 cert = self._ledger.current_certificate(row.device_id, self._profile, now=now)
                 if cert is not None:
-                    self._bundles.append([cert])
+                    self._bundles.append([(cert.device_id, jsonl_line(cert))])
                     report.rewritten += 1
             return
         target = self._bundles.certificate_path(row.device_id)

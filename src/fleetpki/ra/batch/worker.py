@@ -22,8 +22,10 @@ from fleetpki.core.keys import KeySpec
 from fleetpki.core.names import SUBJECT_ATTRIBUTES, san_from_text
 from fleetpki.core.records import IssuedCertificate
 from fleetpki.ra.batch.bundles import BundleWriter
+from fleetpki.ra.batch.certificate_log import jsonl_line
 from fleetpki.ra.batch.manifest import DeviceRow
-from fleetpki.ra.service import issued_record
+from fleetpki.ra.service import issued_event, issued_record
+from fleetpki.store.api import AuditEvent
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -31,6 +33,7 @@ class WorkerSetup:
     template: CertificateTemplate
     keygen: KeySpec | None
     bundles: BundleWriter | None  # None when the parent writes one file for the whole run
+    actor: str
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -41,10 +44,15 @@ class Task:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Outcome:
+    """A signed certificate with its audit event (and its certificates.jsonl line, in that
+    layout), all prepared here in parallel; or the reason for a refusal."""
+
     device_id: str
     serial: int
     certificate: IssuedCertificate | None
     refusal: str | None
+    event: AuditEvent | None = None
+    line: str | None = None
 
 
 _setup: WorkerSetup | None = None
@@ -80,7 +88,8 @@ def _one(setup: WorkerSetup, task: Task, now: dt.datetime) -> Outcome:
             # committed certificate whose key is lost (the rerun finishes the bundle).
             setup.bundles.write_pending_key(row.device_id, key)
         record = issued_record(plan, task.serial, template.sign(plan, task.serial), now)
-        return Outcome(row.device_id, task.serial, record, None)
+        return Outcome(row.device_id, task.serial, record, None, issued_event(setup.actor, record),
+                       None if setup.bundles is not None else jsonl_line(record))
     except (PolicyViolation, BadInput) as refusal:
         return Outcome(row.device_id, task.serial, None, str(refusal))
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 
-from fleetpki.core.audit_chain import canonical_details, entry_hash
+from fleetpki.core.audit_chain import entry_hash
 from fleetpki.store.api import AuditEvent
 from fleetpki.store.sql.bulk import insert_many, timestamp_converter
 from fleetpki.store.sql.schema import audit_head, audit_log
@@ -31,7 +31,7 @@ def append_events(connection: sa.Connection, events: Sequence[AuditEvent], at: d
     rows = []
     for event in events:
         seq += 1
-        details = canonical_details(event.details)
+        details = event.details_json
         digest = entry_hash(prev, seq, at, event.actor, event.action, event.subject, details)
         rows.append((seq, stored_at, event.actor, event.action, event.subject, details, prev,
                      digest))

@@ -60,7 +60,10 @@ def upgrade() -> None:
     op.create_index("ix_certificates_device", "certificates", ["device_id", "profile"])
     op.create_index("ix_certificates_profile_expiry", "certificates", ["profile", "not_after"])
     op.create_index("ix_certificates_not_after", "certificates", ["not_after"])
-    op.create_index("ix_certificates_revoked_at", "certificates", ["revoked_at"])
+    # Partial: only revoked rows are indexed, so issuing does not pay for this index.
+    revoked = sa.text("revoked_at IS NOT NULL")
+    op.create_index("ix_certificates_revoked_at", "certificates", ["revoked_at"],
+                    sqlite_where=revoked, postgresql_where=revoked)
     op.create_index("ix_certificates_serial", "certificates", ["serial"])
     op.create_index("ix_certificates_key_spec", "certificates", ["key_spec"])
     op.create_index("ix_certificates_key_fingerprint", "certificates", ["key_fingerprint"])
