@@ -22,7 +22,7 @@ def test_backup_during_batch_restores_to_a_consistent_verifiable_store(
         home: Path, tmp_path: Path) -> None:
     (tmp_path / "csrs").mkdir()
     lines = ["device_id,csr"]
-    for i in range(4000):
+    for i in range(6000):
         csr, _ = make_csr(f"sensor-{i:05d}")
         (tmp_path / "csrs" / f"{i}.csr").write_bytes(csr.public_bytes(serialization.Encoding.PEM))
         lines.append(f"sensor-{i:05d},csrs/{i}.csr")
@@ -57,7 +57,7 @@ def test_backup_during_batch_restores_to_a_consistent_verifiable_store(
         certs = db.execute("select count(*) from certificates").fetchone()[0]
         issued_audit = db.execute("select count(*) from audit_log where action = "
                                   "'certificate.issued'").fetchone()[0]
-    assert 0 < certs < 4000
+    assert 0 < certs < 6000
     assert certs == issued_audit  # the snapshot is one consistent point in time
     # With the passphrase supplied separately, the restored CA signs again.
     passphrase = (home / "secrets" / "key-passphrase").read_text()
