@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import hashlib
 
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import (
     CertificateIssuerPrivateKeyTypes,
@@ -140,10 +139,3 @@ def signature_hash(key: CertificateIssuerPrivateKeyTypes) -> SignatureHash | Non
             return hashes.SHA512()
         return hashes.SHA384() if key.curve.key_size >= 384 else hashes.SHA256()
     return hashes.SHA256()
-
-
-def public_key_fingerprint(public_key: CertificatePublicKeyTypes) -> str:
-    """SHA-256 over SubjectPublicKeyInfo, hex: identifies a key across certificates."""
-    der = public_key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return hashlib.sha256(der).hexdigest()

@@ -173,8 +173,3 @@ def san_from_text(text: str) -> x509.GeneralName:
     if san_type is SanType.ip:
         return x509.IPAddress(ipaddress.ip_address(value))
     return x509.RFC822Name(value)
-
-
-def name_text(name: x509.Name) -> str:
-    """RFC 4514 string, used for display and search."""
-    return name.rfc4514_string()

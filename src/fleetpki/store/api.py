@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Protocol
 
 from fleetpki.core.audit_chain import canonical_details
 from fleetpki.core.reasons import RevocationReason
-from fleetpki.core.records import AuditEntry, CARecord, CertificateStatus, IssuedCertificate
+from fleetpki.core.records import CARecord, CertificateStatus, IssuedCertificate
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -112,12 +112,6 @@ class CARegistry(CAReader, AuditWriter, Protocol):
                         at: dt.datetime) -> None: ...
 
     def next_crl_number(self, issuer: str) -> int: ...
-
-
-class AuditReader(Protocol):
-    def audit_entries(self, *, since_seq: int = 1) -> Iterator[AuditEntry]: ...
-
-    def audit_head(self) -> tuple[int, str]: ...
 
 
 class SerialCollision(Exception):
