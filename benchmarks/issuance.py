@@ -49,6 +49,7 @@ a test.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -289,11 +290,9 @@ def bare_loop(job: tuple[BareIssuer, Sequence[str]]) -> int:
             .add_extension(aki, critical=False)
             .add_extension(eku, critical=False)
         )
-        try:
+        with contextlib.suppress(x509.ExtensionNotFound):
             san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName)
             builder = builder.add_extension(san.value, critical=False)
-        except x509.ExtensionNotFound:
-            pass
         builder.sign(key, sha256).public_bytes(serialization.Encoding.DER)
         issued += 1
     return issued
@@ -366,13 +365,10 @@ def _rss_kib(pid: int) -> int:
 
 
 def _pss_kib(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/smaps_rollup", "rb") as handle:
-            for line in handle:
-                if line.startswith(b"Pss:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/smaps_rollup", "rb") as handle:
+        for line in handle:
+            if line.startswith(b"Pss:"):
+                return int(line.split()[1])
     return 0
 
 
