@@ -26,6 +26,8 @@ from fleetpki.core.profile import Profile, ProfileKind
 
 _VERSION_3 = der.tlv(0xA0, der.integer(2))
 _EXTENSIONS_TAG = 0xA3
+_SKI_OID = der.oid("2.5.29.14")
+_SAN_OID = der.oid("2.5.29.17")
 
 
 class CertificateTemplate:
@@ -56,14 +58,17 @@ class CertificateTemplate:
         extensions = [
             self._basic_constraints,
             self._key_usage[_key_kind(plan.public_key)],
-            _extension_der("2.5.29.14", False, der.tlv(der.OCTET_STRING, _ski(plan.spki_der))),
+            der.sequence(_SKI_OID, der.tlv(der.OCTET_STRING,
+                                           der.tlv(der.OCTET_STRING, _ski(plan.spki_der)))),
             self._aki,
             self._eku,
         ]
         if plan.sans:
             # RFC 5280 §4.2.1.6: SAN is critical when the subject is empty.
-            extensions.append(_extension(x509.SubjectAlternativeName(list(plan.sans)),
-                                         critical=not plan.subject))
+            extensions.append(der.sequence(
+                _SAN_OID, b"" if plan.subject else der.BOOLEAN_TRUE,
+                der.tlv(der.OCTET_STRING, x509.SubjectAlternativeName(list(plan.sans))
+                        .public_bytes())))
         extensions += self._after_san
         tbs = der.sequence(
             _VERSION_3,
@@ -80,12 +85,9 @@ class CertificateTemplate:
 
 
 def _extension(value: x509.ExtensionType, *, critical: bool) -> bytes:
-    return _extension_der(value.oid.dotted_string, critical, value.public_bytes())
-
-
-def _extension_der(dotted: str, critical: bool, value: bytes) -> bytes:
-    return der.sequence(der.oid(dotted), der.BOOLEAN_TRUE if critical else b"",
-                        der.tlv(der.OCTET_STRING, value))
+    """Extension ::= SEQUENCE { extnID, critical BOOLEAN DEFAULT FALSE, extnValue OCTET STRING }"""
+    return der.sequence(der.oid(value.oid.dotted_string), der.BOOLEAN_TRUE if critical else b"",
+                        der.tlv(der.OCTET_STRING, value.public_bytes()))
 
 
 def _ski(spki: bytes) -> bytes:

@@ -10,6 +10,7 @@ both paths on SQLite and PostgreSQL).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -20,10 +21,14 @@ _SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"
 
 def timestamp_converter(dialect: sa.Dialect) -> Callable[[dt.datetime | None], Any]:
     if dialect.name == "sqlite":
-        def to_sqlite(value: dt.datetime | None) -> str | None:
-            return None if value is None else value.astimezone(dt.UTC).strftime(_SQLITE_TIME)
-        return to_sqlite
+        return _to_sqlite
     return lambda value: value
+
+
+@functools.lru_cache(maxsize=64)
+def _to_sqlite(value: dt.datetime | None) -> str | None:
+    """Cached: a batch chunk shares its notBefore, notAfter and issue time across every row."""
+    return None if value is None else value.astimezone(dt.UTC).strftime(_SQLITE_TIME)
 
 
 def insert_many(connection: sa.Connection, table: sa.Table, columns: Sequence[str],
