@@ -60,10 +60,6 @@ class BatchReport:
     lost_keys: int = 0
     rejects: list[tuple[int, str, str]] = dataclasses.field(default_factory=list)
 
-    @property
-    def processed(self) -> int:
-        return self.issued + self.already_issued + self.refused + self.lost_keys
-
 
 log = logging.getLogger(__name__)
 _Pending = tuple["Future[list[worker.Outcome]]", list[worker.Task], dt.datetime]
@@ -76,7 +72,7 @@ class BatchRunner:
         """`outputs` is per-device files (BundleWriter) or one JSON-lines file (CSR runs)."""
         self._ledger = ledger
         self._template = template
-        self._bundles = outputs
+        self._outputs = outputs
         self._options = options
         self._clock = clock
         self._serials = serials
@@ -92,7 +88,7 @@ class BatchRunner:
         # memory does not grow with the length of the list.
         in_flight_ids: dict[str, int] = {}
         setup = worker.WorkerSetup(self._template, self._options.keygen,
-                                   self._bundles if isinstance(self._bundles, BundleWriter)
+                                   self._outputs if isinstance(self._outputs, BundleWriter)
                                    else None, self._options.actor)
         in_flight: collections.deque[_Pending] = collections.deque()
         finishing: collections.deque[Future[int]] = collections.deque()
@@ -195,8 +191,8 @@ class BatchRunner:
     def _write_outputs(self, issued: list[IssuedCertificate], lines: list[tuple[str, str]],
                        pool: ProcessPoolExecutor, finishing: collections.deque[Future[int]]
                        ) -> None:
-        if isinstance(self._bundles, CertificateLog):
-            self._bundles.append(lines)  # one write per chunk, right after the commit
+        if isinstance(self._outputs, CertificateLog):
+            self._outputs.append(lines)  # one write per chunk, right after the commit
             return
         # The certificates are committed: the workers write the files (file I/O and PKCS#12
         # key derivation would otherwise make this process the bottleneck of the run).
@@ -207,25 +203,25 @@ class BatchRunner:
     def _complete_earlier(self, row: DeviceRow, report: BatchReport, now: dt.datetime) -> None:
         """A device issued by an earlier (perhaps interrupted) run: make sure its files exist."""
         report.already_issued += 1
-        if isinstance(self._bundles, CertificateLog):
-            if row.device_id not in self._bundles.present:
+        if isinstance(self._outputs, CertificateLog):
+            if row.device_id not in self._outputs.present:
                 cert = self._ledger.current_certificate(row.device_id, self._profile, now=now)
                 if cert is not None:
-                    self._bundles.append([(cert.device_id, jsonl_line(cert))])
+                    self._outputs.append([(cert.device_id, jsonl_line(cert))])
                     report.rewritten += 1
             return
-        target = self._bundles.certificate_path(row.device_id)
+        target = self._outputs.certificate_path(row.device_id)
         if target.exists() and (self._options.keygen is None
-                                or not self._bundles.has_pending_key(row.device_id)):
+                                or not self._outputs.has_pending_key(row.device_id)):
             return
         cert = self._ledger.current_certificate(row.device_id, self._profile, now=now)
         if cert is None:
             return
         if self._options.keygen is None:
-            self._bundles.write_certificate(row.device_id, cert.der)
+            self._outputs.write_certificate(row.device_id, cert.der)
             report.rewritten += 1
-        elif self._bundles.has_pending_key(row.device_id):
-            self._bundles.finish(row.device_id, x509.load_der_x509_certificate(cert.der))
+        elif self._outputs.has_pending_key(row.device_id):
+            self._outputs.finish(row.device_id, x509.load_der_x509_certificate(cert.der))
             report.rewritten += 1
         else:
             report.already_issued -= 1
