@@ -111,12 +111,12 @@ def test_garbage_csr_gets_one_line_error(fleetpki, home: Path, tmp_path: Path, c
                                          message: str) -> None:
     path = tmp_path / "bad.csr"
     path.write_bytes(content)
-    before = counts(home)
+    certs, serials, audit = counts(home)
     result = fleetpki("issue", "--profile", "sensor", "--csr", str(path))
     assert result.exit_code == 2
     assert message in result.stderr
     assert "Traceback" not in result.output
-    assert counts(home) == before
+    assert counts(home) == (certs, serials, audit + 1)  # refused, audited, nothing else
 
 
 def test_pem_certificate_instead_of_csr_is_named(fleetpki, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -22,7 +22,8 @@ from collections.abc import Mapping
 from fleetpki.ca.certificate_template import CertificateTemplate
 from fleetpki.ca.signer import SignerSource
 from fleetpki.core.clock import Clock
-from fleetpki.core.errors import NotAuthorized, NotFound, PolicyViolation
+from fleetpki.core.csr import check_proof_of_possession, load_csr
+from fleetpki.core.errors import BadInput, NotAuthorized, NotFound, PolicyViolation
 from fleetpki.core.issuance_plan import IssuancePlan, Request, plan_issuance
 from fleetpki.core.names import san_text
 from fleetpki.core.profile import Profile
@@ -69,16 +70,26 @@ class IssuanceService:
             known = ", ".join(sorted(self._profiles))
             raise NotFound(f"no profile named '{name}' (profiles: {known})") from None
 
+    def issue_csr(self, data: bytes, profile: str, authorization: Authorization,
+                  validity: dt.timedelta | None = None) -> IssuedCertificate:
+        """What front ends call with the bytes they received: parse, check proof of
+        possession, then the cycle. Unreadable input is a refusal like any other, and audited."""
+        try:
+            csr = load_csr(data)
+            request = Request.from_csr(csr, validity)
+            check_proof_of_possession(csr, request.public_key)
+        except (BadInput, PolicyViolation) as refusal:
+            self._refused(authorization, profile, refusal)
+            raise
+        return self.issue(request, profile, authorization)
+
     def issue(self, request: Request, profile: str, authorization: Authorization
               ) -> IssuedCertificate:
         now = self._clock.now()
         try:
             plan = self.plan(request, profile, authorization, now)
         except (PolicyViolation, NotAuthorized) as refusal:
-            self._ledger.audit([refusal_event(authorization.actor, profile, str(refusal))],
-                               at=now)
-            log.info("certificate refused", extra={"actor": authorization.actor,
-                                                   "profile": profile, "reason": str(refusal)})
+            self._refused(authorization, profile, refusal)
             raise
         serial = self.reserve(plan, now)
         record = issued_record(plan, serial, self.template(profile).sign(plan, serial), now)
@@ -88,6 +99,12 @@ class IssuanceService:
             "actor": authorization.actor, "profile": profile, "device_id": record.device_id,
             "serial": serial_hex(serial), "not_after": record.not_after.isoformat()})
         return record
+
+    def _refused(self, authorization: Authorization, profile: str, refusal: Exception) -> None:
+        self._ledger.audit([refusal_event(authorization.actor, profile, str(refusal))],
+                           at=self._clock.now())
+        log.info("certificate refused", extra={"actor": authorization.actor,
+                                               "profile": profile, "reason": str(refusal)})
 
     def plan(self, request: Request, profile_name: str, authorization: Authorization,
              now: dt.datetime) -> IssuancePlan:

@@ -50,3 +50,30 @@ def test_tampered_csr_fails_proof_of_possession() -> None:
 def test_genuine_csr_passes_proof_of_possession() -> None:
     csr, _ = make_csr()
     check_proof_of_possession(load_csr(csr.public_bytes(serialization.Encoding.DER)))
+
+
+def test_fast_proof_of_possession_agrees_with_cryptography_for_every_key_type() -> None:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+    from support.csrs import make_key
+
+    for kind in ("ec-p256", "ec-p384", "ed25519", "rsa-2048"):
+        csr, _ = make_csr(key=make_key(kind))
+        assert csr.is_signature_valid
+        check_proof_of_possession(csr, csr.public_key())
+    # RSA-PSS takes cryptography's own check, and a forged one is still refused.
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pss = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    csr = (x509.CertificateSigningRequestBuilder()
+           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pss-device")]))
+           .sign(key, hashes.SHA256(), rsa_padding=pss))
+    check_proof_of_possession(csr, csr.public_key())
+    der = bytearray(csr.public_bytes(serialization.Encoding.DER))
+    der[der.find(b"pss-device")] = ord("q")
+    forged = load_csr(bytes(der))
+    with pytest.raises(PolicyViolation):
+        check_proof_of_possession(forged, forged.public_key())

@@ -114,8 +114,9 @@ def _request_from_csr(row: DeviceRow) -> Request:
     except OSError as exc:
         raise BadInput(f"cannot read CSR {row.csr_path}: {exc.strerror}") from None
     csr = load_csr(data)
-    check_proof_of_possession(csr)
-    return Request.from_csr(csr)
+    request = Request.from_csr(csr)
+    check_proof_of_possession(csr, request.public_key)
+    return request
 
 
 def _request_from_row(row: DeviceRow, key: CertificateIssuerPrivateKeyTypes,
