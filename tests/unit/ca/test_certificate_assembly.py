@@ -83,6 +83,14 @@ def reference(template: CertificateTemplate, plan: IssuancePlan, serial: int) ->
     return builder.sign(signer.private_key, signer.hash_algorithm)
 
 
+def assemble_and_compare(template: CertificateTemplate, plan: IssuancePlan, serial: int
+                         ) -> x509.Certificate:
+    """Sign with the template; assert its TBSCertificate equals the reference builder's."""
+    ours = x509.load_der_x509_certificate(template.sign(plan, serial))
+    assert ours.tbs_certificate_bytes == reference(template, plan, serial).tbs_certificate_bytes
+    return ours
+
+
 @pytest.fixture(scope="module", params=["ec-p256", "ec-p384", "ed25519", "rsa-2048"])
 def issuing(request: pytest.FixtureRequest) -> Signer:
     spec = KeySpec.parse(request.param)
@@ -112,10 +120,8 @@ def test_assembled_certificate_matches_cryptography_builder(issuing: Signer, lea
         PROFILE, device_id_from="san:uri")
     plan = plan_issuance(profile, Request.from_csr(csr), now=NOW,
                          issuer_not_after=issuing.certificate.not_valid_after_utc)
-    template = CertificateTemplate(profile, issuing)
     serial = (1 << 127) | 0xFF  # top bit set: needs a leading zero octet
-    ours = x509.load_der_x509_certificate(template.sign(plan, serial))
-    assert ours.tbs_certificate_bytes == reference(template, plan, serial).tbs_certificate_bytes
+    ours = assemble_and_compare(CertificateTemplate(profile, issuing), plan, serial)
     ours.verify_directly_issued_by(issuing.certificate)
 
 
@@ -124,20 +130,15 @@ def test_dates_from_2050_use_generalized_time(issuing: Signer) -> None:
     late = NOW.replace(year=2049, month=12, day=1)
     plan = plan_issuance(PROFILE, Request.from_csr(csr), now=late,
                          issuer_not_after=late + dt.timedelta(days=3650))
-    template = CertificateTemplate(PROFILE, issuing)
-    ours = x509.load_der_x509_certificate(template.sign(plan, 7 << 70))
+    ours = assemble_and_compare(CertificateTemplate(PROFILE, issuing), plan, 7 << 70)
     assert ours.not_valid_after_utc.year == 2050
-    assert ours.tbs_certificate_bytes == reference(template, plan, 7 << 70).tbs_certificate_bytes
 
 
 def test_sub_ca_profile_matches_builder(issuing: Signer) -> None:
     csr, _ = make_csr("Sub CA 1")
     plan = plan_issuance(SUB_CA, Request.from_csr(csr), now=NOW,
                          issuer_not_after=issuing.certificate.not_valid_after_utc)
-    template = CertificateTemplate(SUB_CA, issuing)
-    ours = x509.load_der_x509_certificate(template.sign(plan, 123456789 << 64))
-    assert ours.tbs_certificate_bytes == \
-        reference(template, plan, 123456789 << 64).tbs_certificate_bytes
+    ours = assemble_and_compare(CertificateTemplate(SUB_CA, issuing), plan, 123456789 << 64)
     assert ours.extensions.get_extension_for_class(x509.BasicConstraints).value.path_length == 0
 
 
