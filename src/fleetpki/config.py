@@ -13,6 +13,12 @@ from pathlib import Path
 
 from fleetpki.config_reader import Section
 from fleetpki.core.errors import ConfigError, KeyAccessError
+from fleetpki.server_settings import (
+    EstSettings,
+    ServerSettings,
+    read_est_settings,
+    read_server_settings,
+)
 
 SETTINGS_FILE = "fleetpki.toml"
 DEFAULT_PASSPHRASE_ENV = "FLEETPKI_KEY_PASSPHRASE"
@@ -54,6 +60,8 @@ class Settings:
     profiles_file: Path
     log_format: str  # "json" or "text"
     log_level: str
+    server: ServerSettings
+    est: EstSettings
 
     @property
     def settings_file(self) -> Path:
@@ -84,6 +92,8 @@ def load_settings(home: Path) -> Settings:
         profiles_file=home / profiles.string("file", "profiles.toml"),
         log_format=logging.string("format", "json"),
         log_level=logging.string("level", "info"),
+        server=read_server_settings(root.section("server")),
+        est=read_est_settings(root.section("est")),
     )
     if settings.log_format not in ("json", "text"):
         raise logging.error("format", "must be \"json\" or \"text\"")

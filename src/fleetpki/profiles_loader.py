@@ -24,6 +24,7 @@ from fleetpki.core.names import (
 from fleetpki.core.profile import (
     EXTENDED_KEY_USAGES,
     KEY_USAGES,
+    Enrollment,
     Profile,
     ProfileKind,
     Renewal,
@@ -88,6 +89,7 @@ def _profile(name: str, s: Section) -> Profile:
         device_id_from=_device_id_from(s),
         urls=_urls(s.section("urls")),
         renewal=_renewal(s.section("renewal")),
+        enrollment=_enrollment(s.section("enrollment")),
         key_usage=extensions.key_usage,
         extended_key_usage=extensions.extended_key_usage,
         path_length=extensions.path_length,
@@ -243,3 +245,16 @@ def _renewal(s: Section) -> Renewal:
     )
     s.finish()
     return renewal
+
+
+def _enrollment(s: Section) -> Enrollment:
+    approval = s.string("approval", "automatic")
+    if approval not in ("automatic", "manual"):
+        raise s.error("approval", "must be \"automatic\" or \"manual\"")
+    retry_after = s.duration("retry_after", "60s")
+    if not dt.timedelta(seconds=1) <= retry_after <= dt.timedelta(days=1):
+        raise s.error("retry_after", "must be between 1s and 1d")
+    enrollment = Enrollment(manual_approval=approval == "manual", retry_after=retry_after,
+                            server_keygen=s.boolean("server_keygen", False))
+    s.finish()
+    return enrollment

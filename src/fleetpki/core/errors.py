@@ -36,6 +36,21 @@ class NotAuthorized(FleetPKIError):
     exit_code = 4
 
 
+class NotAuthenticated(NotAuthorized):
+    """No credential, or one that does not check out: the requester should authenticate
+    (HTTP 401 with a challenge), unlike NotAuthorized, where we know who asks and refuse."""
+
+
+class RateLimited(FleetPKIError):
+    """Too many requests from one credential or address; try again after `retry_after` s."""
+
+    exit_code = 4
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class NotFound(FleetPKIError):
     """A named thing (profile, CA, certificate, device) does not exist."""
 

@@ -139,3 +139,18 @@ def signature_hash(key: CertificateIssuerPrivateKeyTypes) -> SignatureHash | Non
             return hashes.SHA512()
         return hashes.SHA384() if key.curve.key_size >= 384 else hashes.SHA256()
     return hashes.SHA256()
+
+
+_PREFERENCE = ("ec-p256", "ec-p384", "ec-p521", "ed25519")
+
+
+def preferred_key_spec(policy: KeyPolicy) -> KeySpec:
+    """The key a server generates for a profile (RFC 7030 §4.4) and advertises in CSR
+    attributes: the first allowed of P-256, P-384, P-521, Ed25519, then RSA at the policy's
+    floor rounded up to a standard size. P-256 first: it is what constrained devices verify
+    fastest and what every TLS stack on them supports."""
+    for name in _PREFERENCE:
+        if name in policy.allowed:
+            return KeySpec.parse(name)
+    floor = max(policy.rsa_min_bits, RSA_FLOOR_BITS)
+    return KeySpec(KeyKind.rsa, bits=next((b for b in (2048, 3072, 4096) if b >= floor), 4096))

@@ -58,6 +58,19 @@ class Renewal:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Enrollment:
+    """How devices may enroll into the profile over the protocols (EST, SCEP, CMP, ACME)."""
+
+    # Hold every enrollment for an operator's approval (RFC 7030 §4.2.3: 202 + Retry-After).
+    manual_approval: bool = False
+    retry_after: dt.timedelta = dt.timedelta(seconds=60)
+    # Server-side key generation (RFC 7030 §4.4): the server sees the private key once, in
+    # memory, to send it to the device. Off unless a profile asks, since the key then leaves a
+    # place other than the device.
+    server_keygen: bool = False
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Urls:
     crl_distribution_points: tuple[str, ...] = ()
     ocsp: tuple[str, ...] = ()
@@ -78,6 +91,7 @@ class Profile:
     path_length: int | None = None  # only for sub-CA profiles
     urls: Urls = Urls()
     renewal: Renewal = Renewal()
+    enrollment: Enrollment = Enrollment()
     # Which name identifies the device: a subject attribute ("CN", "serialNumber") or "san:uri".
     device_id_from: str = "CN"
     description: str = ""

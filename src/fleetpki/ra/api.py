@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import enum
 from typing import Protocol
 
 from fleetpki.core.issuance_plan import Request
@@ -18,6 +19,10 @@ class Authorization:
     profiles: frozenset[str] | None = None  # None: any profile
     # If set, the certificate must name exactly this device (re-enrollment, IDevID mapping).
     device_id: str | None = None
+    # If set, the certificate must carry exactly these names (RFC 7030 §4.2.2: re-enrollment
+    # keeps the subject and subjectAltName of the certificate being renewed).
+    subject: str | None = None
+    sans: tuple[str, ...] | None = None
 
 
 class RegistrationAuthority(Protocol):
@@ -26,3 +31,48 @@ class RegistrationAuthority(Protocol):
 
     def revoke(self, serial: int, reason: RevocationReason, authorization: Authorization, *,
                issuer: str | None = None) -> IssuedCertificate: ...
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BasicCredentials:
+    """HTTP Basic user name and password, as a front end received them."""
+
+    username: str
+    password: str = dataclasses.field(repr=False)
+
+
+class EnrollmentKind(enum.Enum):
+    enroll = "enroll"  # first enrollment (EST simpleenroll)
+    reenroll = "reenroll"  # renewal with the current certificate (EST simplereenroll)
+    server_keygen = "server-keygen"  # the server makes the key (EST serverkeygen)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class EnrollmentRequest:
+    """One device's request, whatever protocol carried it. The front end fills in what it
+    saw on the wire; the RA decides who that is and what they may have."""
+
+    csr: bytes  # DER (or PEM) PKCS#10
+    kind: EnrollmentKind
+    client_address: str
+    label: str | None = None  # selects the profile; None: the credential's profile
+    basic: BasicCredentials | None = None
+    # DER of the TLS client certificate (leaf). The TLS layer or a trusted proxy checked the
+    # chain; the RA checks again which of our CAs or which manufacturer CA signed it.
+    client_certificate: bytes | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Enrolled:
+    certificate: IssuedCertificate
+    # RFC 7030 §4.4.2: with server-side key generation, the PKCS#8 DER of the new key. It
+    # exists only in memory and in the one response that carries it.
+    private_key_pkcs8: bytes | None = dataclasses.field(default=None, repr=False)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class EnrollmentPending:
+    """RFC 7030 §4.2.3: held for an operator; the client retries the same request later."""
+
+    request_id: str
+    retry_after: int  # seconds

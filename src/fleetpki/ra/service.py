@@ -14,10 +14,14 @@ has seen; a crash after 5 leaves a certificate the store knows.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import logging
 from collections.abc import Mapping
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
 from fleetpki.ca.certificate_template import CertificateTemplate
 from fleetpki.ca.signer import SignerSource
@@ -74,31 +78,57 @@ class IssuanceService:
                   validity: dt.timedelta | None = None) -> IssuedCertificate:
         """What front ends call with the bytes they received: parse, check proof of
         possession, then the cycle. Unreadable input is a refusal like any other, and audited."""
+        plan = self.prepare_csr(data, profile, authorization, validity)
+        return self.issue_plan(plan, authorization)
+
+    def prepare_csr(self, data: bytes, profile: str, authorization: Authorization,
+                    validity: dt.timedelta | None = None, *,
+                    server_key: CertificatePublicKeyTypes | None = None) -> IssuancePlan:
+        """Steps 1-2 for CSR bytes: the plan, or an audited refusal. Front ends that must do
+        something between deciding and issuing (redeem a credential use, hold the request for
+        approval) call this, then `issue_plan`.
+
+        With `server_key`, the server generated the key pair (RFC 7030 §4.4): the CSR only
+        contributes names, and its own key need not prove anything."""
         try:
             csr = load_csr(data)
             request = Request.from_csr(csr, validity)
-            check_proof_of_possession(csr, request.public_key)
+            if server_key is None:
+                check_proof_of_possession(csr, request.public_key)
+            else:
+                request = dataclasses.replace(request, public_key=server_key)
         except (BadInput, PolicyViolation) as refusal:
             self._refused(authorization, profile, refusal)
             raise
-        return self.issue(request, profile, authorization)
+        return self.prepare(request, profile, authorization)
+
+    def prepare(self, request: Request, profile: str, authorization: Authorization
+                ) -> IssuancePlan:
+        try:
+            return self.plan(request, profile, authorization, self._clock.now())
+        except (PolicyViolation, NotAuthorized, NotFound) as refusal:
+            self._refused(authorization, profile, refusal)
+            raise
 
     def issue(self, request: Request, profile: str, authorization: Authorization
               ) -> IssuedCertificate:
+        return self.issue_plan(self.prepare(request, profile, authorization), authorization)
+
+    def issue_plan(self, plan: IssuancePlan, authorization: Authorization) -> IssuedCertificate:
+        """Steps 3-6 for a plan made by `prepare`: reserve, sign once, record, return."""
         now = self._clock.now()
-        try:
-            plan = self.plan(request, profile, authorization, now)
-        except (PolicyViolation, NotAuthorized) as refusal:
-            self._refused(authorization, profile, refusal)
-            raise
         serial = self.reserve(plan, now)
-        record = issued_record(plan, serial, self.template(profile).sign(plan, serial), now)
+        record = issued_record(plan, serial, self.template(plan.profile).sign(plan, serial), now)
         self._ledger.record_issued([record], [], [issued_event(authorization.actor, record)],
                                    at=now)
         log.info("certificate issued", extra={
-            "actor": authorization.actor, "profile": profile, "device_id": record.device_id,
+            "actor": authorization.actor, "profile": plan.profile, "device_id": record.device_id,
             "serial": serial_hex(serial), "not_after": record.not_after.isoformat()})
         return record
+
+    def refuse(self, authorization: Authorization, profile: str, refusal: Exception) -> None:
+        """Audit a refusal decided outside the cycle (authentication, rate limits)."""
+        self._refused(authorization, profile, refusal)
 
     def _refused(self, authorization: Authorization, profile: str, refusal: Exception) -> None:
         self._ledger.audit([refusal_event(authorization.actor, profile, str(refusal))],
@@ -114,6 +144,17 @@ class IssuanceService:
         template = self.template(profile_name)
         plan = plan_issuance(template.profile, request, now=now,
                              issuer_not_after=template.signer.certificate.not_valid_after_utc)
+        if authorization.subject is not None \
+                and plan.subject.rfc4514_string() != authorization.subject:
+            raise PolicyViolation(f"re-enrollment must keep the subject '{authorization.subject}'"
+                                  f" (RFC 7030 §4.2.2); the request asks for "
+                                  f"'{plan.subject.rfc4514_string()}'", field="subject")
+        if authorization.sans is not None and san_strings(plan.sans) != authorization.sans:
+            raise PolicyViolation("re-enrollment must keep the subjectAltName of the current "
+                                  "certificate (RFC 7030 §4.2.2): expected "
+                                  f"{', '.join(authorization.sans) or 'none'}, the request asks "
+                                  f"for {', '.join(san_strings(plan.sans)) or 'none'}",
+                                  field="san")
         if authorization.device_id is not None and plan.device_id != authorization.device_id:
             raise NotAuthorized(f"the request names device '{plan.device_id}' but the "
                                 f"credential is for '{authorization.device_id}'")
@@ -153,10 +194,15 @@ def issued_record(plan: IssuancePlan, serial: int, der: bytes, now: dt.datetime
     return IssuedCertificate(
         serial=serial, issuer=plan.issuer, device_id=plan.device_id, profile=plan.profile,
         subject=plan.subject.rfc4514_string(),
-        sans=tuple(f"{t.value}:{v}" for t, v in (san_text(n) for n in plan.sans)),
+        sans=san_strings(plan.sans),
         key_spec=str(plan.key_spec), key_fingerprint=hashlib.sha256(plan.spki_der).hexdigest(),
         not_before=plan.not_before, not_after=plan.not_after, issued_at=now, der=der,
     )
+
+
+def san_strings(sans: tuple[x509.GeneralName, ...]) -> tuple[str, ...]:
+    """SANs as the store and the audit log write them: 'type:value'."""
+    return tuple(f"{t.value}:{v}" for t, v in (san_text(n) for n in sans))
 
 
 def issued_event(actor: str, record: IssuedCertificate) -> AuditEvent:

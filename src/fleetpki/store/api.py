@@ -15,6 +15,12 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from fleetpki.core.audit_chain import canonical_details
+from fleetpki.core.enrollment_records import (
+    ApprovalState,
+    BootstrapCredential,
+    ManufacturerCA,
+    PendingEnrollment,
+)
 from fleetpki.core.reasons import RevocationReason
 from fleetpki.core.records import CARecord, CertificateStatus, IssuedCertificate
 
@@ -121,3 +127,69 @@ class SerialCollision(Exception):
 class CARevocationWriter(Protocol):
     def revoke_ca(self, name: str, reason: RevocationReason, *, at: dt.datetime,
                   event: AuditEvent) -> None: ...
+
+
+class BootstrapCredentials(Protocol):
+    """Credentials for first enrollment. Only hashes of secrets are ever stored."""
+
+    def add_credential(self, credential: BootstrapCredential, event: AuditEvent, *,
+                       at: dt.datetime) -> None:
+        """Raise Conflict if the id is taken."""
+        ...
+
+    def get_credential(self, credential_id: str) -> BootstrapCredential | None: ...
+
+    def list_credentials(self, *, profile: str | None = None, include_disabled: bool = False
+                         ) -> list[BootstrapCredential]: ...
+
+    def redeem_use(self, credential_id: str, *, at: dt.datetime) -> bool:
+        """Count one use, atomically, if the credential is enabled, unexpired and has uses
+        left; False otherwise. Two devices racing for the last use cannot both win."""
+        ...
+
+    def return_use(self, credential_id: str) -> None:
+        """Give back a use redeemed for an enrollment that then failed to issue."""
+        ...
+
+    def disable_credential(self, credential_id: str, event: AuditEvent, *, at: dt.datetime
+                           ) -> None:
+        """Raise NotFound for an unknown id, Conflict if already disabled."""
+        ...
+
+
+class ManufacturerRegistry(Protocol):
+    """CAs that sign factory identities (IDevIDs), and their optional device allow lists."""
+
+    def add_manufacturer(self, manufacturer: ManufacturerCA, event: AuditEvent, *,
+                         at: dt.datetime) -> None: ...
+
+    def list_manufacturers(self) -> list[ManufacturerCA]: ...
+
+    def allow_devices(self, manufacturer: str, device_ids: Sequence[str], event: AuditEvent, *,
+                      at: dt.datetime) -> int:
+        """Add ids to the allow list (existing ones are kept); returns how many were new."""
+        ...
+
+    def is_allowed(self, manufacturer: str, device_id: str) -> bool: ...
+
+
+class PendingEnrollments(Protocol):
+    """Enrollments held for an operator's decision."""
+
+    def add_pending(self, pending: PendingEnrollment, event: AuditEvent, *, at: dt.datetime
+                    ) -> None: ...
+
+    def get_pending(self, pending_id: str) -> PendingEnrollment | None: ...
+
+    def find_pending(self, profile: str, key_fingerprint: str) -> PendingEnrollment | None:
+        """The newest held enrollment for this key in this profile, in any state."""
+        ...
+
+    def list_pending(self, state: ApprovalState | None = ApprovalState.pending
+                     ) -> list[PendingEnrollment]: ...
+
+    def decide(self, pending_id: str, state: ApprovalState, *, decided_by: str,
+               at: dt.datetime, event: AuditEvent, serial: int | None = None,
+               issuer: str | None = None, reason: str = "") -> None:
+        """Move a pending enrollment to issued or rejected; Conflict if already decided."""
+        ...

@@ -98,3 +98,51 @@ audit_head = sa.Table(
     sa.Column("seq", sa.Integer, nullable=False),
     sa.Column("hash", sa.String(64), nullable=False),
 )
+
+bootstrap_credentials = sa.Table(
+    "bootstrap_credentials", metadata,
+    sa.Column("id", sa.String(128), primary_key=True),
+    sa.Column("secret_hash", sa.String(64), nullable=False),
+    sa.Column("profile", sa.String(64), nullable=False),
+    sa.Column("device_id", sa.String(256), nullable=True),
+    sa.Column("max_uses", sa.Integer, nullable=False),
+    sa.Column("uses", sa.Integer, nullable=False),
+    sa.Column("expires_at", UtcDateTime(), nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("created_by", sa.String(256), nullable=False),
+    sa.Column("disabled_at", UtcDateTime(), nullable=True),
+)
+
+manufacturer_cas = sa.Table(
+    "manufacturer_cas", metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("certificate_der", sa.LargeBinary, nullable=False),
+    sa.Column("profile", sa.String(64), nullable=False),
+    sa.Column("device_id_from", sa.String(32), nullable=False),
+    sa.Column("allow_list", sa.Boolean, nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+)
+
+manufacturer_devices = sa.Table(
+    "manufacturer_devices", metadata,
+    sa.Column("manufacturer", sa.String(64), sa.ForeignKey("manufacturer_cas.name"),
+              primary_key=True),
+    sa.Column("device_id", sa.String(256), primary_key=True),
+)
+
+pending_enrollments = sa.Table(
+    "pending_enrollments", metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("profile", sa.String(64), nullable=False),
+    sa.Column("device_id", sa.String(256), nullable=False),
+    sa.Column("actor", sa.String(256), nullable=False),
+    sa.Column("key_fingerprint", sa.String(64), nullable=False),
+    sa.Column("csr_der", sa.LargeBinary, nullable=False),
+    sa.Column("requested_at", UtcDateTime(), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("decided_by", sa.String(256), nullable=True),
+    sa.Column("decided_at", UtcDateTime(), nullable=True),
+    sa.Column("serial", sa.String(40), nullable=True),
+    sa.Column("issuer", sa.String(64), nullable=True),
+    sa.Column("reason", sa.Text, nullable=False),
+)

@@ -14,6 +14,7 @@ from fleetpki.core.serials import serial_hex
 from fleetpki.store.api import AuditEvent, CertificateQuery, SerialCollision, SerialReservation
 from fleetpki.store.sql.audit_append import append_events
 from fleetpki.store.sql.bulk import insert_many, timestamp_converter
+from fleetpki.store.sql.enrollment import EnrollmentTables
 from fleetpki.store.sql.engine import create_engines, migrate, translate_errors
 from fleetpki.store.sql.rows import audit_record, ca_record, certificate_record, certificate_row
 from fleetpki.store.sql.schema import audit_head, audit_log, cas, certificates, serials
@@ -23,7 +24,7 @@ _SERIAL_COLUMNS = ("issuer", "serial", "device_id", "profile", "reserved_at", "s
 _CERTIFICATE_COLUMNS = tuple(c.name for c in certificates.columns)
 
 
-class SqlStore:
+class SqlStore(EnrollmentTables):
     def __init__(self, url: str) -> None:
         self.url = url
         self._writer, self._reader = create_engines(url)

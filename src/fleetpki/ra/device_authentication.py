@@ -1,0 +1,178 @@
+"""Who is this device? Bootstrap secret, factory identity (IDevID) or current certificate.
+
+Each path ends in an `Authorization` (who asks, and the constraints their credential puts on
+the certificate) or an exception: NotAuthenticated when the credential is missing or does not
+check out (the device should authenticate again), NotAuthorized when we know who asks and the
+answer is no. There is no third outcome (DESIGN.md §2).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import time
+from collections.abc import Mapping
+from typing import Protocol
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+
+from fleetpki.core.enrollment_records import ManufacturerCA
+from fleetpki.core.errors import NotAuthenticated, NotAuthorized
+from fleetpki.core.profile import Profile
+from fleetpki.core.records import CertificateStatus, IssuedCertificate
+from fleetpki.core.serials import serial_hex
+from fleetpki.ra.api import Authorization, BasicCredentials, EnrollmentKind, EnrollmentRequest
+from fleetpki.ra.credentials import secret_matches
+from fleetpki.ra.manufacturers import factory_device_id
+from fleetpki.store.api import (
+    BootstrapCredentials,
+    CAReader,
+    CertificateReader,
+    ManufacturerRegistry,
+)
+
+# Trust material (our CAs, manufacturer CAs) is re-read at most this often, so that a CA
+# registered from the CLI is honoured by a running server without a restart.
+TRUST_REFRESH_SECONDS = 30.0
+
+
+class AuthenticationStore(BootstrapCredentials, ManufacturerRegistry, CertificateReader,
+                          CAReader, Protocol):
+    pass
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Authenticated:
+    authorization: Authorization
+    profile: str  # the profile the credential enrolls into
+    redeem: str | None = None  # bootstrap credential whose use an issuance consumes
+    renewing: IssuedCertificate | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Trust:
+    ours: tuple[tuple[str, x509.Certificate], ...]
+    manufacturers: tuple[tuple[ManufacturerCA, x509.Certificate], ...]
+    loaded_at: float
+
+
+class DeviceAuthenticator:
+    def __init__(self, store: AuthenticationStore, profiles: Mapping[str, Profile]) -> None:
+        self._store = store
+        self._profiles = profiles
+        self._trust: _Trust | None = None
+
+    def authenticate(self, request: EnrollmentRequest, now: dt.datetime) -> Authenticated:
+        if request.client_certificate is not None:
+            found = self._by_certificate(request.client_certificate, request.kind, now)
+            if found is not None:
+                return found
+        if request.kind is EnrollmentKind.reenroll:
+            raise NotAuthenticated("re-enrollment needs the current certificate as the TLS "
+                                   "client certificate (RFC 7030 §4.2.2)")
+        if request.basic is not None:
+            return self._by_secret(request.basic, now)
+        if request.client_certificate is not None:
+            raise NotAuthorized("the client certificate was issued neither by this CA nor by a "
+                                "registered manufacturer CA, and no bootstrap credential was "
+                                "sent")
+        raise NotAuthenticated("authenticate with a bootstrap credential (HTTP Basic), a "
+                               "factory certificate or the current certificate (TLS)")
+
+    def _by_secret(self, basic: BasicCredentials, now: dt.datetime) -> Authenticated:
+        credential = self._store.get_credential(basic.username)
+        # The same answer for an unknown id and a wrong secret: no probing for valid ids.
+        if credential is None or not secret_matches(basic.password, credential.secret_hash):
+            raise NotAuthenticated("unknown bootstrap credential or wrong secret")
+        unusable = credential.unusable_reason(now)
+        if unusable is not None:
+            raise NotAuthorized(unusable)
+        return Authenticated(
+            Authorization(actor=f"bootstrap:{credential.id}",
+                          profiles=frozenset({credential.profile}),
+                          device_id=credential.device_id),
+            profile=credential.profile, redeem=credential.id)
+
+    def _by_certificate(self, der: bytes, kind: EnrollmentKind, now: dt.datetime
+                        ) -> Authenticated | None:
+        try:
+            device = x509.load_der_x509_certificate(der)
+        except ValueError:
+            raise NotAuthenticated("the client certificate cannot be parsed") from None
+        trust = self._current_trust()
+        for ca_name, ca in trust.ours:
+            if _issued_by(device, ca):
+                return self._renewal(device, ca_name, now)
+        for manufacturer, ca in trust.manufacturers:
+            if _issued_by(device, ca):
+                if kind is EnrollmentKind.reenroll:
+                    raise NotAuthorized("a factory certificate enrolls with simpleenroll; "
+                                        "simplereenroll renews a certificate this CA issued")
+                return self._factory(device, manufacturer, now)
+        return None
+
+    def _renewal(self, device: x509.Certificate, ca_name: str, now: dt.datetime
+                 ) -> Authenticated:
+        serial = device.serial_number
+        current = self._store.get_certificate(serial, ca_name)
+        if current is None or current.der != device.public_bytes(serialization.Encoding.DER):
+            raise NotAuthorized(f"certificate {serial_hex(serial)} is not one this CA issued")
+        if current.status(now) is CertificateStatus.revoked:
+            reason = current.revocation_reason.value if current.revocation_reason else "unknown"
+            raise NotAuthorized(f"certificate {serial_hex(serial)} was revoked ({reason}); "
+                                "the device must enroll again with a bootstrap credential")
+        profile = self._profiles.get(current.profile)
+        if profile is None:
+            raise NotAuthorized(f"certificate {serial_hex(serial)} belongs to profile "
+                                f"'{current.profile}', which no longer exists")
+        lifetime = current.not_after - current.not_before
+        opens = current.not_after - lifetime * profile.renewal.window_fraction
+        grace_ends = current.not_after + profile.renewal.grace_after_expiry
+        if now < opens:
+            raise NotAuthorized(f"renewal of {serial_hex(serial)} opens at "
+                                f"{opens:%Y-%m-%d %H:%M}Z (profile '{profile.name}' renews in the "
+                                f"last {profile.renewal.window_fraction:.0%} of the lifetime)")
+        if now >= grace_ends:
+            grace = ("" if not profile.renewal.grace_after_expiry
+                     else f" and its renewal grace ended {grace_ends:%Y-%m-%d %H:%M}Z")
+            raise NotAuthorized(f"certificate {serial_hex(serial)} expired "
+                                f"{current.not_after:%Y-%m-%d %H:%M}Z{grace}; enroll again with "
+                                "a bootstrap credential or the factory identity")
+        return Authenticated(
+            Authorization(actor=f"device:{current.device_id}",
+                          profiles=frozenset({current.profile}), device_id=current.device_id,
+                          subject=current.subject, sans=current.sans),
+            profile=current.profile, renewing=current)
+
+    def _factory(self, device: x509.Certificate, manufacturer: ManufacturerCA,
+                 now: dt.datetime) -> Authenticated:
+        device_id = factory_device_id(device, manufacturer, now)
+        if manufacturer.allow_list and not self._store.is_allowed(manufacturer.name, device_id):
+            raise NotAuthorized(f"device '{device_id}' is not on the allow list of "
+                                f"manufacturer '{manufacturer.name}'")
+        return Authenticated(
+            Authorization(actor=f"idevid:{manufacturer.name}:{device_id}",
+                          profiles=frozenset({manufacturer.profile}), device_id=device_id),
+            profile=manufacturer.profile)
+
+    def _current_trust(self) -> _Trust:
+        trust = self._trust
+        if trust is None or time.monotonic() - trust.loaded_at > TRUST_REFRESH_SECONDS:
+            ours = tuple((ca.name, x509.load_der_x509_certificate(ca.certificate_der))
+                         for ca in self._store.list_cas() if ca.revoked_at is None)
+            makers = tuple((m, x509.load_der_x509_certificate(m.certificate_der))
+                           for m in self._store.list_manufacturers())
+            trust = self._trust = _Trust(ours, makers, time.monotonic())
+        return trust
+
+
+def _issued_by(device: x509.Certificate, ca: x509.Certificate) -> bool:
+    if device.issuer != ca.subject:
+        return False
+    try:
+        device.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True

@@ -1,0 +1,260 @@
+"""Device enrollment for the protocol front ends: authenticate, throttle, decide, issue or hold.
+
+    1. throttle the client address           (before any database work)
+    2. authenticate                          device_authentication.py: an Authorization or no
+    3. throttle the credential
+    4. pick the profile                      the label, or the credential's own profile
+    5. plan                                  the issuance cycle's steps 1-2 (service.py)
+    6. redeem a bootstrap use                atomically, only once the plan is sound
+    7. issue, or hold for an operator        steps 3-6 of the cycle, or a pending record
+
+Every refusal is audited, except address throttling, which is logged: auditing each request of
+an unauthenticated flood would let anyone fill the audit log.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import logging
+import secrets
+import time
+from collections.abc import Mapping
+from typing import Protocol
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from fleetpki.core.clock import Clock
+from fleetpki.core.csr import load_csr
+from fleetpki.core.enrollment_records import ApprovalState, PendingEnrollment
+from fleetpki.core.errors import (
+    BadInput,
+    NotAuthorized,
+    NotFound,
+    PolicyViolation,
+    RateLimited,
+    StoreError,
+)
+from fleetpki.core.keys import KeySpec, preferred_key_spec
+from fleetpki.core.profile import Profile
+from fleetpki.ra.api import (
+    Authorization,
+    Enrolled,
+    EnrollmentKind,
+    EnrollmentPending,
+    EnrollmentRequest,
+)
+from fleetpki.ra.device_authentication import (
+    TRUST_REFRESH_SECONDS,
+    Authenticated,
+    AuthenticationStore,
+    DeviceAuthenticator,
+)
+from fleetpki.ra.rate_limits import RateLimit, RateLimiter
+from fleetpki.ra.service import IssuanceService
+from fleetpki.store.api import AuditEvent, PendingEnrollments
+
+log = logging.getLogger(__name__)
+
+
+class EnrollmentStore(AuthenticationStore, PendingEnrollments, Protocol):
+    pass
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class EnrollmentLimits:
+    """None: unlimited. Settings (config.py) supply the defaults operators see."""
+
+    per_credential: RateLimit | None = None
+    per_address: RateLimit | None = None
+
+
+class EnrollmentService:
+    def __init__(self, issuance: IssuanceService, store: EnrollmentStore,
+                 profiles: Mapping[str, Profile], clock: Clock, limits: EnrollmentLimits,
+                 default_profile: str) -> None:
+        if default_profile not in profiles:
+            raise NotFound(f"the default enrollment profile '{default_profile}' does not exist")
+        self._issuance = issuance
+        self._store = store
+        self._profiles = profiles
+        self._clock = clock
+        self._default = default_profile
+        self._authenticator = DeviceAuthenticator(store, profiles)
+        self._by_address = RateLimiter(limits.per_address)
+        self._by_credential = RateLimiter(limits.per_credential)
+        self._chains: dict[str, tuple[float, list[x509.Certificate]]] = {}
+
+    # -- what any client may read --------------------------------------------------------
+
+    def profile_for(self, label: str | None) -> Profile:
+        """The profile a label selects (labels are profile names); no label: the default."""
+        name = self._default if label is None else label
+        profile = self._profiles.get(name)
+        if profile is None:
+            raise NotFound(f"no enrollment label '{label}' (labels: "
+                           f"{', '.join(sorted(self._profiles))})")
+        return profile
+
+    def ca_certificates(self, label: str | None) -> list[x509.Certificate]:
+        """The issuing CA of the label's profile and its parents up to the root, nearest
+        first (RFC 7030 §4.1.3 wants the trust anchor; the intermediates let a device build
+        the path without another round trip)."""
+        issuer = self.profile_for(label).issuer
+        cached = self._chains.get(issuer)
+        if cached is not None and time.monotonic() - cached[0] < TRUST_REFRESH_SECONDS:
+            return cached[1]
+        chain: list[x509.Certificate] = []
+        name: str | None = issuer
+        while name is not None and len(chain) < 8:
+            record = self._store.get_ca(name)
+            if record is None:
+                raise NotFound(f"no CA named '{name}'")
+            chain.append(x509.load_der_x509_certificate(record.certificate_der))
+            name = record.parent
+        self._chains[issuer] = (time.monotonic(), chain)
+        return chain
+
+    # -- enrollment ------------------------------------------------------------------------
+
+    def enroll(self, request: EnrollmentRequest) -> Enrolled | EnrollmentPending:
+        now = self._clock.now()
+        wait = self._by_address.take(request.client_address)
+        if wait is not None:
+            log.warning("enrollment throttled", extra={"address": request.client_address})
+            raise RateLimited(f"too many requests from {request.client_address}; retry in "
+                              f"{wait} s", retry_after=wait)
+        try:
+            who = self._authenticator.authenticate(request, now)
+        except NotAuthorized as refusal:
+            asker = request.basic.username if request.basic else "anonymous"
+            self._issuance.refuse(Authorization(actor=f"unauthenticated:{asker}"),
+                                  request.label or "-", refusal)
+            raise
+        wait = self._by_credential.take(who.authorization.actor)
+        if wait is not None:
+            throttled = RateLimited(f"too many requests for {who.authorization.actor}; retry "
+                                    f"in {wait} s", retry_after=wait)
+            self._issuance.refuse(who.authorization, request.label or who.profile, throttled)
+            raise throttled
+        profile = self._profile(request, who)
+        if profile.enrollment.manual_approval:
+            return self._held(request, who, profile, now)
+        return self._issue(request, who, profile)
+
+    def _profile(self, request: EnrollmentRequest, who: Authenticated) -> Profile:
+        if request.label is None:
+            return self._profiles[who.profile]
+        profile = self.profile_for(request.label)
+        if profile.name != who.profile:
+            refusal = NotAuthorized(f"{who.authorization.actor} enrolls in profile "
+                                    f"'{who.profile}', not '{profile.name}'")
+            self._issuance.refuse(who.authorization, profile.name, refusal)
+            raise refusal
+        return profile
+
+    def _issue(self, request: EnrollmentRequest, who: Authenticated, profile: Profile
+               ) -> Enrolled:
+        if request.kind is EnrollmentKind.server_keygen:
+            return self._issue_with_server_key(request, who, profile)
+        plan = self._issuance.prepare_csr(request.csr, profile.name, who.authorization)
+        self._redeem(who, profile)
+        try:
+            return Enrolled(self._issuance.issue_plan(plan, who.authorization))
+        except Exception:
+            self._give_back(who)
+            raise
+
+    def _issue_with_server_key(self, request: EnrollmentRequest, who: Authenticated,
+                               profile: Profile) -> Enrolled:
+        if not profile.enrollment.server_keygen:
+            refusal = NotAuthorized(f"profile '{profile.name}' does not allow server-side key "
+                                    "generation (enrollment.server_keygen)")
+            self._issuance.refuse(who.authorization, profile.name, refusal)
+            raise refusal
+        spec = self._server_key_spec(request.csr, profile)
+        key = spec.generate()
+        plan = self._issuance.prepare_csr(request.csr, profile.name, who.authorization,
+                                          server_key=key.public_key())
+        self._redeem(who, profile)
+        try:
+            record = self._issuance.issue_plan(plan, who.authorization)
+        except Exception:
+            self._give_back(who)
+            raise
+        pkcs8 = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption())
+        return Enrolled(record, private_key_pkcs8=pkcs8)
+
+    @staticmethod
+    def _server_key_spec(csr_data: bytes, profile: Profile) -> KeySpec:
+        """The CSR's key type when the profile allows it (the device says what it can use),
+        else the profile's preferred key type."""
+        try:
+            return profile.keys.check(load_csr(csr_data).public_key())
+        except (BadInput, PolicyViolation, ValueError):
+            return preferred_key_spec(profile.keys)
+
+    def _redeem(self, who: Authenticated, profile: Profile) -> None:
+        if who.redeem is None:
+            return
+        if not self._store.redeem_use(who.redeem, at=self._clock.now()):
+            credential = self._store.get_credential(who.redeem)
+            used = f"{credential.uses} of {credential.max_uses}" if credential else "all"
+            refusal = NotAuthorized(f"bootstrap credential '{who.redeem}' has no uses left "
+                                    f"({used} used)")
+            self._issuance.refuse(who.authorization, profile.name, refusal)
+            raise refusal
+
+    def _give_back(self, who: Authenticated) -> None:
+        if who.redeem is not None:
+            try:
+                self._store.return_use(who.redeem)
+            except StoreError:
+                log.exception("could not return a bootstrap use", extra={"id": who.redeem})
+
+    # -- manual approval (RFC 7030 §4.2.3) -------------------------------------------------
+
+    def _held(self, request: EnrollmentRequest, who: Authenticated, profile: Profile,
+              now: dt.datetime) -> Enrolled | EnrollmentPending:
+        retry_after = int(profile.enrollment.retry_after.total_seconds())
+        if request.kind is EnrollmentKind.server_keygen:
+            refusal = NotAuthorized(f"profile '{profile.name}' holds enrollments for approval; "
+                                    "server-side key generation cannot wait (the key would have "
+                                    "to be stored): generate the key on the device")
+            self._issuance.refuse(who.authorization, profile.name, refusal)
+            raise refusal
+        plan = self._issuance.prepare_csr(request.csr, profile.name, who.authorization)
+        fingerprint = hashlib.sha256(plan.spki_der).hexdigest()
+        earlier = self._store.find_pending(profile.name, fingerprint)
+        if earlier is not None and earlier.actor == who.authorization.actor:
+            return self._retried(earlier, retry_after)
+        self._redeem(who, profile)
+        pending = PendingEnrollment(
+            id=secrets.token_hex(8), profile=profile.name, device_id=plan.device_id,
+            actor=who.authorization.actor, key_fingerprint=fingerprint,
+            csr_der=load_csr(request.csr).public_bytes(serialization.Encoding.DER),
+            requested_at=now)
+        try:
+            self._store.add_pending(pending, AuditEvent(
+                actor=who.authorization.actor, action="enrollment.held", subject=pending.id,
+                details={"profile": profile.name, "device_id": plan.device_id}), at=now)
+        except Exception:
+            self._give_back(who)
+            raise
+        return EnrollmentPending(pending.id, retry_after)
+
+    def _retried(self, earlier: PendingEnrollment, retry_after: int
+                 ) -> Enrolled | EnrollmentPending:
+        if earlier.state is ApprovalState.pending:
+            return EnrollmentPending(earlier.id, retry_after)
+        if earlier.state is ApprovalState.rejected:
+            raise NotAuthorized(f"enrollment {earlier.id} was rejected by {earlier.decided_by}"
+                                + (f": {earlier.reason}" if earlier.reason else ""))
+        assert earlier.serial is not None
+        record = self._store.get_certificate(earlier.serial, earlier.issuer)
+        if record is None:
+            raise NotFound(f"the certificate of approved enrollment {earlier.id} is missing")
+        return Enrolled(record)

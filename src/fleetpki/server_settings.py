@@ -1,0 +1,100 @@
+"""Settings of `fleetpki serve`: the `[server]` and `[est]` tables of fleetpki.toml.
+
+Kept apart from config.py (store, keys, logging) so that the CLI commands that never serve do
+not read or validate them twice; both use the same strict reader.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+from ipaddress import IPv4Network, IPv6Network
+
+from fleetpki.config_reader import Section
+from fleetpki.ra.rate_limits import RateLimit
+
+DEFAULT_LISTEN = "127.0.0.1:8443"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Address:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ServerSettings:
+    listen: Address
+    workers: int
+    # Names the server's own TLS certificate carries (DNS names and IP addresses).
+    hostnames: tuple[str, ...]
+    # A plain-HTTP listener for a TLS-terminating reverse proxy, and who may act as one.
+    proxy_listen: Address | None
+    trusted_proxies: tuple[IPv4Network | IPv6Network, ...]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class EstSettings:
+    default_profile: str | None  # None: the first profile in profiles.toml
+    per_credential: RateLimit | None
+    per_address: RateLimit | None
+
+
+def read_server_settings(server: Section) -> ServerSettings:
+    proxy = server.section("proxy")
+    settings = ServerSettings(
+        listen=_address(server, "listen", DEFAULT_LISTEN),
+        workers=server.integer("workers", 2, minimum=1, maximum=64),
+        hostnames=tuple(server.strings("hostnames", ["localhost", "127.0.0.1"])),
+        proxy_listen=(_address(proxy, "listen", "") if proxy.has("listen") else None),
+        trusted_proxies=tuple(_network(proxy, text) for text in proxy.strings("trusted", [])),
+    )
+    if settings.proxy_listen is not None and not settings.trusted_proxies:
+        raise proxy.error("trusted", "must list the proxy's addresses when proxy.listen is set "
+                                     "(e.g. [\"127.0.0.1\"])")
+    if not settings.hostnames:
+        raise server.error("hostnames", "must name at least one DNS name or IP address")
+    proxy.finish()
+    server.finish()
+    return settings
+
+
+def read_est_settings(est: Section) -> EstSettings:
+    limits = est.section("rate_limits")
+    settings = EstSettings(
+        default_profile=est.string("default_profile", None),
+        per_credential=_limit(limits, "per_credential", "600/min"),
+        per_address=_limit(limits, "per_address", "1200/min"),
+    )
+    limits.finish()
+    est.finish()
+    return settings
+
+
+def _address(section: Section, key: str, default: str) -> Address:
+    text: str = section.string(key, default)
+    host, colon, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not colon or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise section.error(key, f"must be HOST:PORT, e.g. \"{DEFAULT_LISTEN}\" (got {text!r})")
+    return Address(host, int(port))
+
+
+def _network(section: Section, text: str) -> IPv4Network | IPv6Network:
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise section.error("trusted", f"{text!r} is not an IP address or network") from None
+
+
+def _limit(section: Section, key: str, default: str) -> RateLimit | None:
+    text: str = section.string(key, default)
+    if text in ("", "off", "none"):
+        return None
+    try:
+        return RateLimit.parse(text)
+    except ValueError as exc:
+        raise section.error(key, str(exc)) from None
