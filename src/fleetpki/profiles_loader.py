@@ -240,7 +240,7 @@ def _urls(s: Section) -> Urls:
 
 def _renewal(s: Section) -> Renewal:
     renewal = Renewal(
-        window_fraction=s.number("window_fraction", 0.33, minimum=0.01, maximum=0.9),
+        window_fraction=s.number("window_fraction", 0.33, minimum=0.01, maximum=1.0),
         grace_after_expiry=s.duration("grace_after_expiry", "0s"),
     )
     s.finish()

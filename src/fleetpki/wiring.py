@@ -10,6 +10,8 @@ from importlib import resources
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from starlette.applications import Starlette
 
 from fleetpki.ca.file_signers import CAKeyLocation, FileSignerSource
 from fleetpki.ca.keyfiles import write_private_file
@@ -19,9 +21,20 @@ from fleetpki.core.errors import ConfigError, NotFound
 from fleetpki.core.profile import Profile
 from fleetpki.core.serials import RandomSerials
 from fleetpki.profiles_loader import load_profiles
+from fleetpki.protocols.est.server import EstServer, ProxyTrust
 from fleetpki.ra.api import Authorization
+from fleetpki.ra.approvals import ApprovalDesk
 from fleetpki.ra.ca_admin import CAAdmin
+from fleetpki.ra.credentials import CredentialAdmin
+from fleetpki.ra.enrollment import EnrollmentLimits, EnrollmentService
+from fleetpki.ra.manufacturers import ManufacturerAdmin
 from fleetpki.ra.service import IssuanceService
+from fleetpki.server_identity import (
+    PROFILE_NAME,
+    ServerCredentials,
+    ensure_server_certificate,
+    server_profile,
+)
 from fleetpki.store.sql.store import SqlStore
 
 
@@ -41,6 +54,51 @@ class Fleet:
     def issuance(self) -> IssuanceService:
         return IssuanceService(self.store, self.store, self.profiles, self.signers, self.clock,
                                RandomSerials())
+
+    @functools.cached_property
+    def default_profile(self) -> str:
+        """The profile of unlabelled EST requests: configured, or the first in the file."""
+        configured = self.settings.est.default_profile
+        if configured is not None:
+            if configured not in self.profiles:
+                raise ConfigError(f"names profile '{configured}', which does not exist",
+                                  file=str(self.settings.settings_file),
+                                  field="est.default_profile")
+            return configured
+        return next(iter(self.profiles))
+
+    @functools.cached_property
+    def enrollment(self) -> EnrollmentService:
+        limits = EnrollmentLimits(per_credential=self.settings.est.per_credential,
+                                  per_address=self.settings.est.per_address)
+        return EnrollmentService(self.issuance, self.store, self.profiles, self.clock, limits,
+                                 self.default_profile)
+
+    def credential_admin(self, authorization: Authorization) -> CredentialAdmin:
+        return CredentialAdmin(self.store, self.profiles, self.clock, authorization.actor)
+
+    def manufacturer_admin(self, authorization: Authorization) -> ManufacturerAdmin:
+        return ManufacturerAdmin(self.store, self.profiles, self.clock, authorization.actor)
+
+    def approvals(self, authorization: Authorization) -> ApprovalDesk:
+        return ApprovalDesk(self.issuance, self.store, self.clock, authorization)
+
+    def server_credentials(self) -> ServerCredentials:
+        """The serve command's TLS certificate and key, issued or renewed as needed."""
+        issuer = self.profiles[self.default_profile].issuer
+        issuance = IssuanceService(self.store, self.store, {PROFILE_NAME: server_profile(issuer)},
+                                   self.signers, self.clock, RandomSerials())
+        return ensure_server_certificate(
+            self.settings.home / "server", self.settings.server.hostnames, issuer, issuance,
+            self.chain(issuer), self.settings.passphrase.read(), self.clock.now())
+
+    def client_trust_pem(self) -> bytes:
+        """What the TLS layer accepts client certificates from: our unrevoked CAs (renewal)
+        and the registered manufacturer CAs (factory identities). The RA checks again."""
+        ders = [ca.certificate_der for ca in self.store.list_cas() if ca.revoked_at is None]
+        ders += [m.certificate_der for m in self.store.list_manufacturers()]
+        return b"".join(x509.load_der_x509_certificate(d).public_bytes(serialization.Encoding.PEM)
+                        for d in ders)
 
     def ca_admin(self, authorization: Authorization) -> CAAdmin:
         return CAAdmin(self.store, self.store, self.signers, self.settings.key_directory,
@@ -62,6 +120,13 @@ class Fleet:
 
     def close(self) -> None:
         self.store.close()
+
+
+def asgi_app(fleet: Fleet) -> Starlette:
+    """Every device-facing protocol on one ASGI app. A new protocol is one more line here."""
+    proxies = fleet.settings.server.trusted_proxies
+    routes = EstServer(fleet.enrollment, ProxyTrust(proxies) if proxies else None).routes()
+    return Starlette(routes=routes)
 
 
 def open_fleet(home: Path, *, clock: Clock | None = None) -> Fleet:
@@ -105,4 +170,4 @@ def prepare_home(home: Path) -> list[str]:
     return created
 
 
-__all__ = ["DEFAULT_PASSPHRASE_ENV", "Fleet", "open_fleet", "prepare_home"]
+__all__ = ["DEFAULT_PASSPHRASE_ENV", "Fleet", "asgi_app", "open_fleet", "prepare_home"]

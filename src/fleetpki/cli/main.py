@@ -13,7 +13,9 @@ from fleetpki.cli import (
     batch_command,
     ca_commands,
     cert_commands,
+    enrollment_commands,
     issue_commands,
+    serve_command,
     setup_commands,
 )
 from fleetpki.cli.context import CliState
@@ -33,7 +35,7 @@ def cli(ctx: click.Context, home: Path) -> None:
 
 
 for module in (setup_commands, ca_commands, issue_commands, cert_commands, audit_commands,
-               batch_command, backup_commands):
+               batch_command, backup_commands, enrollment_commands, serve_command):
     module.register(cli)
 
 

@@ -107,9 +107,9 @@ class DeviceAuthenticator:
                 return self._renewal(device, ca_name, now)
         for manufacturer, ca in trust.manufacturers:
             if _issued_by(device, ca):
-                if kind is EnrollmentKind.reenroll:
-                    raise NotAuthorized("a factory certificate enrolls with simpleenroll; "
-                                        "simplereenroll renews a certificate this CA issued")
+                # A factory certificate asks for a first enrollment whichever EST operation
+                # carries it: strongSwan's `pki --est` sends every certificate-authenticated
+                # request to simplereenroll.
                 return self._factory(device, manufacturer, now)
         return None
 

@@ -25,8 +25,8 @@ from fleetpki.core.errors import (
     RateLimited,
 )
 from fleetpki.core.keys import KeySpec
-from fleetpki.core.records import CARecord, CARole
 from fleetpki.core.reasons import RevocationReason
+from fleetpki.core.records import CARecord, CARole
 from fleetpki.core.serials import RandomSerials
 from fleetpki.profiles_loader import load_profiles
 from fleetpki.ra.api import (
@@ -43,7 +43,7 @@ from fleetpki.ra.enrollment import EnrollmentLimits, EnrollmentService
 from fleetpki.ra.manufacturers import ManufacturerAdmin
 from fleetpki.ra.rate_limits import RateLimit
 from fleetpki.ra.service import IssuanceService
-from fleetpki.store.api import AuditEvent
+from fleetpki.store.api import AuditEvent, CertificateQuery
 from fleetpki.store.sql.store import SqlStore
 from support.csrs import make_csr, make_key
 
@@ -104,8 +104,8 @@ class Rig:
         return [e.action for e in self.store.audit_entries()]
 
     def certificate_count(self) -> int:
-        from fleetpki.store.api import CertificateQuery
-        return len(self.store.find_certificates(CertificateQuery(limit=10000), now=self.clock.now()))
+        query = CertificateQuery(limit=10000)
+        return len(self.store.find_certificates(query, now=self.clock.now()))
 
 
 @pytest.fixture
@@ -268,7 +268,7 @@ def test_reenroll_inside_the_window_keeps_the_names(rig: Rig) -> None:
 def test_reenroll_before_the_window_is_refused(rig: Rig) -> None:
     current, _ = enrolled_device(rig)
     rig.clock.advance(dt.timedelta(days=30))
-    with pytest.raises(NotAuthorized, match="renewal of .* opens at"):
+    with pytest.raises(NotAuthorized, match=r"renewal of .* opens at"):
         enroll(rig, make_csr("sensor-0001")[0], cert=current, kind=EnrollmentKind.reenroll)
 
 
@@ -375,11 +375,12 @@ def test_expired_factory_identity_is_refused(rig: Rig) -> None:
         enroll(rig, make_csr("sensor-0001")[0], cert=idevid(maker, "sensor-0001", days=-1))
 
 
-def test_factory_identity_cannot_reenroll(rig: Rig) -> None:
+def test_factory_identity_on_reenroll_is_a_first_enrollment(rig: Rig) -> None:
+    """strongSwan's pki sends certificate-authenticated requests to simplereenroll."""
     maker, _ = factory(rig)
-    with pytest.raises(NotAuthorized, match="simpleenroll"):
-        enroll(rig, make_csr("sensor-0001")[0], cert=idevid(maker, "sensor-0001"),
-               kind=EnrollmentKind.reenroll)
+    cert = issued(enroll(rig, make_csr("sensor-0001")[0], cert=idevid(maker, "sensor-0001"),
+                         kind=EnrollmentKind.reenroll))
+    assert cert.subject.rfc4514_string() == "CN=sensor-0001"
 
 
 def test_unknown_client_certificate_without_secret_is_refused(rig: Rig) -> None:
@@ -422,7 +423,7 @@ def test_rejected_enrollment_tells_the_device_why(rig: Rig) -> None:
     assert rig.certificate_count() == 0
 
 
-# -- server-side key generation (RFC 7030 §4.4) -----------------------------------------------------
+# -- server-side key generation (RFC 7030 §4.4) ----------------------------------------------
 
 def test_server_keygen_returns_the_key_of_the_certificate(rig: Rig) -> None:
     secret = rig.secret("late")

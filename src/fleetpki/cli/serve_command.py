@@ -1,0 +1,82 @@
+"""`fleetpki serve`: the enrollment protocols over HTTPS, in several worker processes."""
+
+from __future__ import annotations
+
+import ssl
+import sys
+
+import click
+from starlette.applications import Starlette
+
+from fleetpki import logs
+from fleetpki.cli.context import CliState, handle_errors, pass_state
+from fleetpki.server_settings import Address
+from fleetpki.serving.tls import server_tls_context
+from fleetpki.serving.workers import Listener, serve
+from fleetpki.wiring import asgi_app, open_fleet
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(serve_command)
+
+
+def _address(text: str | None) -> Address | None:
+    if text is None:
+        return None
+    host, colon, port = text.rpartition(":")
+    if not colon or not host or not port.isdigit():
+        raise click.BadParameter("must be HOST:PORT, e.g. 127.0.0.1:8443", param_hint="--listen")
+    return Address(host.strip("[]"), int(port))
+
+
+@click.command("serve")
+@click.option("--listen", default=None, help="HOST:PORT for HTTPS (default: server.listen).")
+@click.option("--workers", type=click.IntRange(1, 64), default=None,
+              help="Worker processes (default: server.workers).")
+@pass_state
+@handle_errors
+def serve_command(state: CliState, listen: str | None, workers: int | None) -> None:
+    """Serve EST (RFC 7030) on HTTPS until SIGTERM or Ctrl-C."""
+    sys.exit(run_server(state, _address(listen), workers))
+
+
+def run_server(state: CliState, listen: Address | None, workers: int | None) -> int:
+    fleet = state.fleet()
+    settings = fleet.settings
+    fleet.default_profile  # noqa: B018 - a bad est.default_profile refuses to start, here
+    credentials = fleet.server_credentials()
+    trust = fleet.client_trust_pem()
+    passphrase = settings.passphrase.read()
+    home = settings.home
+    # The parent must not hold database connections across fork: each worker opens its own.
+    state.close()
+    address = listen or settings.server.listen
+
+    def tls_context() -> ssl.SSLContext:
+        return server_tls_context(credentials.chain_file, credentials.key_file,
+                                  key_password=passphrase, client_trust_pem=trust)
+
+    listeners = [Listener("https", address.host, address.port, tls_context)]
+    proxy = settings.server.proxy_listen
+    if proxy is not None:
+        listeners.append(Listener("proxy", proxy.host, proxy.port, None))
+
+    def app_factory() -> Starlette:
+        fleet = open_fleet(home)
+        logs.configure(home / "logs" / "fleetpki.log", fmt=fleet.settings.log_format,
+                       level=fleet.settings.log_level)
+        return asgi_app(fleet)
+
+    def ready(bound: list[tuple[str, int]]) -> None:
+        https = Address(*bound[0])
+        click.echo(f"fleetpki serving EST on https://{https}/.well-known/est/ "
+                   f"({workers or settings.server.workers} workers)")
+        if len(bound) > 1:
+            click.echo(f"proxy listener (plain HTTP, trusted proxies only) on "
+                       f"http://{Address(*bound[1])}")
+        click.echo(f"server certificate: {credentials.chain_file}", err=True)
+        sys.stdout.flush()
+
+    return serve(app_factory, listeners, workers=workers or settings.server.workers,
+                 on_ready=ready)
+
