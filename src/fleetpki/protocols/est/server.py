@@ -15,7 +15,7 @@ import secrets
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from ipaddress import IPv4Network, IPv6Network, ip_address
-from typing import Protocol
+from typing import Any, Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -163,26 +163,38 @@ class EstServer:
 
     # -- who is asking ---------------------------------------------------------------------
 
+    def _via_proxy(self, request: Request) -> bool:
+        """The proxy headers count only on a plain-HTTP connection from a configured proxy:
+        on the HTTPS listener the TLS layer itself says who the client is."""
+        if self._proxy is None or _tls(request) is not None:
+            return False
+        return self._proxy.trusts(request.client.host if request.client else None)
+
     def _client_address(self, request: Request) -> str:
         peer = request.client.host if request.client else "unknown"
-        if self._proxy is not None and self._proxy.trusts(peer):
-            forwarded = request.headers.get("x-forwarded-for", "")
-            last_hop = forwarded.split(",")[-1].strip()
+        if self._via_proxy(request):
+            last_hop = request.headers.get("x-forwarded-for", "").split(",")[-1].strip()
             if last_hop:
                 return last_hop
         return peer
 
     def _client_certificate(self, request: Request) -> bytes | None:
-        if self._proxy is not None and self._proxy.trusts(
-                request.client.host if request.client else None):
+        if self._via_proxy(request):
+            assert self._proxy is not None
             header = request.headers.get(self._proxy.certificate_header, "")
             return _certificate_from_header(header) if header else None
-        tls = request.scope.get("extensions", {}).get("tls")
+        tls = _tls(request)
         chain = tls.get("client_cert_chain") if tls else None
         if not chain:
             return None
         return x509.load_pem_x509_certificate(chain[0].encode("ascii")).public_bytes(
             serialization.Encoding.DER)
+
+
+def _tls(request: Request) -> dict[str, Any] | None:
+    """The ASGI TLS extension (serving/client_certs.py fills it), None on plain HTTP."""
+    tls: dict[str, Any] | None = request.scope.get("extensions", {}).get("tls")
+    return tls
 
 
 def _guarded(handler: Handler) -> Handler:
