@@ -1,0 +1,354 @@
+"""serve() over real sockets, with real TLS clients (Python ssl, curl), in worker processes.
+
+The server runs in a subprocess: this file executed as a script, serving an app that echoes
+the ASGI ``tls`` extension as JSON. It has three listeners: TLS accepting expired client
+certificates ("lenient"), TLS refusing them ("strict") and plain HTTP.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import http.client
+import ipaddress
+import json
+import os
+import select
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+TLS12, TLS13 = ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3
+WIRE_VERSION = {TLS12: 0x0303, TLS13: 0x0304}
+NOW = dt.datetime.now(dt.UTC)
+
+
+# --- the server side (runs in the subprocess) -------------------------------------------------
+
+async def echo_app(scope: dict[str, Any], receive: Callable[[], Any], send: Callable[..., Any]
+                   ) -> None:
+    extensions = scope.get("extensions") or {}
+    body = json.dumps({"pid": os.getpid(), "client": scope["client"],
+                       "has_tls": "tls" in extensions, "tls": extensions.get("tls")}).encode()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def run_server(directory: Path, http: str, mode: str) -> int:
+    from fleetpki.serving.tls import server_tls_context
+    from fleetpki.serving.workers import Listener, serve
+
+    def tls(accept_expired: bool) -> Callable[[], ssl.SSLContext]:
+        return lambda: server_tls_context(
+            directory / "server.pem", directory / "server.key", key_password=None,
+            client_trust_pem=(directory / "trust.pem").read_bytes(),
+            accept_expired_client_certs=accept_expired)
+
+    def app_factory() -> Any:
+        if mode == "crash":
+            raise RuntimeError("this app cannot start")
+        return echo_app
+
+    def on_ready(addresses: list[tuple[str, int]]) -> None:
+        print(json.dumps(addresses), flush=True)
+
+    listeners = [Listener("lenient", "127.0.0.1", 0, tls(True)),
+                 Listener("strict", "127.0.0.1", 0, tls(False)),
+                 Listener("plain", "127.0.0.1", 0, None)]
+    return serve(app_factory, listeners, workers=2, on_ready=on_ready, graceful_timeout=5.0,
+                 http="h11" if http == "h11" else "httptools")
+
+
+if __name__ == "__main__":
+    sys.exit(run_server(Path(sys.argv[1]), sys.argv[2], sys.argv[3]))
+
+
+# --- test PKI ---------------------------------------------------------------------------------
+
+def issue(cn: str, issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None = None,
+          *, ca: bool = False, days: tuple[int, int] = (-1, 30), ip: str | None = None,
+          ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Test Fleet"),
+                         x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    builder = (x509.CertificateBuilder().subject_name(subject)
+               .issuer_name(issuer[0].subject if issuer else subject)
+               .public_key(key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(NOW + dt.timedelta(days=days[0]))
+               .not_valid_after(NOW + dt.timedelta(days=days[1]))
+               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+    if ip:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip))]), critical=False)
+    return builder.sign(issuer[1] if issuer else key, hashes.SHA256()), key
+
+
+def write(directory: Path, name: str, issued: tuple[x509.Certificate, ec.EllipticCurvePrivateKey]
+          ) -> None:
+    (directory / f"{name}.pem").write_bytes(issued[0].public_bytes(serialization.Encoding.PEM))
+    (directory / f"{name}.key").write_bytes(issued[1].private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """root -> issuing -> devices; the server trusts the issuing CA only; an unrelated CA."""
+    directory = tmp_path_factory.mktemp("pki")
+    root = issue("Root", ca=True)
+    issuing = issue("Issuing", root, ca=True)
+    write(directory, "root", root)
+    write(directory, "server", issue("server", root, ip="127.0.0.1"))
+    (directory / "trust.pem").write_bytes(issuing[0].public_bytes(serialization.Encoding.PEM))
+    write(directory, "device", issue("device-1", issuing))
+    write(directory, "expired", issue("device-old", issuing, days=(-60, -1)))
+    write(directory, "intruder", issue("intruder", issue("Other Root", ca=True)))
+    return directory
+
+
+# --- running the server -----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Server:
+    lenient: int
+    strict: int
+    plain: int
+
+
+def start(directory: Path, http: str, mode: str = "serve") -> tuple[subprocess.Popen[bytes],
+                                                                    list[Any] | None]:
+    """Start the server; return it with its addresses, or None if it exited before ready."""
+    stderr = (directory / f"server-{http}-{mode}.log").open("wb")
+    process = subprocess.Popen([sys.executable, __file__, str(directory), http, mode],
+                               stdout=subprocess.PIPE, stderr=stderr)
+    stderr.close()
+    assert process.stdout is not None
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and process.poll() is None:
+        if select.select([process.stdout], [], [], 0.1)[0]:
+            line = process.stdout.readline()
+            return process, json.loads(line) if line else None
+    return process, None
+
+
+def stop(process: subprocess.Popen[bytes]) -> int:
+    try:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        return process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait(timeout=5)
+    finally:
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+@pytest.fixture(scope="module", params=["httptools", "h11"])
+def server(request: pytest.FixtureRequest, pki: Path) -> Iterator[Server]:
+    process, addresses = start(pki, request.param)
+    try:
+        assert addresses is not None, (pki / f"server-{request.param}-serve.log").read_text()
+        yield Server(*(port for _, port in addresses))
+    finally:
+        stop(process)
+
+
+def worker_pids(parent: int) -> set[int]:
+    pids = set()
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines()
+                          if ":\t" in line)
+        except OSError:
+            continue
+        if fields.get("PPid", "").strip() == str(parent):
+            pids.add(int(status.parent.name))
+    return pids
+
+
+# --- clients ----------------------------------------------------------------------------------
+
+def client_context(pki: Path, client: str | None = None, version: ssl.TLSVersion | None = None
+                   ) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.load_verify_locations(pki / "root.pem")
+    if version is not None:
+        context.minimum_version = context.maximum_version = version
+    if client is not None:
+        context.load_cert_chain(pki / f"{client}.pem", pki / f"{client}.key")
+    return context
+
+
+def get(port: int, context: ssl.SSLContext | None, requests: int = 1) -> list[dict[str, Any]]:
+    """GET / ``requests`` times over one connection."""
+    connection: http.client.HTTPConnection = (
+        http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=10)
+        if context else http.client.HTTPConnection("127.0.0.1", port, timeout=10))
+    try:
+        answers = []
+        for _ in range(requests):
+            connection.request("GET", "/")
+            response = connection.getresponse()
+            assert response.status == 200
+            answers.append(json.loads(response.read()))
+        return answers
+    finally:
+        connection.close()
+
+
+def leaf(pki: Path, client: str) -> x509.Certificate:
+    return x509.load_pem_x509_certificate((pki / f"{client}.pem").read_bytes())
+
+
+def assert_sees(tls: dict[str, Any], pki: Path, client: str) -> None:
+    [pem] = tls["client_cert_chain"]
+    assert x509.load_pem_x509_certificate(pem.encode()) == leaf(pki, client)
+    assert tls["client_cert_name"] == leaf(pki, client).subject.rfc4514_string()
+    assert tls["client_cert_error"] is None and tls["server_cert"] is None
+
+
+# --- tests ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("version", [TLS12, TLS13])
+def test_client_certificate_reaches_the_app(server: Server, pki: Path,
+                                            version: ssl.TLSVersion) -> None:
+    context = client_context(pki, "device", version)
+    with socket.create_connection(("127.0.0.1", server.lenient), timeout=10) as raw, \
+            context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+        tls.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        reply = b""
+        while chunk := tls.recv(65536):
+            reply += chunk
+        name, _, _ = tls.cipher() or ("", "", 0)
+        suite = next(s["id"] & 0xFFFF for s in context.get_ciphers() if s["name"] == name)
+    answer = json.loads(reply.split(b"\r\n\r\n", 1)[1])
+    assert answer["has_tls"]
+    assert_sees(answer["tls"], pki, "device")
+    assert answer["tls"]["tls_version"] == WIRE_VERSION[version]
+    assert answer["tls"]["cipher_suite"] == suite
+
+
+@pytest.mark.parametrize("version", [TLS12, TLS13])
+def test_without_client_certificate_the_chain_is_empty(server: Server, pki: Path,
+                                                       version: ssl.TLSVersion) -> None:
+    [answer] = get(server.lenient, client_context(pki, None, version))
+    assert answer["tls"]["client_cert_chain"] == []
+    assert answer["tls"]["client_cert_name"] is None
+    assert answer["tls"]["tls_version"] == WIRE_VERSION[version]
+
+
+def test_plain_http_has_no_tls_extension(server: Server) -> None:
+    [answer] = get(server.plain, None)
+    assert not answer["has_tls"]
+
+
+def test_curl_presents_its_certificate(server: Server, pki: Path) -> None:
+    result = subprocess.run(
+        ["curl", "--silent", "--show-error", "--fail", "--max-time", "10",
+         "--cacert", str(pki / "root.pem"), "--cert", str(pki / "device.pem"),
+         "--key", str(pki / "device.key"), f"https://127.0.0.1:{server.lenient}/"],
+        capture_output=True, timeout=20, check=False)
+    assert result.returncode == 0, result.stderr
+    assert_sees(json.loads(result.stdout)["tls"], pki, "device")
+
+
+def test_every_request_on_a_keep_alive_connection_sees_the_certificate(
+        server: Server, pki: Path) -> None:
+    first, second = get(server.lenient, client_context(pki, "device"), requests=2)
+    assert first["client"] == second["client"] and first["pid"] == second["pid"]
+    assert_sees(first["tls"], pki, "device")
+    assert_sees(second["tls"], pki, "device")
+
+
+def test_resumed_session_still_carries_the_leaf(server: Server, pki: Path) -> None:
+    context = client_context(pki, "device", TLS13)
+    session, reused = None, []
+    for _ in range(4):  # tickets are shared by the workers, whichever one accepts
+        with socket.create_connection(("127.0.0.1", server.lenient), timeout=10) as raw, \
+                context.wrap_socket(raw, server_hostname="127.0.0.1", session=session) as tls:
+            tls.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            reply = b""
+            while chunk := tls.recv(65536):
+                reply += chunk
+            reused.append(tls.session_reused)
+            session = session or tls.session
+        assert_sees(json.loads(reply.split(b"\r\n\r\n", 1)[1])["tls"], pki, "device")
+    assert reused == [False, True, True, True]
+
+
+@pytest.mark.parametrize("version", [TLS12, TLS13])
+def test_expired_certificate_is_seen_by_the_app_only_when_accepted(
+        server: Server, pki: Path, version: ssl.TLSVersion) -> None:
+    [answer] = get(server.lenient, client_context(pki, "expired", version))
+    assert_sees(answer["tls"], pki, "expired")
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        get(server.strict, client_context(pki, "expired", version))
+
+
+@pytest.mark.parametrize("version", [TLS12, TLS13])
+@pytest.mark.parametrize("listener", ["lenient", "strict"])
+def test_certificate_from_untrusted_ca_fails_the_handshake(
+        server: Server, pki: Path, version: ssl.TLSVersion, listener: str) -> None:
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        get(getattr(server, listener), client_context(pki, "intruder", version))
+
+
+@pytest.mark.slow
+def test_connection_idle_after_handshake_is_closed(server: Server, pki: Path) -> None:
+    context = client_context(pki, "device")
+    with socket.create_connection(("127.0.0.1", server.lenient), timeout=10) as raw, \
+            context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+        started = time.monotonic()
+        assert tls.recv(1) == b""  # end of stream, well before the 10 s socket timeout
+        assert 4 < time.monotonic() - started < 8
+
+
+@pytest.mark.slow
+def test_killed_worker_is_replaced_and_sigterm_stops_every_process(pki: Path) -> None:
+    process, addresses = start(pki, "httptools")
+    try:
+        assert addresses is not None
+        port = addresses[0][1]
+        first = worker_pids(process.pid)
+        assert len(first) == 2
+        victim = min(first)
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and (len(worker_pids(process.pid)) != 2
+                                               or victim in worker_pids(process.pid)):
+            time.sleep(0.05)
+        now = worker_pids(process.pid)
+        assert len(now) == 2 and victim not in now
+        answers = [get(port, client_context(pki, "device"))[0] for _ in range(6)]
+        assert {a["pid"] for a in answers} <= now
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+        assert time.monotonic() - started < 5
+        assert not [pid for pid in first | now if Path(f"/proc/{pid}").exists()]
+    finally:
+        stop(process)
+
+
+def test_serve_gives_up_when_workers_keep_dying(pki: Path) -> None:
+    process, addresses = start(pki, "httptools", mode="crash")
+    try:
+        assert addresses is None  # never ready
+        assert process.wait(timeout=20) == 1
+    finally:
+        stop(process)
