@@ -22,6 +22,7 @@ from fleetpki.core.serials import serial_hex
 from fleetpki.store.api import AuditEvent
 from fleetpki.store.sql.audit_append import append_events
 from fleetpki.store.sql.engine import translate_errors
+from fleetpki.store.sql.group_commit import GroupCommitter
 from fleetpki.store.sql.schema import (
     bootstrap_credentials,
     manufacturer_cas,
@@ -35,6 +36,7 @@ _ALLOW_CHUNK = 500
 class EnrollmentTables:
     _writer: sa.Engine
     _reader: sa.Engine
+    _commits: GroupCommitter
 
     # -- bootstrap credentials --------------------------------------------------------------
 
@@ -73,11 +75,14 @@ class EnrollmentTables:
         t = bootstrap_credentials
         # One conditional UPDATE: the database serialises racing redeemers, so the last use
         # goes to exactly one of them.
-        with translate_errors(), self._writer.begin() as c:
+        def redeem(c: sa.Connection) -> bool:
             done = c.execute(t.update().where(
                 t.c.id == credential_id, t.c.uses < t.c.max_uses, t.c.disabled_at.is_(None),
                 t.c.expires_at > at).values(uses=t.c.uses + 1))
             return done.rowcount == 1
+
+        with translate_errors():
+            return self._commits.run(redeem)
 
     def return_use(self, credential_id: str) -> None:
         t = bootstrap_credentials

@@ -14,8 +14,9 @@ from fleetpki.core.serials import serial_hex
 from fleetpki.store.api import AuditEvent, CertificateQuery, SerialCollision, SerialReservation
 from fleetpki.store.sql.audit_append import append_events
 from fleetpki.store.sql.bulk import insert_many, timestamp_converter
-from fleetpki.store.sql.enrollment import EnrollmentTables
 from fleetpki.store.sql.engine import create_engines, migrate, translate_errors
+from fleetpki.store.sql.enrollment import EnrollmentTables
+from fleetpki.store.sql.group_commit import GroupCommitter
 from fleetpki.store.sql.rows import audit_record, ca_record, certificate_record, certificate_row
 from fleetpki.store.sql.schema import audit_head, audit_log, cas, certificates, serials
 
@@ -29,8 +30,10 @@ class SqlStore(EnrollmentTables):
         self.url = url
         self._writer, self._reader = create_engines(url)
         migrate(self._writer)
+        self._commits = GroupCommitter(self._writer)
 
     def close(self) -> None:
+        self._commits.close()
         self._writer.dispose()
         self._reader.dispose()
 
@@ -165,17 +168,20 @@ class SqlStore(EnrollmentTables):
         if not reservations:
             return
         issuers = {r.issuer for r in reservations}
+
+        def reserve(c: sa.Connection) -> None:
+            known = set(c.execute(sa.select(cas.c.name).where(cas.c.name.in_(issuers)))
+                        .scalars())
+            if known != issuers:
+                raise NotFound(f"no CA named '{sorted(issuers - known)[0]}'")
+            stored_at = timestamp_converter(c.dialect)(at)
+            insert_many(c, serials, _SERIAL_COLUMNS, [
+                (r.issuer, serial_hex(r.serial), r.device_id, r.profile, stored_at,
+                 "reserved") for r in reservations])
+
         with translate_errors():
             try:
-                with self._writer.begin() as c:
-                    known = set(c.execute(sa.select(cas.c.name).where(cas.c.name.in_(issuers)))
-                                .scalars())
-                    if known != issuers:
-                        raise NotFound(f"no CA named '{sorted(issuers - known)[0]}'")
-                    stored_at = timestamp_converter(c.dialect)(at)
-                    insert_many(c, serials, _SERIAL_COLUMNS, [
-                        (r.issuer, serial_hex(r.serial), r.device_id, r.profile, stored_at,
-                         "reserved") for r in reservations])
+                self._commits.run(reserve)
             except sa.exc.IntegrityError:
                 # The issuer exists (checked above), so the only constraint left is the
                 # (issuer, serial) primary key.
@@ -184,7 +190,7 @@ class SqlStore(EnrollmentTables):
     def record_issued(self, certificates_: Sequence[IssuedCertificate],
                       released: Sequence[SerialReservation], events: Sequence[AuditEvent], *,
                       at: dt.datetime) -> None:
-        with translate_errors(), self._writer.begin() as c:
+        def record(c: sa.Connection) -> None:
             if certificates_:
                 stamp = timestamp_converter(c.dialect)
                 insert_many(c, certificates, _CERTIFICATE_COLUMNS,
@@ -200,9 +206,12 @@ class SqlStore(EnrollmentTables):
                     serials.c.state == "reserved"))
             append_events(c, events, at)
 
+        with translate_errors():
+            self._commits.run(record)
+
     def audit(self, events: Sequence[AuditEvent], *, at: dt.datetime) -> None:
-        with translate_errors(), self._writer.begin() as c:
-            append_events(c, events, at)
+        with translate_errors():
+            self._commits.run(lambda c: append_events(c, events, at))
 
     def revoke(self, issuer: str, serial: int, reason: RevocationReason, *, at: dt.datetime,
                event: AuditEvent) -> IssuedCertificate:
