@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import base64
 import subprocess
 import sys
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import pkcs7
+
+from support.fleet_server import fleet_server
 
 
 def test_up_creates_everything_then_issues_and_verifies_a_demo_certificate(tmp_path: Path
                                                                            ) -> None:
     home = tmp_path / "data"
-    command = [sys.executable, "-m", "fleetpki.cli", "--home", str(home), "up"]
+    command = [sys.executable, "-m", "fleetpki.cli", "--home", str(home), "up", "--check-only"]
     first = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
     assert first.returncode == 0, first.stdout + first.stderr
     assert "openssl verify OK" in first.stdout
@@ -26,3 +30,17 @@ def test_up_creates_everything_then_issues_and_verifies_a_demo_certificate(tmp_p
     assert len(demo) == 2
     issuers = {x509.load_pem_x509_certificate(p.read_bytes()).issuer for p in demo}
     assert len(issuers) == 1
+
+
+def test_up_then_serves_est(tmp_path: Path) -> None:
+    """Without --check-only, `up` ends by serving: a device can fetch the CA certificates."""
+    home = tmp_path / "data"
+    with fleet_server(home, command=("up",), timeout=120) as server:
+        result = subprocess.run(
+            ["curl", "-sS", "--max-time", "20", "--cacert", str(server.tls_chain),
+             f"{server.base}/cacerts"], capture_output=True, timeout=60, check=False)
+        assert result.returncode == 0, result.stderr
+        certs = pkcs7.load_der_pkcs7_certificates(base64.b64decode(result.stdout))
+        assert len(certs) == 2  # the issuing CA and the root
+        assert [c.subject == c.issuer for c in certs].count(True) == 1
+        assert (home / "demo").is_dir()

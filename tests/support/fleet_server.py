@@ -37,14 +37,18 @@ class RunningServer:
 
 @contextmanager
 def fleet_server(home: Path, *, workers: int = 1, timeout: float = 60.0,
-                 env: dict[str, str] | None = None) -> Iterator[RunningServer]:
-    """Start `fleetpki serve`, wait (bounded) for its ready line, stop it by PID afterwards."""
-    log = home / "serve.log"
+                 env: dict[str, str] | None = None, command: tuple[str, ...] = ("serve",)
+                 ) -> Iterator[RunningServer]:
+    """Start `fleetpki serve` (or another command that ends up serving, such as `up`), wait
+    (bounded) for its ready line, stop it by PID afterwards."""
+    home.mkdir(parents=True, exist_ok=True)
+    log = home.parent / f"{home.name}-serve.log"
     handle = log.open("w")
+    extra = ["--workers", str(workers)] if command == ("serve",) else []
     process = subprocess.Popen(
-        [sys.executable, "-m", "fleetpki.cli", "--home", str(home), "serve",
-         "--listen", "127.0.0.1:0", "--workers", str(workers)],
-        stdout=subprocess.PIPE, stderr=handle, text=True,
+        [sys.executable, "-m", "fleetpki.cli", "--home", str(home), *command,
+         "--listen", "127.0.0.1:0", *extra],
+        stdout=subprocess.PIPE, stderr=handle, bufsize=0,
         env={**os.environ, **(env or {})})
     try:
         port, proxy_port = _wait_ready(process, timeout, log)
@@ -62,33 +66,36 @@ def fleet_server(home: Path, *, workers: int = 1, timeout: float = 60.0,
         handle.close()
 
 
-def _wait_ready(process: subprocess.Popen[str], timeout: float, log: Path
+def _wait_ready(process: subprocess.Popen[bytes], timeout: float, log: Path
                 ) -> tuple[int, int | None]:
+    """Read the ready lines straight from the pipe (os.read: a buffered reader could hold the
+    second line while select() reports nothing more to read)."""
     assert process.stdout is not None
+    fd = process.stdout.fileno()
     deadline = time.monotonic() + timeout
-    port: int | None = None
-    lines: list[str] = []
+    text = ""
     with selectors.DefaultSelector() as selector:
-        selector.register(process.stdout, selectors.EVENT_READ)
+        selector.register(fd, selectors.EVENT_READ)
         while time.monotonic() < deadline:
-            if not selector.select(timeout=0.5):
-                if process.poll() is not None:
+            if selector.select(timeout=0.5):
+                chunk = os.read(fd, 65536)
+                if not chunk:
                     break
-                continue
-            line = process.stdout.readline()
-            if not line:
+                text += chunk.decode("utf-8", "replace")
+            elif process.poll() is not None:
                 break
-            lines.append(line)
-            if port is None and (match := _READY.search(line)):
-                port = int(match.group(1))
-                if "proxy" not in "".join(lines) and not _expects_proxy(log):
-                    return port, None
-            if port is not None and (proxy := _PROXY.search(line)):
-                return port, int(proxy.group(1))
+            ready = _READY.search(text)
+            if ready is None:
+                continue
+            proxy = _PROXY.search(text)
+            if proxy is not None:
+                return int(ready.group(1)), int(proxy.group(1))
+            if not _expects_proxy(log):
+                return int(ready.group(1)), None
     raise RuntimeError(f"fleetpki serve did not become ready within {timeout} s; stdout: "
-                       f"{''.join(lines)!r}; stderr: {log.read_text()[-4000:]}")
+                       f"{text!r}; stderr: {log.read_text()[-4000:]}")
 
 
 def _expects_proxy(log: Path) -> bool:
-    settings = log.parent / "fleetpki.toml"
+    settings = log.parent / log.name.removesuffix("-serve.log") / "fleetpki.toml"
     return settings.exists() and "[server.proxy]" in settings.read_text()

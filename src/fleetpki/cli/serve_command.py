@@ -20,7 +20,7 @@ def register(cli: click.Group) -> None:
     cli.add_command(serve_command)
 
 
-def _address(text: str | None) -> Address | None:
+def parse_address(text: str | None) -> Address | None:
     if text is None:
         return None
     host, colon, port = text.rpartition(":")
@@ -37,7 +37,7 @@ def _address(text: str | None) -> Address | None:
 @handle_errors
 def serve_command(state: CliState, listen: str | None, workers: int | None) -> None:
     """Serve EST (RFC 7030) on HTTPS until SIGTERM or Ctrl-C."""
-    sys.exit(run_server(state, _address(listen), workers))
+    sys.exit(run_server(state, parse_address(listen), workers))
 
 
 def run_server(state: CliState, listen: Address | None, workers: int | None) -> int:

@@ -6,6 +6,7 @@ import datetime as dt
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from fleetpki.ca.ceremony import ca_name
 from fleetpki.ca.keyfiles import write_private_file
 from fleetpki.cli.context import CliState, handle_errors, pass_state
 from fleetpki.cli.output import ca_table, console
+from fleetpki.cli.serve_command import parse_address, run_server
 from fleetpki.core.errors import Conflict
 from fleetpki.core.issuance_plan import Request
 from fleetpki.core.keys import KeySpec
@@ -68,11 +70,14 @@ def init(state: CliState, org: str, key_type: str, root_key_type: str | None, ro
 
 
 @click.command()
+@click.option("--check-only", is_flag=True,
+              help="Issue and verify the demo certificate, then exit instead of serving.")
+@click.option("--listen", default=None, help="HOST:PORT for HTTPS (default: server.listen).")
 @pass_state
 @handle_errors
-def up(state: CliState) -> None:
-    """Run fleetpki on the embedded default: create everything on first run, then prove it
-    works by issuing a demo device certificate and verifying it independently."""
+def up(state: CliState, check_only: bool, listen: str | None) -> None:
+    """Run fleetpki on the embedded default: create everything on first run, prove it works
+    by issuing a demo device certificate and verifying it independently, then serve EST."""
     ctx = click.get_current_context()
     if not (state.home / "fleetpki.db").exists() or not state.fleet().store.list_cas():
         ctx.invoke(init)
@@ -100,8 +105,11 @@ def up(state: CliState) -> None:
     click.echo(f"issued {device} (profile {profile}, serial {record.serial:x}) -> "
                f"{out / (device + '.pem')}")
     click.echo("verified: cryptography path validation OK; " + openssl)
-    click.echo("The enrollment server (EST) is not part of this release yet: `fleetpki issue` "
-               "and `fleetpki batch` issue certificates from the command line.")
+    if check_only:
+        return
+    click.echo("Devices enroll over EST; create a credential for them with `fleetpki bootstrap "
+               "create --profile PROFILE` (docs/protocols.md). Ctrl-C stops the server.")
+    sys.exit(run_server(state, parse_address(listen), None))
 
 
 def _verify_with_cryptography(cert: x509.Certificate, chain: list[x509.Certificate],
