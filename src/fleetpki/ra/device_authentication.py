@@ -18,7 +18,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
-from fleetpki.core.enrollment_records import ManufacturerCA
+from fleetpki.core.enrollment_records import BootstrapCredential, ManufacturerCA
 from fleetpki.core.errors import NotAuthenticated, NotAuthorized
 from fleetpki.core.profile import Profile
 from fleetpki.core.records import CertificateStatus, IssuedCertificate
@@ -36,6 +36,11 @@ from fleetpki.store.api import (
 # Trust material (our CAs, manufacturer CAs) is re-read at most this often, so that a CA
 # registered from the CLI is honoured by a running server without a restart.
 TRUST_REFRESH_SECONDS = 30.0
+# Bootstrap credentials are looked up at most this often per process. Safe to cache: the
+# database re-checks disabled, expired and used-up atomically when a use is redeemed, so a
+# credential disabled from the CLI stops enrolling at once; only its 401/403 wording can lag.
+CREDENTIAL_CACHE_SECONDS = 5.0
+_CREDENTIAL_CACHE_SIZE = 10_000
 
 
 class AuthenticationStore(BootstrapCredentials, ManufacturerRegistry, CertificateReader,
@@ -63,6 +68,7 @@ class DeviceAuthenticator:
         self._store = store
         self._profiles = profiles
         self._trust: _Trust | None = None
+        self._credentials: dict[str, tuple[float, BootstrapCredential | None]] = {}
 
     def authenticate(self, request: EnrollmentRequest, now: dt.datetime) -> Authenticated:
         if request.client_certificate is not None:
@@ -82,7 +88,7 @@ class DeviceAuthenticator:
                                "factory certificate or the current certificate (TLS)")
 
     def _by_secret(self, basic: BasicCredentials, now: dt.datetime) -> Authenticated:
-        credential = self._store.get_credential(basic.username)
+        credential = self._credential(basic.username)
         # The same answer for an unknown id and a wrong secret: no probing for valid ids.
         if credential is None or not secret_matches(basic.password, credential.secret_hash):
             raise NotAuthenticated("unknown bootstrap credential or wrong secret")
@@ -94,6 +100,16 @@ class DeviceAuthenticator:
                           profiles=frozenset({credential.profile}),
                           device_id=credential.device_id),
             profile=credential.profile, redeem=credential.id)
+
+    def _credential(self, credential_id: str) -> BootstrapCredential | None:
+        cached = self._credentials.get(credential_id)
+        if cached is not None and time.monotonic() - cached[0] < CREDENTIAL_CACHE_SECONDS:
+            return cached[1]
+        credential = self._store.get_credential(credential_id)
+        if len(self._credentials) >= _CREDENTIAL_CACHE_SIZE:
+            self._credentials.clear()
+        self._credentials[credential_id] = (time.monotonic(), credential)
+        return credential
 
     def _by_certificate(self, der: bytes, kind: EnrollmentKind, now: dt.datetime
                         ) -> Authenticated | None:

@@ -200,11 +200,13 @@ class EnrollmentService:
     def _redeem(self, who: Authenticated, profile: Profile) -> None:
         if who.redeem is None:
             return
-        if not self._store.redeem_use(who.redeem, at=self._clock.now()):
+        now = self._clock.now()
+        if not self._store.redeem_use(who.redeem, at=now):
             credential = self._store.get_credential(who.redeem)
+            unusable = credential.unusable_reason(now) if credential else "it was deleted"
             used = f"{credential.uses} of {credential.max_uses}" if credential else "all"
-            refusal = NotAuthorized(f"bootstrap credential '{who.redeem}' has no uses left "
-                                    f"({used} used)")
+            refusal = NotAuthorized(unusable or f"bootstrap credential '{who.redeem}' has no "
+                                                f"uses left ({used} used)")
             self._issuance.refuse(who.authorization, profile.name, refusal)
             raise refusal
 

@@ -440,3 +440,12 @@ def test_server_keygen_needs_the_profiles_consent(rig: Rig) -> None:
     with pytest.raises(NotAuthorized, match="server_keygen"):
         enroll(rig, make_csr("sensor-0001")[0], basic=rig.secret(),
                kind=EnrollmentKind.server_keygen)
+
+
+def test_disabling_stops_a_credential_at_once_even_while_cached(rig: Rig) -> None:
+    secret = rig.secret(max_uses=10)
+    issued(enroll(rig, make_csr("sensor-0001")[0], basic=secret))  # now in the lookup cache
+    rig.credentials.disable(secret.credential.id)
+    with pytest.raises(NotAuthorized, match="disabled"):
+        enroll(rig, make_csr("sensor-0002")[0], basic=secret)
+    assert rig.certificate_count() == 1

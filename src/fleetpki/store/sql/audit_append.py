@@ -9,9 +9,11 @@ import sqlalchemy as sa
 
 from fleetpki.core.audit_chain import entry_hash
 from fleetpki.store.api import AuditEvent
-from fleetpki.store.sql.bulk import insert_many, timestamp_converter
-from fleetpki.store.sql.schema import audit_head, audit_log
+from fleetpki.store.sql.bulk import execute_driver, insert_many, timestamp_converter
+from fleetpki.store.sql.schema import audit_log
 
+_HEAD = "SELECT seq, hash FROM audit_head WHERE id = ?"
+_HEAD_FOR_UPDATE = _HEAD + " FOR UPDATE"
 _AUDIT_COLUMNS = ("seq", "at", "actor", "action", "subject", "details", "prev_hash", "hash")
 
 
@@ -20,12 +22,9 @@ def append_events(connection: sa.Connection, events: Sequence[AuditEvent], at: d
     if not events:
         return
     # Lock the head row: on PostgreSQL FOR UPDATE serialises appenders; on SQLite the writer
-    # already holds the database lock (BEGIN IMMEDIATE) and FOR UPDATE is omitted by the dialect.
-    head = connection.execute(
-        sa.select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)
-        .with_for_update()
-    ).one()
-    seq, prev = head.seq, head.hash
+    # already holds the database lock (BEGIN IMMEDIATE).
+    head = _HEAD if connection.dialect.name == "sqlite" else _HEAD_FOR_UPDATE
+    seq, prev = execute_driver(connection, head, (1,)).one()
     at = at.astimezone(dt.UTC)
     stored_at = timestamp_converter(connection.dialect)(at)
     rows = []
@@ -37,5 +36,5 @@ def append_events(connection: sa.Connection, events: Sequence[AuditEvent], at: d
                      digest))
         prev = digest
     insert_many(connection, audit_log, _AUDIT_COLUMNS, rows)
-    connection.execute(audit_head.update().where(audit_head.c.id == 1)
-                       .values(seq=seq, hash=prev))
+    execute_driver(connection, "UPDATE audit_head SET seq = ?, hash = ? WHERE id = ?",
+                   (seq, prev, 1))

@@ -43,3 +43,18 @@ def insert_many(connection: sa.Connection, table: sa.Table, columns: Sequence[st
     sql = (f"INSERT INTO {table.name} ({', '.join(columns)}) "  # noqa: S608 - schema names only
            f"VALUES ({', '.join([marker] * len(columns))})")
     connection.exec_driver_sql(sql, list(rows))
+
+
+def execute_driver(connection: sa.Connection, sql: str,
+                   parameters: tuple[Any, ...] | list[tuple[Any, ...]]) -> Any:
+    """Run SQL written with `?` markers straight on the driver: the few statements every
+    enrollment executes, where building SQLAlchemy expressions costs more than SQLite does.
+    The text is ours (never input); values always travel as parameters."""
+    if connection.dialect.paramstyle != "qmark":
+        sql = _format_markers(sql)
+    return connection.exec_driver_sql(sql, parameters)
+
+
+@functools.lru_cache(maxsize=64)
+def _format_markers(sql: str) -> str:
+    return sql.replace("%", "%%").replace("?", "%s")

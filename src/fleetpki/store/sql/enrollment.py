@@ -21,6 +21,7 @@ from fleetpki.core.errors import Conflict, NotFound
 from fleetpki.core.serials import serial_hex
 from fleetpki.store.api import AuditEvent
 from fleetpki.store.sql.audit_append import append_events
+from fleetpki.store.sql.bulk import execute_driver, timestamp_converter
 from fleetpki.store.sql.engine import translate_errors
 from fleetpki.store.sql.group_commit import GroupCommitter
 from fleetpki.store.sql.schema import (
@@ -31,6 +32,8 @@ from fleetpki.store.sql.schema import (
 )
 
 _ALLOW_CHUNK = 500
+_REDEEM = ("UPDATE bootstrap_credentials SET uses = uses + 1 WHERE id = ? AND uses < max_uses "
+           "AND disabled_at IS NULL AND expires_at > ?")
 
 
 class EnrollmentTables:
@@ -72,14 +75,11 @@ class EnrollmentTables:
             return [_credential(r) for r in c.execute(query)]
 
     def redeem_use(self, credential_id: str, *, at: dt.datetime) -> bool:
-        t = bootstrap_credentials
         # One conditional UPDATE: the database serialises racing redeemers, so the last use
         # goes to exactly one of them.
         def redeem(c: sa.Connection) -> bool:
-            done = c.execute(t.update().where(
-                t.c.id == credential_id, t.c.uses < t.c.max_uses, t.c.disabled_at.is_(None),
-                t.c.expires_at > at).values(uses=t.c.uses + 1))
-            return done.rowcount == 1
+            done = execute_driver(c, _REDEEM, (credential_id, timestamp_converter(c.dialect)(at)))
+            return bool(done.rowcount == 1)
 
         with translate_errors():
             return self._commits.run(redeem)

@@ -13,7 +13,7 @@ from fleetpki.core.records import AuditEntry, CARecord, CertificateStatus, Issue
 from fleetpki.core.serials import serial_hex
 from fleetpki.store.api import AuditEvent, CertificateQuery, SerialCollision, SerialReservation
 from fleetpki.store.sql.audit_append import append_events
-from fleetpki.store.sql.bulk import insert_many, timestamp_converter
+from fleetpki.store.sql.bulk import execute_driver, insert_many, timestamp_converter
 from fleetpki.store.sql.engine import create_engines, migrate, translate_errors
 from fleetpki.store.sql.enrollment import EnrollmentTables
 from fleetpki.store.sql.group_commit import GroupCommitter
@@ -23,6 +23,7 @@ from fleetpki.store.sql.schema import audit_head, audit_log, cas, certificates, 
 _AUDIT_PAGE = 5000
 _SERIAL_COLUMNS = ("issuer", "serial", "device_id", "profile", "reserved_at", "state")
 _CERTIFICATE_COLUMNS = tuple(c.name for c in certificates.columns)
+_MARK_ISSUED = "UPDATE serials SET state = 'issued' WHERE issuer = ? AND serial = ?"
 
 
 class SqlStore(EnrollmentTables):
@@ -31,6 +32,7 @@ class SqlStore(EnrollmentTables):
         self._writer, self._reader = create_engines(url)
         migrate(self._writer)
         self._commits = GroupCommitter(self._writer)
+        self._known_issuers: set[str] = set()
 
     def close(self) -> None:
         self._commits.close()
@@ -170,10 +172,13 @@ class SqlStore(EnrollmentTables):
         issuers = {r.issuer for r in reservations}
 
         def reserve(c: sa.Connection) -> None:
-            known = set(c.execute(sa.select(cas.c.name).where(cas.c.name.in_(issuers)))
-                        .scalars())
-            if known != issuers:
-                raise NotFound(f"no CA named '{sorted(issuers - known)[0]}'")
+            # CAs are never deleted, so a name seen once needs no second look.
+            if not issuers <= self._known_issuers:
+                known = set(c.execute(sa.select(cas.c.name).where(cas.c.name.in_(issuers)))
+                            .scalars())
+                if known != issuers:
+                    raise NotFound(f"no CA named '{sorted(issuers - known)[0]}'")
+                self._known_issuers |= known
             stored_at = timestamp_converter(c.dialect)(at)
             insert_many(c, serials, _SERIAL_COLUMNS, [
                 (r.issuer, serial_hex(r.serial), r.device_id, r.profile, stored_at,
@@ -195,10 +200,8 @@ class SqlStore(EnrollmentTables):
                 stamp = timestamp_converter(c.dialect)
                 insert_many(c, certificates, _CERTIFICATE_COLUMNS,
                             [certificate_row(x, stamp) for x in certificates_])
-                for issuer, group in _by_issuer(certificates_).items():
-                    c.execute(serials.update()
-                              .where(serials.c.issuer == issuer, serials.c.serial.in_(group))
-                              .values(state="issued"))
+                execute_driver(c, _MARK_ISSUED, [(x.issuer, serial_hex(x.serial))
+                                                 for x in certificates_])
             for reservation in released:
                 c.execute(serials.delete().where(
                     serials.c.issuer == reservation.issuer,
@@ -250,9 +253,3 @@ class SqlStore(EnrollmentTables):
             row = c.execute(sa.select(audit_head.c.seq, audit_head.c.hash)).one()
         return int(row.seq), str(row.hash)
 
-
-def _by_issuer(items: Sequence[IssuedCertificate]) -> dict[str, list[str]]:
-    grouped: dict[str, list[str]] = {}
-    for item in items:
-        grouped.setdefault(item.issuer, []).append(serial_hex(item.serial))
-    return grouped
