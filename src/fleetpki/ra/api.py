@@ -60,6 +60,9 @@ class EnrollmentRequest:
     # DER of the TLS client certificate (leaf). The TLS layer or a trusted proxy checked the
     # chain; the RA checks again which of our CAs or which manufacturer CA signed it.
     client_certificate: bytes | None = None
+    # Why the front end could not even decode the request, if it could not. The RA still
+    # authenticates the requester first, so that the refusal is audited under a name.
+    undecodable: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -140,6 +140,10 @@ class EnrollmentService:
             self._issuance.refuse(who.authorization, request.label or who.profile, throttled)
             raise throttled
         profile = self._profile(request, who)
+        if request.undecodable is not None:
+            malformed = BadInput(request.undecodable)
+            self._issuance.refuse(who.authorization, profile.name, malformed)
+            raise malformed
         if profile.enrollment.manual_approval:
             return self._held(request, who, profile, now)
         return self._issue(request, who, profile)

@@ -141,10 +141,14 @@ class EstServer:
             return _error(HttpError(415, f"{request.url.path} takes '{CT_PKCS10}' (a base64 "
                                          "PKCS#10 request, RFC 7030 §4.2.1); got "
                                          f"'{request.headers.get('content-type', 'none')}'"))
+        try:
+            csr, undecodable = decode_base64_body(body), None
+        except BadInput as error:
+            csr, undecodable = b"", str(error)
         enrollment = EnrollmentRequest(
-            csr=decode_base64_body(body), kind=kind, client_address=self._client_address(request),
-            label=label, basic=_basic_credentials(request),
-            client_certificate=self._client_certificate(request))
+            csr=csr, kind=kind, client_address=self._client_address(request), label=label,
+            basic=_basic_credentials(request), client_certificate=self._client_certificate(request),
+            undecodable=undecodable)
         outcome = await run_in_threadpool(self._authority.enroll, enrollment)
         if isinstance(outcome, EnrollmentPending):
             # RFC 7030 §4.2.3: 202 and Retry-After; the client repeats the same request.
