@@ -24,7 +24,7 @@ def append_events(connection: sa.Connection, events: Sequence[AuditEvent], at: d
     # Lock the head row: on PostgreSQL FOR UPDATE serialises appenders; on SQLite the writer
     # already holds the database lock (BEGIN IMMEDIATE).
     head = _HEAD if connection.dialect.name == "sqlite" else _HEAD_FOR_UPDATE
-    seq, prev = execute_driver(connection, head, (1,)).one()
+    seq, prev = execute_driver(connection, head, (1,)).fetchone()
     at = at.astimezone(dt.UTC)
     stored_at = timestamp_converter(connection.dialect)(at)
     rows = []

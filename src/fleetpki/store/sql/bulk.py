@@ -39,20 +39,32 @@ def insert_many(connection: sa.Connection, table: sa.Table, columns: Sequence[st
     unknown = set(columns) - set(table.columns.keys())
     if unknown:  # names come from our schema, never from input; refuse anything else
         raise ValueError(f"{table.name} has no column(s) {sorted(unknown)}")
-    marker = "?" if connection.dialect.paramstyle == "qmark" else "%s"
     sql = (f"INSERT INTO {table.name} ({', '.join(columns)}) "  # noqa: S608 - schema names only
-           f"VALUES ({', '.join([marker] * len(columns))})")
-    connection.exec_driver_sql(sql, list(rows))
+           f"VALUES ({', '.join(['?'] * len(columns))})")
+    execute_driver(connection, sql, list(rows))
 
 
 def execute_driver(connection: sa.Connection, sql: str,
                    parameters: tuple[Any, ...] | list[tuple[Any, ...]]) -> Any:
-    """Run SQL written with `?` markers straight on the driver: the few statements every
-    enrollment executes, where building SQLAlchemy expressions costs more than SQLite does.
-    The text is ours (never input); values always travel as parameters."""
+    """Run SQL written with `?` markers on the DBAPI cursor of the connection's transaction:
+    the few statements every enrollment executes, where SQLAlchemy's per-statement machinery
+    (events, result wrapping) costs several times what SQLite does. A list of tuples runs as
+    executemany. The text is ours (never input); values always travel as parameters.
+    Returns the DBAPI cursor (rowcount, fetchone)."""
     if connection.dialect.paramstyle != "qmark":
         sql = _format_markers(sql)
-    return connection.exec_driver_sql(sql, parameters)
+    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    driver_error = connection.dialect.loaded_dbapi.Error
+    try:
+        if isinstance(parameters, list):
+            cursor.executemany(sql, parameters)
+        else:
+            cursor.execute(sql, parameters)
+    except driver_error as error:
+        # The same exception types SQLAlchemy would raise, so callers and translate_errors
+        # treat both paths alike (IntegrityError for a duplicate serial, and so on).
+        raise sa.exc.DBAPIError.instance(sql, parameters, error, driver_error) from None
+    return cursor
 
 
 @functools.lru_cache(maxsize=64)
