@@ -7,9 +7,7 @@ certificates ("lenient"), TLS refusing them ("strict") and plain HTTP.
 
 from __future__ import annotations
 
-import datetime as dt
 import http.client
-import ipaddress
 import json
 import os
 import select
@@ -26,13 +24,10 @@ from typing import Any
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 
 TLS12, TLS13 = ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3
 WIRE_VERSION = {TLS12: 0x0303, TLS13: 0x0304}
-NOW = dt.datetime.now(dt.UTC)
 
 
 # --- the server side (runs in the subprocess) -------------------------------------------------
@@ -79,44 +74,22 @@ if __name__ == "__main__":
 
 # --- test PKI ---------------------------------------------------------------------------------
 
-def issue(cn: str, issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None = None,
-          *, ca: bool = False, days: tuple[int, int] = (-1, 30), ip: str | None = None,
-          ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Test Fleet"),
-                         x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    builder = (x509.CertificateBuilder().subject_name(subject)
-               .issuer_name(issuer[0].subject if issuer else subject)
-               .public_key(key.public_key()).serial_number(x509.random_serial_number())
-               .not_valid_before(NOW + dt.timedelta(days=days[0]))
-               .not_valid_after(NOW + dt.timedelta(days=days[1]))
-               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
-    if ip:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip))]), critical=False)
-    return builder.sign(issuer[1] if issuer else key, hashes.SHA256()), key
-
-
-def write(directory: Path, name: str, issued: tuple[x509.Certificate, ec.EllipticCurvePrivateKey]
-          ) -> None:
-    (directory / f"{name}.pem").write_bytes(issued[0].public_bytes(serialization.Encoding.PEM))
-    (directory / f"{name}.key").write_bytes(issued[1].private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()))
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """root -> issuing -> devices; the server trusts the issuing CA only; an unrelated CA."""
+    # Imported here, not at the top: this file also runs as the server script, without tests/
+    # on its path.
+    from support.tiny_pki import issue
+
     directory = tmp_path_factory.mktemp("pki")
     root = issue("Root", ca=True)
     issuing = issue("Issuing", root, ca=True)
-    write(directory, "root", root)
-    write(directory, "server", issue("server", root, ip="127.0.0.1"))
-    (directory / "trust.pem").write_bytes(issuing[0].public_bytes(serialization.Encoding.PEM))
-    write(directory, "device", issue("device-1", issuing))
-    write(directory, "expired", issue("device-old", issuing, days=(-60, -1)))
-    write(directory, "intruder", issue("intruder", issue("Other Root", ca=True)))
+    root.write(directory, "root")
+    issue("server", root, ip="127.0.0.1").write(directory, "server")
+    (directory / "trust.pem").write_bytes(issuing.cert.public_bytes(serialization.Encoding.PEM))
+    issue("device-1", issuing).write(directory, "device")
+    issue("device-old", issuing, days=(-60, -1)).write(directory, "expired")
+    issue("intruder", issue("Other Root", ca=True)).write(directory, "intruder")
     return directory
 
 

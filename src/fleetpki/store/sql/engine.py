@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,11 +45,55 @@ def _sqlite_engine(url: str, *, immediate: bool) -> sa.Engine:
         cursor.execute("PRAGMA cache_size=-65536")
         cursor.close()
 
+    if immediate:
+        _queue_writers(engine)
+
     @sa.event.listens_for(engine, "begin")
     def _on_begin(connection: sa.Connection) -> None:
+        if immediate:
+            _take_writer_turn(connection)
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
+
+
+_TURN = "fleetpki_writer_turn"
+
+
+def _queue_writers(engine: sa.Engine) -> None:
+    """Writers from every process of one database wait for their turn on a lock file.
+
+    SQLite's own busy handler polls, sleeping longer after each failed try: with several
+    server workers one of them could wait seconds while the others took the lock again and
+    again. A blocking flock() wakes a waiter as soon as the lock is free. It is taken just
+    before BEGIN IMMEDIATE and released when the connection goes back to the pool, after its
+    COMMIT or ROLLBACK. SQLite's lock still guards the data; this only orders the queue."""
+    database = engine.url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    lock_path = f"{database}-writers.lock"
+
+    @sa.event.listens_for(engine, "connect")
+    def _open_turn(_dbapi_connection: sqlite3.Connection, record: Any) -> None:
+        record.info[_TURN] = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+
+    @sa.event.listens_for(engine, "checkin")
+    def _end_turn(_dbapi_connection: sqlite3.Connection, record: Any) -> None:
+        fd = record.info.get(_TURN) if record is not None else None
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+    @sa.event.listens_for(engine, "close")
+    def _close_turn(_dbapi_connection: sqlite3.Connection, record: Any) -> None:
+        fd = record.info.pop(_TURN, None) if record is not None else None
+        if fd is not None:
+            os.close(fd)
+
+
+def _take_writer_turn(connection: sa.Connection) -> None:
+    fd = connection.connection.info.get(_TURN)
+    if fd is not None:
+        fcntl.flock(fd, fcntl.LOCK_EX)
 
 
 def migrate(engine: sa.Engine) -> None:
