@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from fleetpki.ca.ceremony import ca_name, create_issuing, create_root
+from fleetpki.ca.ceremony import ca_name, create_root
 from fleetpki.ca.signer import Signer
 from fleetpki.core.clock import FakeClock
 from fleetpki.core.errors import (
@@ -26,7 +26,6 @@ from fleetpki.core.errors import (
 )
 from fleetpki.core.keys import KeySpec
 from fleetpki.core.reasons import RevocationReason
-from fleetpki.core.records import CARecord, CARole
 from fleetpki.core.serials import RandomSerials
 from fleetpki.profiles_loader import load_profiles
 from fleetpki.ra.api import (
@@ -43,8 +42,9 @@ from fleetpki.ra.enrollment import EnrollmentLimits, EnrollmentService
 from fleetpki.ra.manufacturers import ManufacturerAdmin
 from fleetpki.ra.rate_limits import RateLimit
 from fleetpki.ra.service import IssuanceService
-from fleetpki.store.api import AuditEvent, CertificateQuery
+from fleetpki.store.api import CertificateQuery
 from fleetpki.store.sql.store import SqlStore
+from support.ca_store import OneSigner, store_with_cas
 from support.csrs import make_csr, make_key
 
 START = dt.datetime(2030, 1, 15, 8, 0, tzinfo=dt.UTC)
@@ -77,14 +77,6 @@ enrollment = { approval = "manual", retry_after = "2m" }
 """
 
 
-class OneSigner:
-    def __init__(self, signer: Signer) -> None:
-        self._signer = signer
-
-    def signer(self, ca_name: str) -> Signer:
-        return self._signer
-
-
 @dataclasses.dataclass
 class Rig:
     service: EnrollmentService
@@ -111,14 +103,7 @@ class Rig:
 @pytest.fixture
 def rig(tmp_path: Path) -> Rig:
     clock = FakeClock(START)
-    root = create_root("root", ca_name("Root", "T"), KeySpec.parse("ec-p256"), now=START)
-    issuing = create_issuing("issuing", ca_name("Issuing", "T"), KeySpec.parse("ec-p256"), root,
-                             now=START)
-    store = SqlStore(f"sqlite:///{tmp_path / 'store.db'}")
-    for signer, role, parent in ((root, CARole.root, None), (issuing, CARole.issuing, "root")):
-        store.add_ca(CARecord(signer.name, role, signer.certificate.public_bytes(
-            serialization.Encoding.DER), parent, "k", START),
-            AuditEvent("t", "ca.created", signer.name), at=START)
+    store, issuing = store_with_cas(tmp_path, START)
     path = tmp_path / "profiles.toml"
     path.write_text(PROFILES)
     profiles = load_profiles(path, known_issuers={"issuing"})

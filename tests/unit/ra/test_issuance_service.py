@@ -9,48 +9,27 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
-from fleetpki.ca.ceremony import ca_name, create_issuing, create_root
-from fleetpki.ca.signer import Signer
 from fleetpki.core.audit_chain import verify_chain
 from fleetpki.core.clock import FakeClock
 from fleetpki.core.errors import NotAuthorized, PolicyViolation
 from fleetpki.core.issuance_plan import Request
-from fleetpki.core.keys import KeySpec
-from fleetpki.core.records import CARecord, CARole
 from fleetpki.core.serials import RandomSerials
 from fleetpki.profiles_loader import load_profiles
 from fleetpki.ra.api import Authorization
 from fleetpki.ra.service import IssuanceService
-from fleetpki.store.api import AuditEvent
 from fleetpki.store.sql.store import SqlStore
+from support.ca_store import OneSigner, store_with_cas
 from support.csrs import make_csr
 
 START = dt.datetime(2030, 1, 15, 8, 0, tzinfo=dt.UTC)
 OPERATOR = Authorization(actor="operator:test")
 
 
-class OneSigner:
-    def __init__(self, signer: Signer) -> None:
-        self._signer = signer
-
-    def signer(self, ca_name: str) -> Signer:
-        assert ca_name == self._signer.name
-        return self._signer
-
-
 @pytest.fixture
 def setup(tmp_path: Path) -> tuple[IssuanceService, SqlStore, FakeClock]:
     clock = FakeClock(START)
-    root = create_root("root", ca_name("Root", "T"), KeySpec.parse("ec-p256"), now=START)
-    issuing = create_issuing("issuing", ca_name("Issuing", "T"), KeySpec.parse("ec-p256"), root,
-                             now=START)
-    store = SqlStore(f"sqlite:///{tmp_path / 'store.db'}")
-    for signer, role, parent in ((root, CARole.root, None), (issuing, CARole.issuing, "root")):
-        store.add_ca(CARecord(signer.name, role, signer.certificate.public_bytes(
-            serialization.Encoding.DER), parent, "k", START), AuditEvent("t", "ca.created",
-                                                                          signer.name), at=START)
+    store, issuing = store_with_cas(tmp_path, START)
     profiles = load_profiles(Path(str(resources.files("fleetpki.defaults")
                                       .joinpath("profiles.toml"))), known_issuers={"issuing"})
     service = IssuanceService(store, store, profiles, OneSigner(issuing), clock, RandomSerials())
