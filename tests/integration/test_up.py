@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -44,3 +45,16 @@ def test_up_then_serves_est(tmp_path: Path) -> None:
         assert len(certs) == 2  # the issuing CA and the root
         assert [c.subject == c.issuer for c in certs].count(True) == 1
         assert (home / "demo").is_dir()
+
+
+def test_serve_on_a_taken_port_says_what_to_do(home: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "fleetpki.cli", "--home", str(home), "serve", "--listen",
+             f"127.0.0.1:{port}"], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 7
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "--listen" in result.stderr and "Traceback" not in result.stderr

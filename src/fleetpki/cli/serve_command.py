@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import ssl
 import sys
 
@@ -10,6 +11,7 @@ from starlette.applications import Starlette
 
 from fleetpki import logs
 from fleetpki.cli.context import CliState, handle_errors, pass_state
+from fleetpki.core.errors import ConfigError
 from fleetpki.server_settings import Address
 from fleetpki.serving.tls import server_tls_context
 from fleetpki.serving.workers import Listener, serve
@@ -77,6 +79,13 @@ def run_server(state: CliState, listen: Address | None, workers: int | None) -> 
         click.echo(f"server certificate: {credentials.chain_file}", err=True)
         sys.stdout.flush()
 
-    return serve(app_factory, listeners, workers=workers or settings.server.workers,
-                 on_ready=ready)
+    try:
+        return serve(app_factory, listeners, workers=workers or settings.server.workers,
+                     on_ready=ready)
+    except OSError as error:
+        if error.errno not in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
+            raise
+        raise ConfigError(f"{error.strerror}: another program (or another fleetpki serve) may "
+                          "hold the port; stop it, or choose another address with --listen or "
+                          "server.listen in fleetpki.toml") from None
 

@@ -133,6 +133,10 @@ def _bind(listener: Listener) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
         sock.listen(_BACKLOG)  # connections queue in the kernel until a worker accepts them
+    except OSError as error:
+        sock.close()
+        raise OSError(error.errno, f"cannot listen on {listener.host}:{listener.port} "
+                                   f"({listener.name}): {error.strerror}") from None
     except BaseException:
         sock.close()
         raise
