@@ -72,7 +72,14 @@ class DeviceAuthenticator:
 
     def authenticate(self, request: EnrollmentRequest, now: dt.datetime) -> Authenticated:
         if request.client_certificate is not None:
-            found = self._by_certificate(request.client_certificate, request.kind, now)
+            try:
+                found = self._by_certificate(request.client_certificate, request.kind, now)
+            except NotAuthorized:
+                # A device whose certificate expired, was revoked or is outside its renewal
+                # window may still hold a bootstrap secret: on a first enrollment, try that.
+                if request.kind is EnrollmentKind.reenroll or request.basic is None:
+                    raise
+                found = None
             if found is not None:
                 return found
         if request.kind is EnrollmentKind.reenroll:

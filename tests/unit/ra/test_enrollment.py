@@ -434,3 +434,14 @@ def test_disabling_stops_a_credential_at_once_even_while_cached(rig: Rig) -> Non
     with pytest.raises(NotAuthorized, match="disabled"):
         enroll(rig, make_csr("sensor-0002")[0], basic=secret)
     assert rig.certificate_count() == 1
+
+
+def test_expired_certificate_falls_back_to_a_bootstrap_secret_on_first_enrollment(
+        rig: Rig) -> None:
+    current, _ = enrolled_device(rig)
+    rig.clock.advance(dt.timedelta(days=100))
+    with pytest.raises(NotAuthorized, match="expired"):
+        enroll(rig, make_csr("sensor-0001")[0], cert=current)
+    fresh = rig.secret()
+    cert = issued(enroll(rig, make_csr("sensor-0001")[0], cert=current, basic=fresh))
+    assert cert.not_valid_after_utc > rig.clock.now()

@@ -191,8 +191,11 @@ class EstServer:
         chain = tls.get("client_cert_chain") if tls else None
         if not chain:
             return None
-        return x509.load_pem_x509_certificate(chain[0].encode("ascii")).public_bytes(
-            serialization.Encoding.DER)
+        try:
+            return x509.load_pem_x509_certificate(chain[0].encode("ascii")).public_bytes(
+                serialization.Encoding.DER)
+        except ValueError:  # OpenSSL accepted it, cryptography cannot read it
+            raise NotAuthenticated("the TLS client certificate cannot be parsed") from None
 
 
 def _tls(request: Request) -> dict[str, Any] | None:
