@@ -24,6 +24,15 @@ class Address:
     def __str__(self) -> str:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
+    @classmethod
+    def parse(cls, text: str) -> Address:
+        """HOST:PORT, with [brackets] around an IPv6 host; ValueError otherwise."""
+        host, colon, port = text.rpartition(":")
+        host = host.strip("[]")
+        if not colon or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"must be HOST:PORT, e.g. \"{DEFAULT_LISTEN}\" (got {text!r})")
+        return cls(host, int(port))
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class ServerSettings:
@@ -75,12 +84,10 @@ def read_est_settings(est: Section) -> EstSettings:
 
 
 def _address(section: Section, key: str, default: str) -> Address:
-    text: str = section.string(key, default)
-    host, colon, port = text.rpartition(":")
-    host = host.strip("[]")
-    if not colon or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise section.error(key, f"must be HOST:PORT, e.g. \"{DEFAULT_LISTEN}\" (got {text!r})")
-    return Address(host, int(port))
+    try:
+        return Address.parse(section.string(key, default))
+    except ValueError as exc:
+        raise section.error(key, str(exc)) from None
 
 
 def _network(section: Section, text: str) -> IPv4Network | IPv6Network:

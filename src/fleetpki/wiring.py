@@ -17,7 +17,7 @@ from fleetpki.ca.file_signers import CAKeyLocation, FileSignerSource
 from fleetpki.ca.keyfiles import write_private_file
 from fleetpki.config import DEFAULT_PASSPHRASE_ENV, Settings, load_settings
 from fleetpki.core.clock import Clock, SystemClock
-from fleetpki.core.errors import ConfigError, NotFound
+from fleetpki.core.errors import ConfigError
 from fleetpki.core.profile import Profile
 from fleetpki.core.serials import RandomSerials
 from fleetpki.profiles_loader import load_profiles
@@ -25,6 +25,7 @@ from fleetpki.protocols.est.server import EstServer, ProxyTrust
 from fleetpki.ra.api import Authorization
 from fleetpki.ra.approvals import ApprovalDesk
 from fleetpki.ra.ca_admin import CAAdmin
+from fleetpki.ra.ca_chain import issuer_chain
 from fleetpki.ra.credentials import CredentialAdmin
 from fleetpki.ra.enrollment import EnrollmentLimits, EnrollmentService
 from fleetpki.ra.manufacturers import ManufacturerAdmin
@@ -106,17 +107,7 @@ class Fleet:
 
     def chain(self, issuer: str) -> list[x509.Certificate]:
         """The issuer and its parents up to the root, nearest first."""
-        chain: list[x509.Certificate] = []
-        name: str | None = issuer
-        while name is not None:
-            record = self.store.get_ca(name)
-            if record is None:
-                raise NotFound(f"no CA named '{name}'")
-            chain.append(x509.load_der_x509_certificate(record.certificate_der))
-            name = record.parent
-            if len(chain) > 8:
-                raise ConfigError("CA hierarchy deeper than 8 levels: the parent links loop")
-        return chain
+        return issuer_chain(self.store, issuer)
 
     def close(self) -> None:
         self.store.close()

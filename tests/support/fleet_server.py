@@ -51,7 +51,9 @@ def fleet_server(home: Path, *, workers: int = 1, timeout: float = 60.0,
         stdout=subprocess.PIPE, stderr=handle, bufsize=0,
         env={**os.environ, **(env or {})})
     try:
-        port, proxy_port = _wait_ready(process, timeout, log)
+        settings = home / "fleetpki.toml"
+        expects_proxy = settings.exists() and "[server.proxy]" in settings.read_text()
+        port, proxy_port = _wait_ready(process, timeout, log, expects_proxy)
         yield RunningServer(home, port, proxy_port, log)
     finally:
         if process.poll() is None:
@@ -66,8 +68,8 @@ def fleet_server(home: Path, *, workers: int = 1, timeout: float = 60.0,
         handle.close()
 
 
-def _wait_ready(process: subprocess.Popen[bytes], timeout: float, log: Path
-                ) -> tuple[int, int | None]:
+def _wait_ready(process: subprocess.Popen[bytes], timeout: float, log: Path,
+                expects_proxy: bool) -> tuple[int, int | None]:
     """Read the ready lines straight from the pipe (os.read: a buffered reader could hold the
     second line while select() reports nothing more to read)."""
     assert process.stdout is not None
@@ -90,12 +92,7 @@ def _wait_ready(process: subprocess.Popen[bytes], timeout: float, log: Path
             proxy = _PROXY.search(text)
             if proxy is not None:
                 return int(ready.group(1)), int(proxy.group(1))
-            if not _expects_proxy(log):
+            if not expects_proxy:
                 return int(ready.group(1)), None
     raise RuntimeError(f"fleetpki serve did not become ready within {timeout} s; stdout: "
                        f"{text!r}; stderr: {log.read_text()[-4000:]}")
-
-
-def _expects_proxy(log: Path) -> bool:
-    settings = log.parent / log.name.removesuffix("-serve.log") / "fleetpki.toml"
-    return settings.exists() and "[server.proxy]" in settings.read_text()

@@ -25,10 +25,10 @@ def register(cli: click.Group) -> None:
 def parse_address(text: str | None) -> Address | None:
     if text is None:
         return None
-    host, colon, port = text.rpartition(":")
-    if not colon or not host or not port.isdigit():
-        raise click.BadParameter("must be HOST:PORT, e.g. 127.0.0.1:8443", param_hint="--listen")
-    return Address(host.strip("[]"), int(port))
+    try:
+        return Address.parse(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--listen") from None
 
 
 @click.command("serve")

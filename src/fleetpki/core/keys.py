@@ -152,5 +152,8 @@ def preferred_key_spec(policy: KeyPolicy) -> KeySpec:
     for name in _PREFERENCE:
         if name in policy.allowed:
             return KeySpec.parse(name)
+    if "rsa" not in policy.allowed:  # the profiles loader refuses such a policy
+        raise ValueError(f"the key policy allows no key type fleetpki can generate or request "
+                         f"({policy.allowed_text()})")
     floor = max(policy.rsa_min_bits, RSA_FLOOR_BITS)
     return KeySpec(KeyKind.rsa, bits=next((b for b in (2048, 3072, 4096) if b >= floor), 4096))

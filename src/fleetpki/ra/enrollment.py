@@ -46,6 +46,7 @@ from fleetpki.ra.api import (
     EnrollmentPending,
     EnrollmentRequest,
 )
+from fleetpki.ra.ca_chain import issuer_chain
 from fleetpki.ra.device_authentication import (
     TRUST_REFRESH_SECONDS,
     Authenticated,
@@ -106,14 +107,7 @@ class EnrollmentService:
         cached = self._chains.get(issuer)
         if cached is not None and time.monotonic() - cached[0] < TRUST_REFRESH_SECONDS:
             return cached[1]
-        chain: list[x509.Certificate] = []
-        name: str | None = issuer
-        while name is not None and len(chain) < 8:
-            record = self._store.get_ca(name)
-            if record is None:
-                raise NotFound(f"no CA named '{name}'")
-            chain.append(x509.load_der_x509_certificate(record.certificate_der))
-            name = record.parent
+        chain = issuer_chain(self._store, issuer)
         self._chains[issuer] = (time.monotonic(), chain)
         return chain
 
@@ -161,36 +155,27 @@ class EnrollmentService:
 
     def _issue(self, request: EnrollmentRequest, who: Authenticated, profile: Profile
                ) -> Enrolled:
+        key = None
         if request.kind is EnrollmentKind.server_keygen:
-            return self._issue_with_server_key(request, who, profile)
-        plan = self._issuance.prepare_csr(request.csr, profile.name, who.authorization)
-        self._redeem(who, profile)
-        try:
-            return Enrolled(self._issuance.issue_plan(plan, who.authorization))
-        except Exception:
-            self._give_back(who)
-            raise
-
-    def _issue_with_server_key(self, request: EnrollmentRequest, who: Authenticated,
-                               profile: Profile) -> Enrolled:
-        if not profile.enrollment.server_keygen:
-            refusal = NotAuthorized(f"profile '{profile.name}' does not allow server-side key "
-                                    "generation (enrollment.server_keygen)")
-            self._issuance.refuse(who.authorization, profile.name, refusal)
-            raise refusal
-        spec = self._server_key_spec(request.csr, profile)
-        key = spec.generate()
+            if not profile.enrollment.server_keygen:
+                refusal = NotAuthorized(f"profile '{profile.name}' does not allow server-side "
+                                        "key generation (enrollment.server_keygen)")
+                self._issuance.refuse(who.authorization, profile.name, refusal)
+                raise refusal
+            key = self._server_key_spec(request.csr, profile).generate()
         plan = self._issuance.prepare_csr(request.csr, profile.name, who.authorization,
-                                          server_key=key.public_key())
+                                          server_key=key.public_key() if key else None)
         self._redeem(who, profile)
         try:
             record = self._issuance.issue_plan(plan, who.authorization)
         except Exception:
             self._give_back(who)
             raise
-        pkcs8 = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
-                                  serialization.NoEncryption())
-        return Enrolled(record, private_key_pkcs8=pkcs8)
+        if key is None:
+            return Enrolled(record)
+        return Enrolled(record, private_key_pkcs8=key.private_bytes(
+            serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption()))
 
     @staticmethod
     def _server_key_spec(csr_data: bytes, profile: Profile) -> KeySpec:

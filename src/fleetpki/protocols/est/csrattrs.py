@@ -32,7 +32,7 @@ from pyasn1.type import univ  # type: ignore[import-untyped, unused-ignore]
 from pyasn1_alt_modules import rfc5652, rfc7030  # type: ignore[import-untyped, unused-ignore]
 
 from fleetpki.core.errors import BadInput
-from fleetpki.core.keys import RSA_FLOOR_BITS, KeyPolicy
+from fleetpki.core.keys import KeyKind, preferred_key_spec
 from fleetpki.core.names import SUBJECT_ATTRIBUTES
 from fleetpki.core.profile import Profile
 
@@ -51,10 +51,6 @@ _SIGNATURE_ALGORITHMS = frozenset({
     SignatureAlgorithmOID.ED25519,
 })
 
-# KeyPolicy.allowed is a set, so "the profile's preferred key" needs an order of our own: the
-# smallest key every constrained TLS stack supports first. Change this first if a profile
-# must be able to name its preference.
-_PREFERENCE = ("ec-p256", "ec-p384", "ec-p521", "ed25519", "rsa")
 # (key algorithm, parameter, signature) per allowed key type. The hashes mirror
 # fleetpki.core.keys.signature_hash (RFC 5480 §4: hash strength matched to the curve), which
 # takes a private key and so cannot be asked about a key type; a test pins the two together.
@@ -146,28 +142,19 @@ def decode_csr_attributes(der: bytes) -> CsrAttributes:
 def csr_attributes_for(profile: Profile, *, challenge_password: bool = False) -> CsrAttributes:
     """What to ask of a device enrolling under `profile`.
 
-    The key is the profile's preferred allowed type (see _PREFERENCE); RSA is asked at the
-    profile's minimum size, never below the global floor. requested_oids are the subject
-    attributes the profile requires, in the profile's order, preceded by challengePassword
-    (PKCS#9) when the caller wants one, e.g. to carry tls-unique (RFC 7030 §3.5).
+    The key is the profile's preferred type (core.keys.preferred_key_spec, the one the server
+    generates for serverkeygen); RSA at the policy's floor rounded up to a standard size.
+    requested_oids are the subject attributes the profile requires, in the profile's order,
+    preceded by challengePassword (PKCS#9) when the caller wants one, e.g. to carry tls-unique
+    (RFC 7030 §3.5).
     """
-    allowed = _preferred(profile.keys)
-    key_algorithm, curve, signature = _ALGORITHMS[allowed]
-    parameter: ObjectIdentifier | int | None = curve
-    if allowed == "rsa":
-        parameter = max(profile.keys.rsa_min_bits, RSA_FLOOR_BITS)
+    spec = preferred_key_spec(profile.keys)
+    key_algorithm, curve, signature = _ALGORITHMS["rsa" if spec.kind is KeyKind.rsa else str(spec)]
+    parameter: ObjectIdentifier | int | None = curve if spec.bits is None else spec.bits
     requested = [SUBJECT_ATTRIBUTES[name] for name, rule in profile.subject.rules if rule.required]
     if challenge_password:
         requested.insert(0, AttributeOID.CHALLENGE_PASSWORD)
     return CsrAttributes(key_algorithm, parameter, signature, tuple(requested))
-
-
-def _preferred(policy: KeyPolicy) -> str:
-    for name in _PREFERENCE:
-        if name in policy.allowed:
-            return name
-    raise ValueError(f"the key policy allows no key type fleetpki can request "
-                     f"({policy.allowed_text()})")
 
 
 def _oid_item(oid: ObjectIdentifier) -> Any:

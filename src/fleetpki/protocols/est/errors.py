@@ -49,6 +49,3 @@ def to_http(error: FleetPKIError) -> HttpError:
     return HttpError(503, "the CA cannot serve this request now; try again later",
                      {"Retry-After": "60"})
 
-
-def is_server_side(error: HttpError) -> bool:
-    return error.status >= 500

@@ -12,13 +12,13 @@ import dataclasses
 import logging
 import re
 import secrets
+import ssl
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from ipaddress import IPv4Network, IPv6Network, ip_address
 from typing import Any, Protocol
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -185,17 +185,12 @@ class EstServer:
     def _client_certificate(self, request: Request) -> bytes | None:
         if self._via_proxy(request):
             assert self._proxy is not None
+            # nginx's $ssl_client_escaped_cert: the PEM, URL-encoded.
             header = request.headers.get(self._proxy.certificate_header, "")
-            return _certificate_from_header(header) if header else None
+            return _der(urllib.parse.unquote(header)) if header else None
         tls = _tls(request)
         chain = tls.get("client_cert_chain") if tls else None
-        if not chain:
-            return None
-        try:
-            return x509.load_pem_x509_certificate(chain[0].encode("ascii")).public_bytes(
-                serialization.Encoding.DER)
-        except ValueError:  # OpenSSL accepted it, cryptography cannot read it
-            raise NotAuthenticated("the TLS client certificate cannot be parsed") from None
+        return _der(chain[0]) if chain else None
 
 
 def _tls(request: Request) -> dict[str, Any] | None:
@@ -274,11 +269,10 @@ def _basic_credentials(request: Request) -> BasicCredentials | None:
     return BasicCredentials(username, password)
 
 
-def _certificate_from_header(value: str) -> bytes:
-    """nginx's $ssl_client_escaped_cert: the PEM, URL-encoded."""
+def _der(pem: str) -> bytes:
+    """PEM to DER without parsing the certificate: the RA parses it once, and refuses it
+    (401) if it cannot."""
     try:
-        pem = urllib.parse.unquote(value).encode("ascii")
-        return x509.load_pem_x509_certificate(pem).public_bytes(serialization.Encoding.DER)
-    except (ValueError, UnicodeEncodeError):
-        raise NotAuthenticated("the proxy passed a client certificate that cannot be "
-                               "parsed") from None
+        return ssl.PEM_cert_to_DER_cert(pem)
+    except ValueError:  # also binascii.Error
+        raise NotAuthenticated("the client certificate is not a PEM certificate") from None
