@@ -13,6 +13,7 @@ from pathlib import Path
 
 from fleetpki.config_reader import Section
 from fleetpki.core.errors import ConfigError, KeyAccessError
+from fleetpki.revocation_settings import RevocationSettings, read_revocation_settings
 from fleetpki.server_settings import (
     EstSettings,
     ServerSettings,
@@ -62,6 +63,7 @@ class Settings:
     log_level: str
     server: ServerSettings
     est: EstSettings
+    revocation: RevocationSettings
 
     @property
     def settings_file(self) -> Path:
@@ -82,6 +84,7 @@ def load_settings(home: Path) -> Settings:
     profiles, logging = root.section("profiles"), root.section("logging")
     url = store.string("url", "sqlite:///fleetpki.db")
     passphrase_file = keys.string("passphrase_file", "secrets/key-passphrase")
+    server = read_server_settings(root.section("server"))
     settings = Settings(
         home=home,
         store_url=_resolve_sqlite(url, home),
@@ -92,8 +95,9 @@ def load_settings(home: Path) -> Settings:
         profiles_file=home / profiles.string("file", "profiles.toml"),
         log_format=logging.string("format", "json"),
         log_level=logging.string("level", "info"),
-        server=read_server_settings(root.section("server")),
+        server=server,
         est=read_est_settings(root.section("est")),
+        revocation=read_revocation_settings(root.section("revocation"), server),
     )
     if settings.log_format not in ("json", "text"):
         raise logging.error("format", "must be \"json\" or \"text\"")

@@ -31,13 +31,30 @@ from fleetpki.core.profile import (
     Urls,
     Validity,
 )
+from fleetpki.core.revocation_policy import (
+    MAX_SHARDS,
+    SHARD_PLACEHOLDER,
+    CrlScope,
+    RevocationPolicy,
+    derived_crl_url,
+)
 
 _PROFILE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 _OID = re.compile(r"^[0-2](\.\d+)+$")
 _MAX_VALIDITY = dt.timedelta(days=30 * 366)
 
 
-def load_profiles(path: Path, *, known_issuers: set[str] | None = None) -> dict[str, Profile]:
+@dataclasses.dataclass(frozen=True, slots=True)
+class Publication:
+    """Where fleetpki publishes CRLs and answers OCSP, so that profiles without explicit URLs
+    can point at it; and the bound below which a profile may be short-lived."""
+
+    base_url: str | None = None  # e.g. "http://pki.fleet.example:8080"; None: no derived URLs
+    short_lived_max: dt.timedelta = dt.timedelta(days=7)
+
+
+def load_profiles(path: Path, *, known_issuers: set[str] | None = None,
+                  publication: Publication = Publication()) -> dict[str, Profile]:
     """Parse and validate every profile; `known_issuers` (if given) must contain each issuer."""
     file = str(path)
     try:
@@ -60,7 +77,7 @@ def load_profiles(path: Path, *, known_issuers: set[str] | None = None) -> dict[
                               file=file, profile=name)
         if not isinstance(body, dict):
             raise ConfigError("must be a table", file=file, profile=name)
-        profile = _profile(name, Section(body, file=file, profile=name, path=""))
+        profile = _profile(name, Section(body, file=file, profile=name, path=""), publication)
         if known_issuers is not None and profile.issuer not in known_issuers:
             available = ", ".join(sorted(known_issuers)) or "none yet: run `fleetpki init`"
             raise ConfigError(f"names issuing CA '{profile.issuer}', which does not exist "
@@ -70,24 +87,28 @@ def load_profiles(path: Path, *, known_issuers: set[str] | None = None) -> dict[
     return profiles
 
 
-def _profile(name: str, s: Section) -> Profile:
+def _profile(name: str, s: Section, publication: Publication) -> Profile:
     kind_text = s.string("kind", "end-entity")
     try:
         kind = ProfileKind(kind_text)
     except ValueError:
         raise s.error("kind", "must be \"end-entity\" or \"sub-ca\"") from None
     extensions = _extensions(s.section("extensions", required=True), kind)
+    issuer = s.required_string("issuer")
+    validity = _validity(s.section("validity", required=True))
+    revocation = _revocation(s.section("revocation"), validity, publication)
     profile = Profile(
         name=name,
         description=s.string("description", ""),
-        issuer=s.required_string("issuer"),
+        issuer=issuer,
         kind=kind,
         keys=_keys(s.section("keys", required=True)),
-        validity=_validity(s.section("validity", required=True)),
+        validity=validity,
         subject=_subject(s.section("subject")),
         san=_san(s.section("san")),
         device_id_from=_device_id_from(s),
-        urls=_urls(s.section("urls")),
+        urls=_urls(s.section("urls"), PointerContext(name, issuer, revocation, publication)),
+        revocation=revocation,
         renewal=_renewal(s.section("renewal")),
         enrollment=_enrollment(s.section("enrollment")),
         key_usage=extensions.key_usage,
@@ -227,15 +248,68 @@ def _extensions(s: Section, kind: ProfileKind) -> _Extensions:
     return _Extensions(frozenset(key_usage), tuple(ekus), path_length)
 
 
-def _urls(s: Section) -> Urls:
-    lists = {key: s.strings(key) for key in ("crl", "ocsp", "ca_issuers")}
+def _revocation(s: Section, validity: Validity, publication: Publication) -> RevocationPolicy:
+    policy = RevocationPolicy(
+        crl_shards=s.integer("crl_shards", 1, minimum=1, maximum=MAX_SHARDS),
+        delta_crl=s.boolean("delta_crl", False),
+        publish_on_revoke=s.boolean("publish_on_revoke", False),
+        keep_expired=s.boolean("keep_expired", False),
+        short_lived=s.boolean("short_lived", False),
+    )
+    if policy.short_lived:
+        if validity.maximum > publication.short_lived_max:
+            raise s.error("short_lived", f"validity.maximum must be at most "
+                          f"{publication.short_lived_max.days}d ([revocation] short_lived_max "
+                          "in fleetpki.toml) for certificates without revocation pointers")
+        for key in ("crl_shards", "delta_crl", "publish_on_revoke", "keep_expired"):
+            if s.has(key):
+                raise s.error(key, "has no effect with short_lived = true (no CRL lists "
+                                   "short-lived certificates)")
+    s.finish()
+    return policy
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PointerContext:
+    profile: str
+    issuer: str
+    revocation: RevocationPolicy
+    publication: Publication
+
+
+def _urls(s: Section, context: PointerContext) -> Urls:
+    lists = {key: s.strings(key) for key in ("crl", "delta_crl", "ocsp", "ca_issuers")}
     for key, values in lists.items():
         for url in values:
             if not url.startswith(("http://", "https://", "ldap://")):
                 raise s.error(key, f"{url!r} is not an http(s) or ldap URL")
+    policy, base = context.revocation, context.publication.base_url
+    if policy.short_lived:
+        for key in ("crl", "delta_crl", "ocsp"):
+            if lists[key]:
+                raise s.error(key, "a short_lived profile carries no revocation pointers")
+        s.finish()
+        return Urls(ca_issuers=tuple(lists["ca_issuers"]))
+    scope = CrlScope(context.issuer, context.profile if policy.sharded else None, None)
+    for key, delta in (("crl", False), ("delta_crl", True)):
+        if key == "delta_crl" and not policy.delta_crl:
+            if lists[key]:
+                raise s.error(key, "set revocation.delta_crl = true to publish delta CRLs")
+            continue
+        if not lists[key] and base is not None:
+            lists[key] = [derived_crl_url(base, scope, delta=delta)]
+        if policy.sharded and (len(lists[key]) != 1 or SHARD_PLACEHOLDER not in lists[key][0]):
+            raise s.error(key, f"a profile with crl_shards > 1 needs exactly one URL holding "
+                               f"{SHARD_PLACEHOLDER} (or none, to derive it from [revocation] "
+                               "base_url)")
+        if (policy.sharded or policy.delta_crl) and not lists[key]:
+            raise s.error(key, "needs a URL, or [revocation] base_url in fleetpki.toml to "
+                               "derive one")
+    if not lists["ocsp"] and base is not None:
+        lists["ocsp"] = [f"{base}/ocsp"]
     s.finish()
     return Urls(crl_distribution_points=tuple(lists["crl"]), ocsp=tuple(lists["ocsp"]),
-                ca_issuers=tuple(lists["ca_issuers"]))
+                ca_issuers=tuple(lists["ca_issuers"]), freshest_crl=tuple(lists["delta_crl"]))
 
 
 def _renewal(s: Section) -> Renewal:

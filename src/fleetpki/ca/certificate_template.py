@@ -12,17 +12,18 @@ for the same inputs (tests/unit/ca/test_certificate_assembly.py holds that line)
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import AuthorityInformationAccessOID
 
 from fleetpki.ca import der
+from fleetpki.ca.signature import signature_algorithm
 from fleetpki.ca.signer import Signer
 from fleetpki.core.issuance_plan import IssuancePlan
 from fleetpki.core.profile import Profile, ProfileKind
+from fleetpki.core.revocation_policy import fill_shard
 
 _VERSION_3 = der.tlv(0xA0, der.integer(2))
 _EXTENSIONS_TAG = 0xA3
@@ -40,7 +41,7 @@ class CertificateTemplate:
         self.profile = profile
         self.signer = signer
         self._issuer_name = signer.certificate.subject.public_bytes()
-        self._algorithm, self._sign = _signature(signer)
+        self._algorithm, self._sign = signature_algorithm(signer)
         is_ca = profile.kind is ProfileKind.sub_ca
         self._basic_constraints = _extension(x509.BasicConstraints(
             ca=is_ca, path_length=profile.path_length if is_ca else None), critical=True)
@@ -48,7 +49,12 @@ class CertificateTemplate:
         self._key_usage = {kind: _extension(_key_usage_for(usage, kind), critical=True)
                            for kind in ("rsa", "ec", "other")}
         self._aki = _extension(signer.authority_key_identifier(), critical=False)
-        self._after_san = [_extension(e, critical=False) for e in _pointer_extensions(profile)]
+        # A sharded profile points each certificate at its own CRL partition: one encoded
+        # pointer block per shard, chosen by serial at signing time.
+        shards = profile.revocation.crl_shards if profile.revocation.sharded else 1
+        self._after_san = [
+            b"".join(_extension(e, critical=False) for e in _pointer_extensions(profile, shard))
+            for shard in (range(shards) if profile.revocation.sharded else (None,))]
         self._eku = (_extension(x509.ExtendedKeyUsage(list(profile.extended_key_usage)),
                                 critical=False) if profile.extended_key_usage else b"")
 
@@ -69,7 +75,7 @@ class CertificateTemplate:
                 _SAN_OID, b"" if plan.subject else der.BOOLEAN_TRUE,
                 der.tlv(der.OCTET_STRING, x509.SubjectAlternativeName(list(plan.sans))
                         .public_bytes())))
-        extensions += self._after_san
+        extensions.append(self._after_san[plan.crl_shard(serial) or 0])
         tbs = der.sequence(
             _VERSION_3,
             der.integer(serial),
@@ -94,26 +100,6 @@ def _ski(spki: bytes) -> bytes:
     """RFC 5280 §4.2.1.2 method (1): SHA-1 of the subjectPublicKey BIT STRING's value."""
     bit_string = der.content(der.elements(spki)[1])
     return hashlib.sha1(bit_string[1:], usedforsecurity=False).digest()
-
-
-def _signature(signer: Signer) -> tuple[bytes, Callable[[bytes], bytes]]:
-    """AlgorithmIdentifier DER and a function signing TBS bytes with the CA key. A PKCS#11 key
-    (a private-key subclass forwarding `sign`) fits here unchanged."""
-    key, algorithm = signer.private_key, signer.hash_algorithm
-    if isinstance(key, ed25519.Ed25519PrivateKey):
-        return der.sequence(der.oid("1.3.101.112")), key.sign
-    assert algorithm is not None
-    suffix = {"sha256": 0, "sha384": 1, "sha512": 2}[algorithm.name]
-    if isinstance(key, ec.EllipticCurvePrivateKey):
-        ecdsa = ec.ECDSA(algorithm)
-        return (der.sequence(der.oid(f"1.2.840.10045.4.3.{2 + suffix}")),
-                lambda tbs: key.sign(tbs, ecdsa))
-    if isinstance(key, rsa.RSAPrivateKey):
-        pkcs1 = padding.PKCS1v15()
-        return (der.sequence(der.oid(f"1.2.840.113549.1.1.{11 + suffix}"),
-                             der.tlv(der.NULL, b"")),
-                lambda tbs: key.sign(tbs, pkcs1, algorithm))
-    raise TypeError(f"cannot sign certificates with {type(key).__name__}")
 
 
 def _key_kind(public_key: CertificatePublicKeyTypes) -> str:
@@ -141,19 +127,26 @@ def _key_usage_for(usage: x509.KeyUsage, kind: str) -> x509.KeyUsage:
     )
 
 
-def _pointer_extensions(profile: Profile) -> list[x509.ExtensionType]:
+def _pointer_extensions(profile: Profile, shard: int | None) -> list[x509.ExtensionType]:
     extensions: list[x509.ExtensionType] = []
     urls = profile.urls
     if urls.crl_distribution_points:
-        extensions.append(x509.CRLDistributionPoints([
-            x509.DistributionPoint(
-                full_name=[x509.UniformResourceIdentifier(u) for u in urls.crl_distribution_points],
-                relative_name=None, reasons=None, crl_issuer=None)
-        ]))
+        extensions.append(x509.CRLDistributionPoints([_distribution_point(
+            urls.crl_distribution_points, shard)]))
     access = [x509.AccessDescription(AuthorityInformationAccessOID.OCSP,
                                      x509.UniformResourceIdentifier(u)) for u in urls.ocsp]
     access += [x509.AccessDescription(AuthorityInformationAccessOID.CA_ISSUERS,
                                       x509.UniformResourceIdentifier(u)) for u in urls.ca_issuers]
     if access:
         extensions.append(x509.AuthorityInformationAccess(access))
+    if urls.freshest_crl:
+        extensions.append(x509.FreshestCRL([_distribution_point(urls.freshest_crl, shard)]))
+    if profile.ocsp_no_check:
+        extensions.append(x509.OCSPNoCheck())
     return extensions
+
+
+def _distribution_point(urls: tuple[str, ...], shard: int | None) -> x509.DistributionPoint:
+    return x509.DistributionPoint(
+        full_name=[x509.UniformResourceIdentifier(fill_shard(u, shard)) for u in urls],
+        relative_name=None, reasons=None, crl_issuer=None)

@@ -1,8 +1,9 @@
 """The few DER (X.690) encodings certificate assembly needs, and nothing more.
 
-Kept deliberately small: lengths, tags, INTEGER, OBJECT IDENTIFIER, Time, and reading the
-top-level elements of a SEQUENCE. Everything built with it is checked byte for byte against
-cryptography's own encoder in tests/unit/ca/test_certificate_assembly.py.
+Kept deliberately small: lengths, tags, INTEGER, ENUMERATED, OBJECT IDENTIFIER, Time, and
+reading the top-level elements of a SEQUENCE. Everything built with it is checked byte for byte
+against cryptography's own encoder in tests/unit/ca/test_certificate_assembly.py and
+tests/unit/ca/test_crl_signing.py.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ BIT_STRING = 0x03
 OCTET_STRING = 0x04
 NULL = 0x05
 OID = 0x06
+ENUMERATED = 0x0A
 BOOLEAN_TRUE = b"\x01\x01\xff"
 UTC_TIME = 0x17
 GENERALIZED_TIME = 0x18
@@ -32,6 +34,20 @@ def tlv(tag: int, body: bytes) -> bytes:
     return bytes((tag,)) + length(len(body)) + body
 
 
+def header(tag: int, size: int) -> bytes:
+    """Tag and length alone, for an element whose `size` content octets are written separately
+    (a large body assembled elsewhere need not be copied once more to prepend them)."""
+    return bytes((tag,)) + length(size)
+
+
+def context(number: int, body: bytes, *, constructed: bool = True) -> bytes:
+    """A context-specific tag [number] (0-30) around `body`: constructed for EXPLICIT tagging and
+    for IMPLICIT tagging of a constructed type, primitive for IMPLICIT tagging of a primitive."""
+    if not 0 <= number <= 30:
+        raise ValueError("only low tag numbers are needed here")
+    return tlv((0xA0 if constructed else 0x80) | number, body)
+
+
 def sequence(*parts: bytes) -> bytes:
     return tlv(SEQUENCE, b"".join(parts))
 
@@ -43,6 +59,11 @@ def integer(value: int) -> bytes:
     return tlv(INTEGER, value.to_bytes(value.bit_length() // 8 + 1, "big"))
 
 
+def enumerated(value: int) -> bytes:
+    """ENUMERATED is encoded like INTEGER (X.690 §8.4); small non-negative values only."""
+    return bytes((ENUMERATED,)) + integer(value)[1:]
+
+
 def oid(dotted: str) -> bytes:
     arcs = [int(a) for a in dotted.split(".")]
     body = bytearray(_base128(40 * arcs[0] + arcs[1]))
@@ -52,11 +73,31 @@ def oid(dotted: str) -> bytes:
 
 
 def time(moment: dt.datetime) -> bytes:
-    """RFC 5280 §4.1.2.5: UTCTime through 2049, GeneralizedTime from 2050; always seconds, Z."""
+    """RFC 5280 §4.1.2.5: UTCTime through 2049, GeneralizedTime from 2050; always seconds, Z.
+
+    Digits come from a table, in one join: strftime costs several times more, and a CRL
+    encodes a time for every entry."""
     moment = moment.astimezone(dt.UTC)
-    if 1950 <= moment.year < 2050:
-        return tlv(UTC_TIME, moment.strftime("%y%m%d%H%M%SZ").encode("ascii"))
-    return tlv(GENERALIZED_TIME, moment.strftime("%Y%m%d%H%M%SZ").encode("ascii"))
+    two, year = _TWO_DIGITS, moment.year
+    if not 1950 <= year < 2050:
+        return generalized_time(moment)
+    return b"".join((_UTC_TIME_HEADER, two[year % 100], two[moment.month], two[moment.day],
+                     two[moment.hour], two[moment.minute], two[moment.second], b"Z"))
+
+
+def generalized_time(moment: dt.datetime) -> bytes:
+    """GeneralizedTime in the one form RFC 5280 §4.1.2.5.2 allows, YYYYMMDDHHMMSSZ (whole
+    seconds, no fraction), whatever the year: what invalidityDate (§5.3.2) always uses."""
+    moment = moment.astimezone(dt.UTC)
+    two, year = _TWO_DIGITS, moment.year
+    return b"".join((_GENERALIZED_TIME_HEADER, two[year // 100], two[year % 100],
+                     two[moment.month], two[moment.day], two[moment.hour], two[moment.minute],
+                     two[moment.second], b"Z"))
+
+
+_UTC_TIME_HEADER = bytes((UTC_TIME, 13))
+_GENERALIZED_TIME_HEADER = bytes((GENERALIZED_TIME, 15))
+_TWO_DIGITS = [b"%02d" % n for n in range(100)]
 
 
 def elements(der: bytes) -> list[bytes]:

@@ -34,9 +34,15 @@ def encrypt_key(key: PrivateKeyTypes, passphrase: bytes) -> bytes:
 
 def write_private_file(path: Path, data: bytes) -> None:
     """Write data readable by the owner only, atomically: a crash leaves the old file or none."""
+    write_atomically(path, data, mode=0o600)
+
+
+def write_atomically(path: Path, data: bytes, *, mode: int) -> None:
+    """Readers (a web server, a CDN sync) see the old file or the new one, never a torn one;
+    after a crash the file is the old or the new, fsynced with its directory entry."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)

@@ -20,6 +20,7 @@ from fleetpki.core.errors import PolicyViolation
 from fleetpki.core.keys import KeySpec
 from fleetpki.core.names import SUBJECT_ATTRIBUTES, SanType, san_text
 from fleetpki.core.profile import EXTENDED_KEY_USAGES, Profile, ProfileKind
+from fleetpki.core.revocation_policy import crl_shard
 
 # Requested extensions we understand and check against the profile. Anything else is dropped if
 # non-critical; a critical one we do not understand is refused (RFC 5280 §4.2).
@@ -47,6 +48,10 @@ class IssuancePlan:
     key_spec: KeySpec
     not_before: dt.datetime
     not_after: dt.datetime
+    crl_shards: int = 1  # the profile's partition count when the plan was made
+
+    def crl_shard(self, serial: int) -> int | None:
+        return crl_shard(serial, self.crl_shards)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -108,6 +113,7 @@ def plan_issuance(profile: Profile, request: Request, *, now: dt.datetime,
                                                  serialization.PublicFormat.SubjectPublicKeyInfo),
         key_spec=key_spec,
         not_before=not_before, not_after=not_after,
+        crl_shards=profile.revocation.crl_shards,
     )
 
 

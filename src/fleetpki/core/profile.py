@@ -16,6 +16,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, ObjectIdentifier
 
 from fleetpki.core.keys import KeyPolicy
 from fleetpki.core.names import SanPolicy, SubjectPolicy
+from fleetpki.core.revocation_policy import RevocationPolicy
 
 KEY_USAGES = (
     "digitalSignature", "contentCommitment", "keyEncipherment", "dataEncipherment",
@@ -72,9 +73,12 @@ class Enrollment:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Urls:
+    """Pointers the certificates carry. CRL URLs of a sharded profile hold `{shard}`."""
+
     crl_distribution_points: tuple[str, ...] = ()
     ocsp: tuple[str, ...] = ()
     ca_issuers: tuple[str, ...] = ()
+    freshest_crl: tuple[str, ...] = ()  # where the delta CRLs are (RFC 5280 §4.2.1.15)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -90,6 +94,9 @@ class Profile:
     kind: ProfileKind = ProfileKind.end_entity
     path_length: int | None = None  # only for sub-CA profiles
     urls: Urls = Urls()
+    revocation: RevocationPolicy = RevocationPolicy()
+    # id-pkix-ocsp-nocheck (RFC 6960 §4.2.2.2.1): only for delegated OCSP responders.
+    ocsp_no_check: bool = False
     renewal: Renewal = Renewal()
     enrollment: Enrollment = Enrollment()
     # Which name identifies the device: a subject attribute ("CN", "serialNumber") or "san:uri".

@@ -51,6 +51,8 @@ class IssuedCertificate:
     der: bytes
     revoked_at: dt.datetime | None = None
     revocation_reason: RevocationReason | None = None
+    crl_shard: int | None = None  # which CRL partition lists it (core.revocation_policy)
+    invalidity_date: dt.datetime | None = None  # when the key is known or suspected bad
 
     def status(self, now: dt.datetime) -> CertificateStatus:
         if self.revoked_at is not None:
@@ -70,3 +72,26 @@ class AuditEntry:
     details: dict[str, str]
     prev_hash: str
     hash: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RevokedEntry:
+    """One line of a CRL (RFC 5280 §5.3). `removed` marks a removeFromCRL entry of a delta CRL:
+    a certificate whose hold was lifted after the base CRL was issued."""
+
+    serial: int
+    revoked_at: dt.datetime
+    reason: RevocationReason | None = None
+    invalidity_date: dt.datetime | None = None
+    removed: bool = False
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RevocationStatus:
+    """What an OCSP responder needs to know about one serial, and nothing more."""
+
+    serial: int
+    not_after: dt.datetime
+    revoked_at: dt.datetime | None = None
+    reason: RevocationReason | None = None
+    invalidity_date: dt.datetime | None = None

@@ -18,7 +18,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
 from fleetpki.ca import ceremony
-from fleetpki.ca.crl_signing import RevokedEntry, sign_crl
+from fleetpki.ca.crl_signing import CrlFields, sign_crl
 from fleetpki.ca.file_signers import FileSignerSource
 from fleetpki.ca.keyfiles import encrypt_key, load_key_bytes, write_key_file, write_private_file
 from fleetpki.ca.signer import Signer
@@ -26,7 +26,7 @@ from fleetpki.core.clock import Clock
 from fleetpki.core.errors import BadInput, Conflict, KeyAccessError, NotFound
 from fleetpki.core.keys import KeySpec
 from fleetpki.core.reasons import RevocationReason
-from fleetpki.core.records import CARecord, CARole
+from fleetpki.core.records import CARecord, CARole, RevokedEntry
 from fleetpki.store.api import AuditEvent, CARegistry, CARevocationWriter
 
 ROOT_CRL_VALIDITY = dt.timedelta(days=365)
@@ -126,17 +126,20 @@ class CAAdmin:
             raise Conflict(f"CA '{root}' is not a root")
         signer = self._signers.signer(root)
         entries = [
-            RevokedEntry(int(x509.load_der_x509_certificate(c.certificate_der).serial_number),
-                         c.revoked_at, c.revocation_reason or RevocationReason.unspecified)
+            # RFC 5280 §5.3.1: no reasonCode rather than 'unspecified'.
+            RevokedEntry(x509.load_der_x509_certificate(c.certificate_der).serial_number,
+                         c.revoked_at,
+                         None if c.revocation_reason is RevocationReason.unspecified
+                         else c.revocation_reason)
             for c in self._registry.list_cas()
             if c.parent == root and c.revoked_at is not None
         ]
         now = self._clock.now()
-        crl = sign_crl(signer, entries, number=self._registry.next_crl_number(root), now=now,
-                       next_update=ROOT_CRL_VALIDITY)
+        number = self._registry.next_crl_number(root)
+        crl = x509.load_der_x509_crl(sign_crl(signer, CrlFields(
+            number=number, this_update=now, next_update=now + ROOT_CRL_VALIDITY), entries))
         self._registry.audit([self._event("ca.crl_signed", root, {
-            "revoked": str(len(entries)), "crl_number": str(crl.extensions.get_extension_for_class(
-                x509.CRLNumber).value.crl_number)})], at=now)
+            "revoked": str(len(entries)), "crl_number": str(number)})], at=now)
         return crl
 
     def _persist(self, signer: Signer, role: CARole, *, parent: str | None, imported: bool

@@ -31,14 +31,12 @@ from fleetpki.core.errors import BadInput, NotAuthorized, NotFound, PolicyViolat
 from fleetpki.core.issuance_plan import IssuancePlan, Request, plan_issuance
 from fleetpki.core.names import san_text
 from fleetpki.core.profile import Profile
-from fleetpki.core.reasons import RevocationReason
 from fleetpki.core.records import IssuedCertificate
 from fleetpki.core.serials import SerialSource, serial_hex
 from fleetpki.ra.api import Authorization
 from fleetpki.store.api import (
     AuditEvent,
     IssuanceLedger,
-    RevocationWriter,
     SerialCollision,
     SerialReservation,
 )
@@ -48,11 +46,10 @@ log = logging.getLogger(__name__)
 
 
 class IssuanceService:
-    def __init__(self, ledger: IssuanceLedger, revocations: RevocationWriter,
+    def __init__(self, ledger: IssuanceLedger,
                  profiles: Mapping[str, Profile], signers: SignerSource, clock: Clock,
                  serials: SerialSource) -> None:
         self._ledger = ledger
-        self._revocations = revocations
         self._profiles = profiles
         self._signers = signers
         self._clock = clock
@@ -172,22 +169,6 @@ class IssuanceService:
                 continue
         raise RuntimeError("could not draw an unused serial: the serial source is broken")
 
-    def revoke(self, serial: int, reason: RevocationReason, authorization: Authorization, *,
-               issuer: str | None = None) -> IssuedCertificate:
-        found = self._ledger.get_certificate(serial, issuer)
-        if found is None:
-            raise NotFound(f"no certificate with serial {serial_hex(serial)}")
-        event = AuditEvent(actor=authorization.actor, action="certificate.revoked",
-                           subject=serial_hex(serial),
-                           details={"issuer": found.issuer, "reason": reason.value,
-                                    "device_id": found.device_id})
-        revoked = self._revocations.revoke(found.issuer, serial, reason, at=self._clock.now(),
-                                           event=event)
-        log.info("certificate revoked", extra={"actor": authorization.actor,
-                                               "serial": serial_hex(serial),
-                                               "reason": reason.value})
-        return revoked
-
 
 def issued_record(plan: IssuancePlan, serial: int, der: bytes, now: dt.datetime
                   ) -> IssuedCertificate:
@@ -197,6 +178,7 @@ def issued_record(plan: IssuancePlan, serial: int, der: bytes, now: dt.datetime
         sans=san_strings(plan.sans),
         key_spec=str(plan.key_spec), key_fingerprint=hashlib.sha256(plan.spki_der).hexdigest(),
         not_before=plan.not_before, not_after=plan.not_after, issued_at=now, der=der,
+        crl_shard=plan.crl_shard(serial),
     )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Protocol
 
 from fleetpki.core.audit_chain import canonical_details
@@ -22,7 +22,13 @@ from fleetpki.core.enrollment_records import (
     PendingEnrollment,
 )
 from fleetpki.core.reasons import RevocationReason
-from fleetpki.core.records import CARecord, CertificateStatus, IssuedCertificate
+from fleetpki.core.records import (
+    CARecord,
+    CertificateStatus,
+    IssuedCertificate,
+    RevocationStatus,
+    RevokedEntry,
+)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -108,7 +114,79 @@ class IssuanceLedger(CertificateReader, AuditWriter, Protocol):
 
 class RevocationWriter(Protocol):
     def revoke(self, issuer: str, serial: int, reason: RevocationReason, *, at: dt.datetime,
-               event: AuditEvent) -> IssuedCertificate: ...
+               event: AuditEvent, invalidity_date: dt.datetime | None = None
+               ) -> IssuedCertificate:
+        """NotFound for an unknown certificate, Conflict if it is already revoked (a hold may
+        turn into a revocation for good, with a new change sequence for the delta CRL)."""
+        ...
+
+    def release_hold(self, issuer: str, serial: int, *, at: dt.datetime, event: AuditEvent
+                     ) -> IssuedCertificate:
+        """Lift a certificateHold (the next delta CRL says removeFromCRL); Conflict if the
+        certificate is not on hold."""
+        ...
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RevokedQuery:
+    """Which revoked entries a CRL lists.
+
+    `profile`/`shard` narrow to one partition; `changed_after` makes it a delta: only rows
+    whose revocation changed after that watermark, with lifted holds as removals (dated
+    `valid_at`). Entries of certificates that expired before `expired_cutoff` are left out
+    unless their profile is in `keep_expired`. RFC 5280 §3.3 wants an entry on at least one
+    CRL issued after the certificate expired: the publisher sets the cutoff a CRL validity
+    back, and re-signs at half of it."""
+
+    issuer: str
+    valid_at: dt.datetime
+    expired_cutoff: dt.datetime
+    profile: str | None = None
+    shard: int | None = None
+    changed_after: int | None = None
+    keep_expired: frozenset[str] = frozenset()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CrlPublication:
+    """The last CRL signed for one series (issuer, scope, kind)."""
+
+    issuer: str
+    scope: str  # CrlScope.key
+    kind: str  # "full" or "delta"
+    number: int
+    this_update: dt.datetime
+    next_update: dt.datetime
+    watermark: int  # the issuer's revocation_seq the CRL reflects
+    entries: int
+    size: int
+    base_number: int | None = None  # deltas: the full CRL they extend
+    base_watermark: int | None = None
+
+
+class RevocationReader(Protocol):
+    """What the CRL publisher reads; streams, so a million entries never sit in a list."""
+
+    def revocation_seq(self, issuer: str) -> int: ...
+
+    def revoked_entries(self, query: RevokedQuery) -> Iterator[RevokedEntry]: ...
+
+    def crl_publications(self, issuer: str) -> list[CrlPublication]: ...
+
+
+class CrlLedger(RevocationReader, Protocol):
+    def next_crl_number(self, issuer: str) -> int: ...
+
+    def record_crl(self, publication: CrlPublication, event: AuditEvent, *, at: dt.datetime
+                   ) -> None:
+        """Replace the series' state; audited in the same transaction."""
+        ...
+
+
+class StatusReader(Protocol):
+    """The OCSP responder's whole view of the store."""
+
+    def certificate_status(self, issuer: str, serial: int) -> RevocationStatus | None: ...
 
 
 class CARegistry(CAReader, AuditWriter, Protocol):

@@ -32,7 +32,7 @@ def setup(tmp_path: Path) -> tuple[IssuanceService, SqlStore, FakeClock]:
     store, issuing = store_with_cas(tmp_path, START)
     profiles = load_profiles(Path(str(resources.files("fleetpki.defaults")
                                       .joinpath("profiles.toml"))), known_issuers={"issuing"})
-    service = IssuanceService(store, store, profiles, OneSigner(issuing), clock, RandomSerials())
+    service = IssuanceService(store, profiles, OneSigner(issuing), clock, RandomSerials())
     return service, store, clock
 
 

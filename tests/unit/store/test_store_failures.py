@@ -30,7 +30,7 @@ def store(tmp_path: Path) -> SqlStore:
     store = SqlStore(f"sqlite:///{tmp_path / 'fleetpki.db'}")
     with sqlite3.connect(tmp_path / "fleetpki.db") as db:
         db.execute("insert into cas values ('issuing', 'issuing', null, x'00', 'k', 0, "
-                   "'2026-11-21 00:00:00', 0, null, null)")
+                   "'2026-11-21 00:00:00', 0, null, null, 0)")
     return store
 
 

@@ -9,9 +9,11 @@ both paths on SQLite and PostgreSQL).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -65,6 +67,88 @@ def execute_driver(connection: sa.Connection, sql: str,
         # treat both paths alike (IntegrityError for a duplicate serial, and so on).
         raise sa.exc.DBAPIError.instance(sql, parameters, error, driver_error) from None
     return cursor
+
+
+def stream_driver(connection: sa.Connection, sql: str, parameters: tuple[Any, ...], *,
+                  batch: int) -> Iterator[tuple[Any, ...]]:
+    """Rows of a `?`-marker query straight from the DBAPI cursor, `batch` at a time, for
+    reads of a million rows where SQLAlchemy's row objects cost more than the database. On
+    PostgreSQL the cursor is server-side (named), so the rows are not all held in memory."""
+    postgres = connection.dialect.name == "postgresql"
+    if connection.dialect.paramstyle != "qmark":
+        sql = _format_markers(sql)
+    dbapi = connection.connection.dbapi_connection
+    assert dbapi is not None
+    cursor = dbapi.cursor(name="fleetpki_stream") if postgres else dbapi.cursor()
+    driver_error = connection.dialect.loaded_dbapi.Error
+    try:
+        cursor.execute(sql, parameters)
+        while rows := cursor.fetchmany(batch):
+            yield from rows
+    except driver_error as error:
+        raise sa.exc.DBAPIError.instance(sql, parameters, error, driver_error) from None
+    finally:
+        cursor.close()
+
+
+class PointReads:
+    """One-row reads on a DBAPI connection kept per thread, for the lookups a responder makes
+    per request: a pool checkout and SQLAlchemy's statement machinery cost more than the
+    indexed read itself. Autocommit on SQLite (each read sees the latest commit); on other
+    databases each read ends its transaction, so none stays open."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self._engine = engine
+        self._local = threading.local()
+        self._opened: list[Any] = []
+        self._lock = threading.Lock()
+        self._sqlite = engine.dialect.name == "sqlite"
+        self._qmark = engine.dialect.paramstyle == "qmark"
+        self._error = engine.dialect.loaded_dbapi.Error
+
+    def one(self, sql: str, parameters: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        if not self._qmark:
+            sql = _format_markers(sql)
+        connection = self._connection()
+        try:
+            cursor = connection.cursor()
+            cursor.execute(sql, parameters)
+            row = cursor.fetchone()
+            cursor.close()
+            if not self._sqlite:
+                connection.rollback()
+            return tuple(row) if row is not None else None
+        except self._error as error:
+            self._forget(connection)  # a broken connection is replaced on the next read
+            raise sa.exc.DBAPIError.instance(sql, parameters, error, self._error) from None
+
+    def close(self) -> None:
+        with self._lock:
+            for connection in self._opened:
+                with contextlib.suppress(Exception):
+                    connection.close()
+            self._opened.clear()
+        self._local = threading.local()
+
+    def _connection(self) -> Any:
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            # Detached from the pool: this thread keeps it; the engine's connect hooks (SQLite
+            # pragmas, autocommit) have run on it.
+            fairy = self._engine.raw_connection()
+            fairy.detach()
+            connection = fairy.dbapi_connection
+            self._local.connection = connection
+            with self._lock:
+                self._opened.append(connection)
+        return connection
+
+    def _forget(self, connection: Any) -> None:
+        self._local.connection = None
+        with self._lock, contextlib.suppress(ValueError):
+            self._opened.remove(connection)
+        with contextlib.suppress(Exception):
+            connection.close()
 
 
 @functools.lru_cache(maxsize=64)

@@ -25,6 +25,7 @@ def certificate_row(cert: IssuedCertificate, stamp: Callable[[dt.datetime | None
         "\n".join(cert.sans), cert.key_spec, cert.key_fingerprint, stamp(cert.not_before),
         stamp(cert.not_after), stamp(cert.issued_at), cert.der, stamp(cert.revoked_at),
         cert.revocation_reason.value if cert.revocation_reason else None,
+        cert.crl_shard, stamp(cert.invalidity_date), None,
     )
 
 
@@ -45,6 +46,8 @@ def certificate_record(row: Any) -> IssuedCertificate:
         revoked_at=utc(row.revoked_at) if row.revoked_at is not None else None,
         revocation_reason=(RevocationReason(row.revocation_reason)
                            if row.revocation_reason else None),
+        crl_shard=row.crl_shard,
+        invalidity_date=utc(row.invalidity_date) if row.invalidity_date is not None else None,
     )
 
 

@@ -47,6 +47,7 @@ cas = sa.Table(
     sa.Column("crl_number", sa.Integer, nullable=False),
     sa.Column("revoked_at", UtcDateTime(), nullable=True),
     sa.Column("revocation_reason", sa.String(32), nullable=True),
+    sa.Column("revocation_seq", sa.Integer, nullable=False),
 )
 
 serials = sa.Table(
@@ -75,6 +76,9 @@ certificates = sa.Table(
     sa.Column("der", sa.LargeBinary, nullable=False),
     sa.Column("revoked_at", UtcDateTime(), nullable=True),
     sa.Column("revocation_reason", sa.String(32), nullable=True),
+    sa.Column("crl_shard", sa.Integer, nullable=True),
+    sa.Column("invalidity_date", UtcDateTime(), nullable=True),
+    sa.Column("revocation_seq", sa.Integer, nullable=True),
     sa.ForeignKeyConstraint(["issuer", "serial"], ["serials.issuer", "serials.serial"]),
 )
 
@@ -145,4 +149,19 @@ pending_enrollments = sa.Table(
     sa.Column("serial", sa.String(40), nullable=True),
     sa.Column("issuer", sa.String(64), nullable=True),
     sa.Column("reason", sa.Text, nullable=False),
+)
+
+crl_publications = sa.Table(
+    "crl_publications", metadata,
+    sa.Column("issuer", sa.String(64), primary_key=True),
+    sa.Column("scope", sa.String(80), primary_key=True),
+    sa.Column("kind", sa.String(8), primary_key=True),
+    sa.Column("number", sa.Integer, nullable=False),
+    sa.Column("this_update", UtcDateTime(), nullable=False),
+    sa.Column("next_update", UtcDateTime(), nullable=False),
+    sa.Column("watermark", sa.Integer, nullable=False),
+    sa.Column("base_number", sa.Integer, nullable=True),
+    sa.Column("base_watermark", sa.Integer, nullable=True),
+    sa.Column("entries", sa.Integer, nullable=False),
+    sa.Column("size", sa.Integer, nullable=False),
 )

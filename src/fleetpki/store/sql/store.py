@@ -13,10 +13,16 @@ from fleetpki.core.records import AuditEntry, CARecord, CertificateStatus, Issue
 from fleetpki.core.serials import serial_hex
 from fleetpki.store.api import AuditEvent, CertificateQuery, SerialCollision, SerialReservation
 from fleetpki.store.sql.audit_append import append_events
-from fleetpki.store.sql.bulk import execute_driver, insert_many, timestamp_converter
+from fleetpki.store.sql.bulk import (
+    PointReads,
+    execute_driver,
+    insert_many,
+    timestamp_converter,
+)
 from fleetpki.store.sql.engine import create_engines, migrate, translate_errors
 from fleetpki.store.sql.enrollment import EnrollmentTables
 from fleetpki.store.sql.group_commit import GroupCommitter
+from fleetpki.store.sql.revocation import RevocationTables
 from fleetpki.store.sql.rows import audit_record, ca_record, certificate_record, certificate_row
 from fleetpki.store.sql.schema import audit_head, audit_log, cas, certificates, serials
 
@@ -26,16 +32,18 @@ _CERTIFICATE_COLUMNS = tuple(c.name for c in certificates.columns)
 _MARK_ISSUED = "UPDATE serials SET state = 'issued' WHERE issuer = ? AND serial = ?"
 
 
-class SqlStore(EnrollmentTables):
+class SqlStore(EnrollmentTables, RevocationTables):
     def __init__(self, url: str) -> None:
         self.url = url
         self._writer, self._reader = create_engines(url)
         migrate(self._writer)
         self._commits = GroupCommitter(self._writer)
+        self._point_reads = PointReads(self._reader)
         self._known_issuers: set[str] = set()
 
     def close(self) -> None:
         self._commits.close()
+        self._point_reads.close()
         self._writer.dispose()
         self._reader.dispose()
 
@@ -57,7 +65,8 @@ class SqlStore(EnrollmentTables):
             c.execute(cas.insert().values(
                 name=record.name, role=record.role.value, parent=record.parent,
                 certificate_der=record.certificate_der, key_file=record.key_file,
-                imported=record.imported, created_at=record.created_at, crl_number=0))
+                imported=record.imported, created_at=record.created_at, crl_number=0,
+                revocation_seq=0))
             append_events(c, [event], at)
 
     def set_ca_key_file(self, name: str, key_file: str | None, event: AuditEvent, *,
@@ -215,23 +224,6 @@ class SqlStore(EnrollmentTables):
     def audit(self, events: Sequence[AuditEvent], *, at: dt.datetime) -> None:
         with translate_errors():
             self._commits.run(lambda c: append_events(c, events, at))
-
-    def revoke(self, issuer: str, serial: int, reason: RevocationReason, *, at: dt.datetime,
-               event: AuditEvent) -> IssuedCertificate:
-        t = certificates.c
-        key = (t.issuer == issuer, t.serial == serial_hex(serial))
-        with translate_errors(), self._writer.begin() as c:
-            row = c.execute(sa.select(certificates).where(*key)).first()
-            if row is None:
-                raise NotFound(f"no certificate with serial {serial_hex(serial)} from '{issuer}'")
-            if row.revoked_at is not None:
-                raise Conflict(f"certificate {serial_hex(serial)} was already revoked on "
-                               f"{row.revoked_at:%Y-%m-%d %H:%M} ({row.revocation_reason})")
-            c.execute(certificates.update().where(*key)
-                      .values(revoked_at=at, revocation_reason=reason.value))
-            append_events(c, [event], at)
-            updated = c.execute(sa.select(certificates).where(*key)).one()
-        return certificate_record(updated)
 
     # -- audit -----------------------------------------------------------------------------
 
