@@ -6,8 +6,10 @@ import dataclasses
 import functools
 import os
 import secrets
+from collections.abc import Coroutine
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -19,7 +21,15 @@ from fleetpki.config import DEFAULT_PASSPHRASE_ENV, Settings, load_settings
 from fleetpki.core.clock import Clock, SystemClock
 from fleetpki.core.errors import ConfigError
 from fleetpki.core.profile import Profile
+from fleetpki.core.records import IssuedCertificate
 from fleetpki.core.serials import RandomSerials
+from fleetpki.ocsp_identity import PROFILE_NAME as OCSP_PROFILE
+from fleetpki.ocsp_identity import (
+    ResponderFiles,
+    ensure_responder,
+    load_responder,
+    responder_profile,
+)
 from fleetpki.profiles_loader import load_profiles
 from fleetpki.protocols.est.server import EstServer, ProxyTrust
 from fleetpki.ra.api import Authorization
@@ -29,13 +39,20 @@ from fleetpki.ra.ca_chain import issuer_chain
 from fleetpki.ra.credentials import CredentialAdmin
 from fleetpki.ra.enrollment import EnrollmentLimits, EnrollmentService
 from fleetpki.ra.manufacturers import ManufacturerAdmin
+from fleetpki.ra.revocations import RevocationDesk
 from fleetpki.ra.service import IssuanceService
+from fleetpki.revocation.crl_http import CrlFiles
+from fleetpki.revocation.crl_publisher import CrlPublisher, CrlTiming, PublishedCrl
+from fleetpki.revocation.ocsp_http import ocsp_app
+from fleetpki.revocation.ocsp_responder import OcspResponder, ResponderKey
+from fleetpki.revocation_runtime import ResponderKeys, publish_lock, revocation_loop
 from fleetpki.server_identity import (
     PROFILE_NAME,
     ServerCredentials,
     ensure_server_certificate,
     server_profile,
 )
+from fleetpki.serving.workers import WorkerApps
 from fleetpki.store.sql.store import SqlStore
 
 
@@ -49,11 +66,12 @@ class Fleet:
     @functools.cached_property
     def profiles(self) -> dict[str, Profile]:
         issuers = {ca.name for ca in self.store.list_cas()}
-        return load_profiles(self.settings.profiles_file, known_issuers=issuers)
+        return load_profiles(self.settings.profiles_file, known_issuers=issuers,
+                             publication=self.settings.revocation.publication)
 
     @functools.cached_property
     def issuance(self) -> IssuanceService:
-        return IssuanceService(self.store, self.store, self.profiles, self.signers, self.clock,
+        return IssuanceService(self.store, self.profiles, self.signers, self.clock,
                                RandomSerials())
 
     @functools.cached_property
@@ -87,7 +105,7 @@ class Fleet:
     def server_credentials(self) -> ServerCredentials:
         """The serve command's TLS certificate and key, issued or renewed as needed."""
         issuer = self.profiles[self.default_profile].issuer
-        issuance = IssuanceService(self.store, self.store, {PROFILE_NAME: server_profile(issuer)},
+        issuance = IssuanceService(self.store, {PROFILE_NAME: server_profile(issuer)},
                                    self.signers, self.clock, RandomSerials())
         return ensure_server_certificate(
             self.settings.home / "server", self.settings.server.hostnames, issuer, issuance,
@@ -100,6 +118,68 @@ class Fleet:
         ders += [m.certificate_der for m in self.store.list_manufacturers()]
         return b"".join(x509.load_der_x509_certificate(d).public_bytes(serialization.Encoding.PEM)
                         for d in ders)
+
+    # -- revocation ------------------------------------------------------------------------
+
+    @property
+    def crl_directory(self) -> Path:
+        return self.settings.home / "crl"
+
+    @functools.cached_property
+    def crl_publisher(self) -> CrlPublisher:
+        revocation = self.settings.revocation
+        return CrlPublisher(self.store, self.store, self.signers, self.profiles,
+                            self.crl_directory, self.clock,
+                            CrlTiming(revocation.crl_validity, revocation.delta_validity),
+                            actor="fleetpki:crl")
+
+    def publish_crls(self, *, force: bool = False) -> list[PublishedCrl]:
+        """Sign the CRLs that are due, and renew OCSP responders nearing their end."""
+        with publish_lock(self.crl_directory, wait=True):
+            self.ensure_ocsp_responders()
+            return self.crl_publisher.publish(force=force)
+
+    def revocations(self, authorization: Authorization) -> RevocationDesk:
+        def publish_now(record: IssuedCertificate) -> None:
+            with publish_lock(self.crl_directory, wait=True):
+                self.crl_publisher.publish_after_revocation(record)
+
+        return RevocationDesk(self.store, self.store, self.profiles, self.clock, authorization,
+                              publish_now)
+
+    def ensure_ocsp_responders(self) -> list[ResponderFiles]:
+        passphrase = self.settings.passphrase.read()
+        files = []
+        for issuer in self.crl_publisher.issuers():
+            issuance = IssuanceService(self.store, {OCSP_PROFILE: responder_profile(issuer)},
+                                       self.signers, self.clock, RandomSerials())
+            files.append(ensure_responder(
+                self.settings.home / "ocsp", issuer, self.chain(issuer)[0], issuance,
+                passphrase, self.clock.now(),
+                answer_validity=self.settings.revocation.ocsp_validity))
+        return files
+
+    def ocsp_responder(self) -> tuple[OcspResponder, ResponderKeys]:
+        """A responder over the store, with keys that follow their files' rollover."""
+        passphrase = self.settings.passphrase.read()
+        directory = self.settings.home / "ocsp"
+
+        def files() -> list[Path]:
+            return sorted(directory.glob("*-responder*.pem"))
+
+        def load() -> list[ResponderKey]:
+            keys = []
+            for issuer in self.crl_publisher.issuers():
+                responder = ResponderFiles.of(directory, issuer)
+                if responder.certificate.exists():
+                    keys.append(load_responder(responder, issuer, self.chain(issuer)[0],
+                                               passphrase))
+            return keys
+
+        keys = ResponderKeys(files, load)
+        responder = OcspResponder(self.store, keys.initial(), self.clock,
+                                  validity=self.settings.revocation.ocsp_validity)
+        return responder, keys
 
     def ca_admin(self, authorization: Authorization) -> CAAdmin:
         return CAAdmin(self.store, self.store, self.signers, self.settings.key_directory,
@@ -114,10 +194,29 @@ class Fleet:
 
 
 def asgi_app(fleet: Fleet) -> Starlette:
-    """Every device-facing protocol on one ASGI app. A new protocol is one more line here."""
+    """Every enrollment protocol on one ASGI app. A new protocol is one more line here."""
     proxies = fleet.settings.server.trusted_proxies
     routes = EstServer(fleet.enrollment, ProxyTrust(proxies) if proxies else None).routes()
     return Starlette(routes=routes)
+
+
+def worker_apps(fleet: Fleet) -> WorkerApps:
+    """What each `fleetpki serve` worker runs: enrollment on the HTTPS (and proxy) listener,
+    CRLs and OCSP on the plain-HTTP one, and the publishing loop."""
+    enrollment = asgi_app(fleet)
+    responder, keys = fleet.ocsp_responder()
+    # OCSP first, as a bare ASGI app: it is the busiest thing a PKI serves, and Starlette's
+    # router would cost a quarter of each answer. Everything else falls through to the CRLs.
+    revocation = ocsp_app(responder, fallback=Starlette(
+        routes=CrlFiles(fleet.crl_directory, fleet.clock).routes()))
+    interval = fleet.settings.revocation.check_interval.total_seconds()
+
+    def background() -> Coroutine[Any, Any, None]:
+        return revocation_loop(fleet.crl_publisher.publish, fleet.crl_directory, interval,
+                               responder, keys)
+
+    return WorkerApps({"https": enrollment, "proxy": enrollment, "revocation": revocation},
+                      background)
 
 
 def open_fleet(home: Path, *, clock: Clock | None = None) -> Fleet:
@@ -161,4 +260,5 @@ def prepare_home(home: Path) -> list[str]:
     return created
 
 
-__all__ = ["DEFAULT_PASSPHRASE_ENV", "Fleet", "asgi_app", "open_fleet", "prepare_home"]
+__all__ = ["DEFAULT_PASSPHRASE_ENV", "Fleet", "asgi_app", "open_fleet", "prepare_home",
+           "worker_apps"]

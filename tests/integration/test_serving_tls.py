@@ -45,7 +45,7 @@ async def echo_app(scope: dict[str, Any], receive: Callable[[], Any], send: Call
 
 def run_server(directory: Path, http: str, mode: str) -> int:
     from fleetpki.serving.tls import server_tls_context
-    from fleetpki.serving.workers import Listener, serve
+    from fleetpki.serving.workers import Listener, WorkerApps, serve
 
     def tls(accept_expired: bool) -> Callable[[], ssl.SSLContext]:
         return lambda: server_tls_context(
@@ -56,7 +56,7 @@ def run_server(directory: Path, http: str, mode: str) -> int:
     def app_factory() -> Any:
         if mode == "crash":
             raise RuntimeError("this app cannot start")
-        return echo_app
+        return WorkerApps({name: echo_app for name in ("lenient", "strict", "plain")})
 
     def on_ready(addresses: list[tuple[str, int]]) -> None:
         print(json.dumps(addresses), flush=True)

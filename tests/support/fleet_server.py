@@ -16,6 +16,7 @@ from pathlib import Path
 
 _READY = re.compile(r"serving EST on https://127\.0\.0\.1:(\d+)/")
 _PROXY = re.compile(r"proxy listener .* on http://127\.0\.0\.1:(\d+)")
+_REVOCATION = re.compile(r"CRLs and OCSP on http://127\.0\.0\.1:(\d+)/")
 
 
 @dataclass(frozen=True)
@@ -23,11 +24,17 @@ class RunningServer:
     home: Path
     port: int
     proxy_port: int | None
+    revocation_port: int
     log: Path
 
     @property
     def base(self) -> str:
         return f"https://127.0.0.1:{self.port}/.well-known/est"
+
+    @property
+    def revocation_base(self) -> str:
+        """Where CRLs (/crl/...) and OCSP (/ocsp) are served, over plain HTTP."""
+        return f"http://127.0.0.1:{self.revocation_port}"
 
     @property
     def tls_chain(self) -> Path:
@@ -40,21 +47,26 @@ def fleet_server(home: Path, *, workers: int = 1, timeout: float = 60.0,
                  env: dict[str, str] | None = None, command: tuple[str, ...] = ("serve",)
                  ) -> Iterator[RunningServer]:
     """Start `fleetpki serve` (or another command that ends up serving, such as `up`), wait
-    (bounded) for its ready line, stop it by PID afterwards."""
+    (bounded) for its ready line, stop it by PID afterwards. The CRL/OCSP listener takes a
+    free port unless fleetpki.toml has a [revocation] table (tests that need the port in
+    certificates choose it beforehand)."""
     home.mkdir(parents=True, exist_ok=True)
     log = home.parent / f"{home.name}-serve.log"
     handle = log.open("w")
     extra = ["--workers", str(workers)] if command == ("serve",) else []
+    settings = home / "fleetpki.toml"
+    text = settings.read_text() if settings.exists() else ""
+    if "[revocation]" not in text:
+        extra += ["--revocation-listen", "127.0.0.1:0"]
     process = subprocess.Popen(
         [sys.executable, "-m", "fleetpki.cli", "--home", str(home), *command,
          "--listen", "127.0.0.1:0", *extra],
         stdout=subprocess.PIPE, stderr=handle, bufsize=0,
         env={**os.environ, **(env or {})})
     try:
-        settings = home / "fleetpki.toml"
-        expects_proxy = settings.exists() and "[server.proxy]" in settings.read_text()
-        port, proxy_port = _wait_ready(process, timeout, log, expects_proxy)
-        yield RunningServer(home, port, proxy_port, log)
+        port, proxy_port, revocation_port = _wait_ready(process, timeout, log,
+                                                        "[server.proxy]" in text)
+        yield RunningServer(home, port, proxy_port, revocation_port, log)
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
@@ -69,7 +81,7 @@ def fleet_server(home: Path, *, workers: int = 1, timeout: float = 60.0,
 
 
 def _wait_ready(process: subprocess.Popen[bytes], timeout: float, log: Path,
-                expects_proxy: bool) -> tuple[int, int | None]:
+                expects_proxy: bool) -> tuple[int, int | None, int]:
     """Read the ready lines straight from the pipe (os.read: a buffered reader could hold the
     second line while select() reports nothing more to read)."""
     assert process.stdout is not None
@@ -86,13 +98,12 @@ def _wait_ready(process: subprocess.Popen[bytes], timeout: float, log: Path,
                 text += chunk.decode("utf-8", "replace")
             elif process.poll() is not None:
                 break
-            ready = _READY.search(text)
-            if ready is None:
+            ready, revocation = _READY.search(text), _REVOCATION.search(text)
+            if ready is None or revocation is None:
                 continue
             proxy = _PROXY.search(text)
-            if proxy is not None:
-                return int(ready.group(1)), int(proxy.group(1))
-            if not expects_proxy:
-                return int(ready.group(1)), None
+            if proxy is not None or not expects_proxy:
+                return (int(ready.group(1)), int(proxy.group(1)) if proxy else None,
+                        int(revocation.group(1)))
     raise RuntimeError(f"fleetpki serve did not become ready within {timeout} s; stdout: "
                        f"{text!r}; stderr: {log.read_text()[-4000:]}")

@@ -88,21 +88,61 @@ def show(state: CliState, serial: str, issuer: str | None, as_pem: bool) -> None
 
 
 @certs.command("revoke")
-@click.argument("serial")
+@click.argument("serial", required=False)
+@click.option("--device", default=None, help="Revoke every valid certificate of this device "
+              "instead of one serial.")
 @click.option("--reason", required=True, help="RFC 5280 reason, e.g. keyCompromise, superseded, "
-              "cessationOfOperation.")
+              "cessationOfOperation, certificateHold (can be lifted with release-hold).")
+@click.option("--invalidity-date", default=None, metavar="ISO-8601",
+              help="When the key was known or suspected to be compromised, e.g. "
+                   "2026-11-20T08:00:00Z (RFC 5280 §5.3.2).")
 @click.option("--issuer", default=None)
 @pass_state
 @handle_errors
-def revoke(state: CliState, serial: str, reason: str, issuer: str | None) -> None:
-    """Revoke a certificate; the store records it (CRLs and OCSP serve it)."""
+def revoke(state: CliState, serial: str | None, device: str | None, reason: str,
+           invalidity_date: str | None, issuer: str | None) -> None:
+    """Revoke a certificate (or all of a device's): CRLs list it and OCSP reports it at once;
+    CRL files show it at their next publication (at once if the profile says publish_on_revoke).
+    """
+    if (serial is None) == (device is None):
+        raise click.UsageError("give either a SERIAL or --device, not both")
     try:
         parsed = RevocationReason.parse(reason)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--reason") from None
-    record = state.fleet().issuance.revoke(_serial(serial), parsed, local_operator(),
-                                           issuer=issuer)
-    click.echo(f"revoked {record.serial:x} ({record.device_id}) for {parsed.value}")
+    invalid = _timestamp(invalidity_date, "--invalidity-date") if invalidity_date else None
+    desk = state.fleet().revocations(local_operator())
+    if device is not None:
+        records = desk.revoke_device(device, parsed, invalidity_date=invalid)
+    else:
+        records = [desk.revoke(_serial(serial or ""), parsed, issuer=issuer,
+                               invalidity_date=invalid)]
+    for record in records:
+        click.echo(f"revoked {record.serial:x} ({record.device_id}) for {parsed.value}")
+
+
+@certs.command("release-hold")
+@click.argument("serial")
+@click.option("--issuer", default=None)
+@pass_state
+@handle_errors
+def release_hold(state: CliState, serial: str, issuer: str | None) -> None:
+    """Lift a certificateHold: the certificate is valid again, and the next delta CRL says
+    removeFromCRL."""
+    record = state.fleet().revocations(local_operator()).release_hold(_serial(serial),
+                                                                      issuer=issuer)
+    click.echo(f"hold lifted on {record.serial:x} ({record.device_id})")
+
+
+def _timestamp(text: str, option: str) -> dt.datetime:
+    try:
+        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter("use ISO 8601, e.g. 2026-11-20T08:00:00Z",
+                                 param_hint=option) from None
+    if value.tzinfo is None:
+        raise click.BadParameter("give a time zone, e.g. a trailing Z for UTC", param_hint=option)
+    return value.astimezone(dt.UTC)
 
 
 @certs.command("export")

@@ -7,47 +7,54 @@ import ssl
 import sys
 
 import click
-from starlette.applications import Starlette
 
 from fleetpki import logs
 from fleetpki.cli.context import CliState, handle_errors, pass_state
 from fleetpki.core.errors import ConfigError
 from fleetpki.server_settings import Address
 from fleetpki.serving.tls import server_tls_context
-from fleetpki.serving.workers import Listener, serve
-from fleetpki.wiring import asgi_app, open_fleet
+from fleetpki.serving.workers import Listener, WorkerApps, serve
+from fleetpki.wiring import open_fleet, worker_apps
 
 
 def register(cli: click.Group) -> None:
     cli.add_command(serve_command)
 
 
-def parse_address(text: str | None) -> Address | None:
+def parse_address(text: str | None, option: str = "--listen") -> Address | None:
     if text is None:
         return None
     try:
         return Address.parse(text)
     except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--listen") from None
+        raise click.BadParameter(str(exc), param_hint=option) from None
 
 
 @click.command("serve")
 @click.option("--listen", default=None, help="HOST:PORT for HTTPS (default: server.listen).")
+@click.option("--revocation-listen", default=None,
+              help="HOST:PORT for CRLs and OCSP over plain HTTP (default: revocation.listen).")
 @click.option("--workers", type=click.IntRange(1, 64), default=None,
               help="Worker processes (default: server.workers).")
 @pass_state
 @handle_errors
-def serve_command(state: CliState, listen: str | None, workers: int | None) -> None:
-    """Serve EST (RFC 7030) on HTTPS until SIGTERM or Ctrl-C."""
-    sys.exit(run_server(state, parse_address(listen), workers))
+def serve_command(state: CliState, listen: str | None, revocation_listen: str | None,
+                  workers: int | None) -> None:
+    """Serve EST (RFC 7030) on HTTPS, and CRLs and OCSP on plain HTTP, until SIGTERM or
+    Ctrl-C. CRLs due for re-signing are published while serving."""
+    sys.exit(run_server(state, parse_address(listen), workers,
+                        parse_address(revocation_listen, "--revocation-listen")))
 
 
-def run_server(state: CliState, listen: Address | None, workers: int | None) -> int:
+def run_server(state: CliState, listen: Address | None, workers: int | None,
+               revocation_listen: Address | None = None) -> int:
     fleet = state.fleet()
     settings = fleet.settings
     fleet.default_profile  # noqa: B018 - a bad est.default_profile refuses to start, here
     credentials = fleet.server_credentials()
     trust = fleet.client_trust_pem()
+    # Before forking: responders and CRLs exist when the first request arrives.
+    fleet.publish_crls()
     passphrase = settings.passphrase.read()
     home = settings.home
     # The parent must not hold database connections across fork: each worker opens its own.
@@ -62,20 +69,26 @@ def run_server(state: CliState, listen: Address | None, workers: int | None) -> 
     proxy = settings.server.proxy_listen
     if proxy is not None:
         listeners.append(Listener("proxy", proxy.host, proxy.port, None))
+    revocation = revocation_listen or settings.revocation.listen
+    if revocation is not None:
+        listeners.append(Listener("revocation", revocation.host, revocation.port, None))
 
-    def app_factory() -> Starlette:
+    def app_factory() -> WorkerApps:
         fleet = open_fleet(home)
         logs.configure(home / "logs" / "fleetpki.log", fmt=fleet.settings.log_format,
                        level=fleet.settings.log_level)
-        return asgi_app(fleet)
+        return worker_apps(fleet)
 
     def ready(bound: list[tuple[str, int]]) -> None:
-        https = Address(*bound[0])
-        click.echo(f"fleetpki serving EST on https://{https}/.well-known/est/ "
+        addresses = {listener.name: Address(*where)
+                     for listener, where in zip(listeners, bound, strict=True)}
+        click.echo(f"fleetpki serving EST on https://{addresses['https']}/.well-known/est/ "
                    f"({workers or settings.server.workers} workers)")
-        if len(bound) > 1:
+        if "proxy" in addresses:
             click.echo(f"proxy listener (plain HTTP, trusted proxies only) on "
-                       f"http://{Address(*bound[1])}")
+                       f"http://{addresses['proxy']}")
+        if "revocation" in addresses:
+            click.echo(f"CRLs and OCSP on http://{addresses['revocation']}/crl/ and /ocsp")
         click.echo(f"server certificate: {credentials.chain_file}", err=True)
         sys.stdout.flush()
 

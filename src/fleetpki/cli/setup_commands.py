@@ -73,9 +73,12 @@ def init(state: CliState, org: str, key_type: str, root_key_type: str | None, ro
 @click.option("--check-only", is_flag=True,
               help="Issue and verify the demo certificate, then exit instead of serving.")
 @click.option("--listen", default=None, help="HOST:PORT for HTTPS (default: server.listen).")
+@click.option("--revocation-listen", default=None,
+              help="HOST:PORT for CRLs and OCSP over plain HTTP (default: revocation.listen).")
 @pass_state
 @handle_errors
-def up(state: CliState, check_only: bool, listen: str | None) -> None:
+def up(state: CliState, check_only: bool, listen: str | None,
+       revocation_listen: str | None) -> None:
     """Run fleetpki on the embedded default: create everything on first run, prove it works
     by issuing a demo device certificate and verifying it independently, then serve EST."""
     ctx = click.get_current_context()
@@ -109,7 +112,8 @@ def up(state: CliState, check_only: bool, listen: str | None) -> None:
         return
     click.echo("Devices enroll over EST; create a credential for them with `fleetpki bootstrap "
                "create --profile PROFILE` (docs/protocols.md). Ctrl-C stops the server.")
-    sys.exit(run_server(state, parse_address(listen), None))
+    sys.exit(run_server(state, parse_address(listen), None,
+                        parse_address(revocation_listen, "--revocation-listen")))
 
 
 def _verify_with_cryptography(cert: x509.Certificate, chain: list[x509.Certificate],

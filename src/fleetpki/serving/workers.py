@@ -30,9 +30,9 @@ import ssl
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Coroutine, Generator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import uvicorn
 import uvloop
@@ -40,7 +40,7 @@ from starlette.types import ASGIApp
 
 from fleetpki.serving.client_certs import ClientCertH11Protocol, ClientCertHttpToolsProtocol
 
-__all__ = ["Listener", "serve"]
+__all__ = ["Listener", "WorkerApps", "serve"]
 
 logger = logging.getLogger("fleetpki.serving")
 
@@ -65,6 +65,15 @@ class Listener:
     tls: Callable[[], ssl.SSLContext] | None
 
 
+@dataclass(frozen=True)
+class WorkerApps:
+    """What one worker runs: an app per listener name, and an optional background coroutine
+    (started with the servers, cancelled when they stop)."""
+
+    apps: Mapping[str, ASGIApp]
+    background: Callable[[], Coroutine[Any, Any, None]] | None = None
+
+
 class _WorkerServer(uvicorn.Server):
     """A uvicorn server that leaves signals to its worker, which stops all its servers at once."""
 
@@ -73,7 +82,7 @@ class _WorkerServer(uvicorn.Server):
         yield
 
 
-def serve(app_factory: Callable[[], ASGIApp], listeners: Sequence[Listener], *, workers: int,
+def serve(app_factory: Callable[[], WorkerApps], listeners: Sequence[Listener], *, workers: int,
           on_ready: Callable[[list[tuple[str, int]]], None] | None = None,
           log_level: str = "warning", graceful_timeout: float = 10.0,
           http: Literal["httptools", "h11"] = "httptools") -> int:
@@ -99,11 +108,12 @@ def serve(app_factory: Callable[[], ASGIApp], listeners: Sequence[Listener], *, 
     def run_worker() -> int:
         os.close(ready_r)
         os.close(lifeline_w)
-        app = app_factory()
-        servers = [_WorkerServer(_config(app, context, http, log_level, graceful_timeout))
-                   for context in contexts]
+        worker = app_factory()
+        servers = [_WorkerServer(_config(worker.apps[listener.name], context, http, log_level,
+                                         graceful_timeout))
+                   for listener, context in zip(listeners, contexts, strict=True)]
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(_run_servers(servers, sockets, ready_w, lifeline_r))
+            runner.run(_run_servers(servers, sockets, ready_w, lifeline_r, worker.background))
         return 0
 
     def announce() -> None:
@@ -159,7 +169,8 @@ def _config(app: ASGIApp, context: ssl.SSLContext | None, http: Literal["httptoo
 
 
 async def _run_servers(servers: list[_WorkerServer], sockets: list[socket.socket],
-                       ready_w: int, lifeline_r: int) -> None:
+                       ready_w: int, lifeline_r: int,
+                       background: Callable[[], Coroutine[Any, Any, None]] | None) -> None:
     loop = asyncio.get_running_loop()
 
     def stop() -> None:
@@ -180,7 +191,14 @@ async def _run_servers(servers: list[_WorkerServer], sockets: list[socket.socket
         await asyncio.sleep(0.01)
     if all(s.started for s in servers):
         os.write(ready_w, os.getpid().to_bytes(4, "big"))
-    await asyncio.gather(*tasks)
+    job = asyncio.create_task(background()) if background is not None else None
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        if job is not None:
+            job.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await job
 
 
 def _fork(run: Callable[[], int]) -> int:

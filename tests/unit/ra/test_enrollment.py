@@ -41,6 +41,7 @@ from fleetpki.ra.credentials import CredentialAdmin, NewCredential
 from fleetpki.ra.enrollment import EnrollmentLimits, EnrollmentService
 from fleetpki.ra.manufacturers import ManufacturerAdmin
 from fleetpki.ra.rate_limits import RateLimit
+from fleetpki.ra.revocations import RevocationDesk
 from fleetpki.ra.service import IssuanceService
 from fleetpki.store.api import CertificateQuery
 from fleetpki.store.sql.store import SqlStore
@@ -107,7 +108,7 @@ def rig(tmp_path: Path) -> Rig:
     path = tmp_path / "profiles.toml"
     path.write_text(PROFILES)
     profiles = load_profiles(path, known_issuers={"issuing"})
-    issuance = IssuanceService(store, store, profiles, OneSigner(issuing), clock, RandomSerials())
+    issuance = IssuanceService(store, profiles, OneSigner(issuing), clock, RandomSerials())
     limits = EnrollmentLimits(per_credential=RateLimit(5, dt.timedelta(minutes=1)),
                               per_address=None)
     service = EnrollmentService(issuance, store, profiles, clock, limits, "sensor")
@@ -268,7 +269,8 @@ def test_reenroll_refused_when_subject_changes(rig: Rig) -> None:
 def test_reenroll_refused_when_revoked(rig: Rig) -> None:
     current, _ = enrolled_device(rig)
     serial = x509.load_der_x509_certificate(current).serial_number
-    rig.issuance.revoke(serial, RevocationReason.key_compromise, OPERATOR)
+    RevocationDesk(rig.store, rig.store, {}, rig.clock, OPERATOR).revoke(
+        serial, RevocationReason.key_compromise)
     rig.clock.advance(dt.timedelta(days=70))
     with pytest.raises(NotAuthorized, match="revoked"):
         enroll(rig, make_csr("sensor-0001")[0], cert=current, kind=EnrollmentKind.reenroll)
