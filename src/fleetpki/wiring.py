@@ -134,10 +134,15 @@ class Fleet:
                             actor="fleetpki:crl")
 
     def publish_crls(self, *, force: bool = False) -> list[PublishedCrl]:
-        """Sign the CRLs that are due, and renew OCSP responders nearing their end."""
+        """Sign the CRLs that are due, and renew OCSP responders nearing their end; waits for
+        a publisher running elsewhere (serve's timer, another shell) to finish first."""
         with publish_lock(self.crl_directory, wait=True):
-            self.ensure_ocsp_responders()
-            return self.crl_publisher.publish(force=force)
+            return self.publish_due(force=force)
+
+    def publish_due(self, *, force: bool = False) -> list[PublishedCrl]:
+        """publish_crls without the lock, for a caller that holds it."""
+        self.ensure_ocsp_responders()
+        return self.crl_publisher.publish(force=force)
 
     def revocations(self, authorization: Authorization) -> RevocationDesk:
         def publish_now(record: IssuedCertificate) -> None:
@@ -212,8 +217,8 @@ def worker_apps(fleet: Fleet) -> WorkerApps:
     interval = fleet.settings.revocation.check_interval.total_seconds()
 
     def background() -> Coroutine[Any, Any, None]:
-        return revocation_loop(fleet.crl_publisher.publish, fleet.crl_directory, interval,
-                               responder, keys)
+        return revocation_loop(fleet.publish_due, fleet.crl_directory, interval, responder,
+                               keys)
 
     return WorkerApps({"https": enrollment, "proxy": enrollment, "revocation": revocation},
                       background)

@@ -98,7 +98,8 @@ def run_server(state: CliState, listen: Address | None, workers: int | None,
     except OSError as error:
         if error.errno not in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
             raise
-        raise ConfigError(f"{error.strerror}: another program (or another fleetpki serve) may "
-                          "hold the port; stop it, or choose another address with --listen or "
-                          "server.listen in fleetpki.toml") from None
-
+        ports = ", ".join(f"{listener.host}:{listener.port}" for listener in listeners)
+        raise ConfigError(f"{error.strerror} (listening on {ports}): another program (or another "
+                          "fleetpki serve) may hold a port; stop it, or choose other addresses "
+                          "with --listen / --revocation-listen, or server.listen / "
+                          "revocation.listen in fleetpki.toml") from None
