@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from support.fleet_server import RunningServer, fleet_server
 from support.revocation_home import (
@@ -216,6 +217,32 @@ def test_gnutls_certtool_verifies_the_chain(responder: Responder) -> None:
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert "Chain verification output: Verified. The certificate is trusted." in output
+
+
+def test_gnutls_certtool_checks_the_published_crl(responder: Responder) -> None:
+    """A second CRL implementation: the complete CRL's signature verifies under the issuing CA,
+    and path validation with it refuses the revoked certificate and accepts the good one."""
+    [url] = responder.good.crl_urls
+    crl_der = responder.home.crl_file(url).read_bytes()
+    crl = responder.home.work / "complete.crl.pem"
+    crl.write_bytes(x509.load_der_x509_crl(crl_der).public_bytes(Encoding.PEM))
+    checked = run_tool("certtool", "--verify-crl", "--load-ca-certificate",
+                       str(responder.home.issuing_pem), "--infile", str(crl))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "Verified" in checked.stdout + checked.stderr
+    for issued, trusted in ((responder.good, True), (responder.revoked, False)):
+        chain = responder.home.work / f"{issued.pem.stem}-crl-chain.pem"
+        chain.write_bytes(issued.pem.read_bytes() + responder.home.issuing_pem.read_bytes())
+        result = run_tool("certtool", "--verify", "--load-ca-certificate",
+                          str(responder.home.root_pem), "--load-crl", str(crl),
+                          "--infile", str(chain))
+        output = result.stdout + result.stderr
+        if trusted:
+            assert result.returncode == 0, output
+            assert "The certificate is trusted." in output
+        else:
+            assert result.returncode != 0, output
+            assert "revoked" in output.lower(), output
 
 
 # -- bad input ----------------------------------------------------------------------------------
