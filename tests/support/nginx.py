@@ -44,7 +44,8 @@ from typing import Literal, Self
 
 import pytest
 
-__all__ = ["NGINX_PACKAGE", "NginxProxy", "VerifyClient", "nginx_binary", "render_config"]
+__all__ = ["NGINX_PACKAGE", "NginxProxy", "NginxServer", "VerifyClient", "http_preamble",
+           "nginx_binary", "render_config"]
 
 NGINX_PACKAGE = "nginx"
 """Debian package with ssl, proxy and ``$ssl_client_escaped_cert`` (nginx >= 1.13.5).
@@ -108,35 +109,11 @@ def render_config(
     """
     if verify_client == "optional" and client_ca is None:
         raise ValueError("ssl_verify_client optional needs a client_ca bundle")
-    if run_as_root is None:
-        run_as_root = os.geteuid() == 0
-    # As root, nginx would switch its workers to 'nobody', which cannot enter the private
-    # (mode 0700) test directories holding the temp paths: keep the workers as root. The
-    # directive is meaningless (and warned about) when the master is not root.
-    user = "user root root;\n" if run_as_root else ""
     client_ca_line = f"        ssl_client_certificate {client_ca};\n" if client_ca else ""
-    temp = prefix / "temp"
     return (
-        f"# fleetpki test proxy: TLS on 127.0.0.1:{listen_port} -> "
-        f"http://127.0.0.1:{upstream_port}\n"
-        f"{user}"
-        "worker_processes 1;\n"
-        f"pid {prefix / 'nginx.pid'};\n"
-        f"lock_file {prefix / 'nginx.lock'};\n"
-        f"error_log {prefix / 'error.log'} info;\n"
-        "\n"
-        "events {\n"
-        "    worker_connections 64;\n"
-        "}\n"
-        "\n"
-        "http {\n"
-        f"    access_log {prefix / 'access.log'};\n"
-        f"    client_body_temp_path {temp / 'client_body'};\n"
-        f"    proxy_temp_path {temp / 'proxy'};\n"
-        f"    fastcgi_temp_path {temp / 'fastcgi'};\n"
-        f"    uwsgi_temp_path {temp / 'uwsgi'};\n"
-        f"    scgi_temp_path {temp / 'scgi'};\n"
-        "\n"
+        http_preamble(prefix, f"fleetpki test proxy: TLS on 127.0.0.1:{listen_port} -> "
+                              f"http://127.0.0.1:{upstream_port}", run_as_root=run_as_root)
+        + "\n"
         "    server {\n"
         f"        listen 127.0.0.1:{listen_port} ssl;\n"
         "        server_name localhost;\n"
@@ -161,6 +138,38 @@ def render_config(
     )
 
 
+def http_preamble(prefix: Path, comment: str, *, run_as_root: bool | None = None) -> str:
+    """nginx.conf up to and including the opening of the ``http`` block: every path nginx
+    writes to is inside ``prefix``, so several instances (and a system nginx) coexist."""
+    if run_as_root is None:
+        run_as_root = os.geteuid() == 0
+    # As root, nginx would switch its workers to 'nobody', which cannot enter the private
+    # (mode 0700) test directories holding the temp paths: keep the workers as root. The
+    # directive is meaningless (and warned about) when the master is not root.
+    user = "user root root;\n" if run_as_root else ""
+    temp = prefix / "temp"
+    return (
+        f"# {comment}\n"
+        f"{user}"
+        "worker_processes 1;\n"
+        f"pid {prefix / 'nginx.pid'};\n"
+        f"lock_file {prefix / 'nginx.lock'};\n"
+        f"error_log {prefix / 'error.log'} info;\n"
+        "\n"
+        "events {\n"
+        "    worker_connections 64;\n"
+        "}\n"
+        "\n"
+        "http {\n"
+        f"    access_log {prefix / 'access.log'};\n"
+        f"    client_body_temp_path {temp / 'client_body'};\n"
+        f"    proxy_temp_path {temp / 'proxy'};\n"
+        f"    fastcgi_temp_path {temp / 'fastcgi'};\n"
+        f"    uwsgi_temp_path {temp / 'uwsgi'};\n"
+        f"    scgi_temp_path {temp / 'scgi'};\n"
+    )
+
+
 def _free_port() -> int:
     """A currently free TCP port on 127.0.0.1 (racy: ``start()`` retries when bind fails)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -169,39 +178,20 @@ def _free_port() -> int:
         return port
 
 
-class NginxProxy:
-    """Own one nginx master process proxying TLS on 127.0.0.1 to a local HTTP upstream.
+class NginxServer:
+    """Own one nginx master process on 127.0.0.1 with a private prefix directory.
 
-    ``start()`` writes the config, runs ``nginx -p DIR -c DIR/nginx.conf -g "daemon off;"``
-    in its own process group, and waits (bounded) until the port accepts connections; if
-    nginx exits or never listens it raises RuntimeError carrying the error log. ``stop()``
-    sends SIGQUIT (graceful) to that master, waits, then SIGKILLs its process group.
+    Subclasses say what to serve (``render``). ``start()`` writes the config, runs
+    ``nginx -p DIR -c DIR/nginx.conf -g "daemon off;"`` in its own process group, and waits
+    (bounded) until the port accepts connections; if nginx exits or never listens it raises
+    RuntimeError carrying the error log. ``stop()`` sends SIGQUIT (graceful) to that master,
+    waits, then SIGKILLs its process group.
     """
 
-    def __init__(
-        self,
-        *,
-        upstream_port: int,
-        server_cert: Path,
-        server_key: Path,
-        client_ca: Path | None = None,
-        verify_client: VerifyClient = "optional_no_ca",
-        verify_depth: int = 3,
-        directory: Path | None = None,
-        startup_timeout: float = 15.0,
-        stop_timeout: float = 10.0,
-    ) -> None:
-        """Configure the proxy; nothing runs until ``start()``.
-
-        ``directory`` is the private prefix (created if missing); by default a fresh
-        temporary directory that ``stop()`` removes.
-        """
-        self.upstream_port = upstream_port
-        self.server_cert = Path(server_cert).resolve()
-        self.server_key = Path(server_key).resolve()
-        self.client_ca = Path(client_ca).resolve() if client_ca is not None else None
-        self.verify_client: VerifyClient = verify_client
-        self.verify_depth = verify_depth
+    def __init__(self, *, directory: Path | None = None, startup_timeout: float = 15.0,
+                 stop_timeout: float = 10.0) -> None:
+        """Nothing runs until ``start()``. ``directory`` is the private prefix (created if
+        missing); by default a fresh temporary directory that ``stop()`` removes."""
         self.startup_timeout = startup_timeout
         self.stop_timeout = stop_timeout
         self._given_directory = directory
@@ -211,39 +201,38 @@ class NginxProxy:
         self._port: int | None = None
         self._config_text: str | None = None
 
+    def render(self, *, prefix: Path, listen_port: int) -> str:
+        """The nginx.conf to run with, listening on 127.0.0.1:``listen_port``."""
+        raise NotImplementedError
+
     # -- public API ---------------------------------------------------------------------
 
     @property
     def port(self) -> int:
-        """The TLS port on 127.0.0.1."""
+        """The port on 127.0.0.1."""
         if self._port is None:
-            raise RuntimeError("NginxProxy is not running: call start() first")
+            raise RuntimeError(f"{type(self).__name__} is not running: call start() first")
         return self._port
-
-    @property
-    def url(self) -> str:
-        """Base URL, e.g. ``https://127.0.0.1:43123``."""
-        return f"https://127.0.0.1:{self.port}"
 
     @property
     def pid(self) -> int:
         """PID of the nginx master process this object started."""
         if self._process is None:
-            raise RuntimeError("NginxProxy is not running: call start() first")
+            raise RuntimeError(f"{type(self).__name__} is not running: call start() first")
         return self._process.pid
 
     @property
     def directory(self) -> Path:
         """The private prefix directory (config, logs, pid file, temp paths)."""
         if self._directory is None:
-            raise RuntimeError("NginxProxy is not running: call start() first")
+            raise RuntimeError(f"{type(self).__name__} is not running: call start() first")
         return self._directory
 
     @property
     def config_text(self) -> str:
-        """The nginx.conf this proxy runs with (for documentation and failure messages)."""
+        """The nginx.conf this server runs with (for documentation and failure messages)."""
         if self._config_text is None:
-            raise RuntimeError("NginxProxy is not running: call start() first")
+            raise RuntimeError(f"{type(self).__name__} is not running: call start() first")
         return self._config_text
 
     @property
@@ -277,6 +266,22 @@ class NginxProxy:
             raise
         return self
 
+    def reload(self) -> None:
+        """Re-read the configuration and the files it names (SIGHUP to the master this object
+        started), and wait (bounded) until a worker with the new configuration has started."""
+        if self._process is None:
+            raise RuntimeError(f"{type(self).__name__} is not running: call start() first")
+        started = self.error_log.count("start worker process")
+        self._process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if self.error_log.count("start worker process") > started:
+                return
+            if self._process.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise RuntimeError(f"nginx did not reload:\n{self._logs()}")
+
     def stop(self) -> None:
         """Stop the master this object started (SIGQUIT, bounded wait, SIGKILL). Idempotent."""
         process, self._process = self._process, None
@@ -291,7 +296,7 @@ class NginxProxy:
                 self._owns_directory = False
 
     def __enter__(self) -> Self:
-        """Start the proxy."""
+        """Start the server."""
         return self.start()
 
     def __exit__(
@@ -300,7 +305,7 @@ class NginxProxy:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        """Stop the proxy whatever happened in the block."""
+        """Stop the server whatever happened in the block."""
         self.stop()
 
     # -- internals ----------------------------------------------------------------------
@@ -310,16 +315,7 @@ class NginxProxy:
         deadline = time.monotonic() + self.startup_timeout
         for attempt in range(1, _START_ATTEMPTS + 1):
             port = _free_port()
-            config = render_config(
-                prefix=directory,
-                listen_port=port,
-                upstream_port=self.upstream_port,
-                server_cert=self.server_cert,
-                server_key=self.server_key,
-                client_ca=self.client_ca,
-                verify_client=self.verify_client,
-                verify_depth=self.verify_depth,
-            )
+            config = self.render(prefix=directory, listen_port=port)
             conf_path = directory / "nginx.conf"
             conf_path.write_text(config, encoding="utf-8")
             (directory / "error.log").unlink(missing_ok=True)
@@ -408,3 +404,46 @@ class NginxProxy:
             return path.read_text(encoding="utf-8", errors="replace")
         except FileNotFoundError:
             return ""
+
+
+class NginxProxy(NginxServer):
+    """nginx proxying TLS on 127.0.0.1 to a local HTTP upstream (see ``render_config``)."""
+
+    def __init__(
+        self,
+        *,
+        upstream_port: int,
+        server_cert: Path,
+        server_key: Path,
+        client_ca: Path | None = None,
+        verify_client: VerifyClient = "optional_no_ca",
+        verify_depth: int = 3,
+        directory: Path | None = None,
+        startup_timeout: float = 15.0,
+        stop_timeout: float = 10.0,
+    ) -> None:
+        super().__init__(directory=directory, startup_timeout=startup_timeout,
+                         stop_timeout=stop_timeout)
+        self.upstream_port = upstream_port
+        self.server_cert = Path(server_cert).resolve()
+        self.server_key = Path(server_key).resolve()
+        self.client_ca = Path(client_ca).resolve() if client_ca is not None else None
+        self.verify_client: VerifyClient = verify_client
+        self.verify_depth = verify_depth
+
+    @property
+    def url(self) -> str:
+        """Base URL, e.g. ``https://127.0.0.1:43123``."""
+        return f"https://127.0.0.1:{self.port}"
+
+    def render(self, *, prefix: Path, listen_port: int) -> str:
+        return render_config(
+            prefix=prefix,
+            listen_port=listen_port,
+            upstream_port=self.upstream_port,
+            server_cert=self.server_cert,
+            server_key=self.server_key,
+            client_ca=self.client_ca,
+            verify_client=self.verify_client,
+            verify_depth=self.verify_depth,
+        )
