@@ -12,7 +12,7 @@ clocks agreeing between nodes.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import sqlalchemy as sa
@@ -23,7 +23,7 @@ from fleetpki.core.records import IssuedCertificate, RevocationStatus, RevokedEn
 from fleetpki.core.serials import serial_hex
 from fleetpki.store.api import AuditEvent, CrlPublication, RevokedQuery
 from fleetpki.store.sql.audit_append import append_events
-from fleetpki.store.sql.bulk import PointReads, stream_driver
+from fleetpki.store.sql.bulk import PointReads, stream_driver, timestamp_converter
 from fleetpki.store.sql.engine import translate_errors
 from fleetpki.store.sql.rows import certificate_record, utc
 from fleetpki.store.sql.schema import cas, certificates, crl_publications
@@ -96,9 +96,9 @@ class RevocationTables:
     def revoked_entries(self, query: RevokedQuery) -> Iterator[RevokedEntry]:
         # Plain SQL on the driver's cursor: SQLAlchemy's row objects and its SQLite timestamp
         # parsing (a regular expression per value) cost more than the database itself for a
-        # million entries. Timestamps come as the driver gives them and _moment converts.
+        # million entries. Timestamps come as the driver gives them and are converted here.
         where: list[str] = ["issuer = ?"]
-        parameters: list[str | int] = [query.issuer]
+        parameters: list[object] = [query.issuer]
         if query.profile is not None:
             where.append("profile = ?")
             parameters.append(query.profile)
@@ -110,18 +110,28 @@ class RevocationTables:
             parameters.append(query.changed_after)
         else:
             where.append("revoked_at IS NOT NULL")
-        # The conditions are fixed strings of ours; values travel as parameters.
-        sql = ("SELECT serial, revocation_reason, profile, revoked_at, invalidity_date, "  # noqa: S608
-               f"not_after FROM certificates WHERE {' AND '.join(where)}")
-        # Expiry is filtered here, not in SQL: with a range on not_after in the WHERE clause
-        # SQLite walks a whole profile through (profile, not_after) instead of the partial
-        # index of revoked rows.
-        valid_at, keep, cutoff = query.valid_at, query.keep_expired, query.expired_cutoff
+        kept = sorted(query.keep_expired)
+        keep_clause = f" OR profile IN ({', '.join('?' * len(kept))})" if kept else ""
+        valid_at = query.valid_at
         with translate_errors(), self._reader.connect() as c:
-            for serial, reason, profile, revoked_at, invalidity, not_after in stream_driver(
+            # SQLite's unary plus keeps it from choosing the (profile, not_after) index for
+            # this range, which would walk a whole profile instead of its revoked rows.
+            column = "+not_after" if c.dialect.name == "sqlite" else "not_after"
+            where.append(f"({column} >= ?{keep_clause})")
+            parameters += [timestamp_converter(c.dialect)(query.expired_cutoff), *kept]
+            # The conditions are fixed strings of ours; values travel as parameters.
+            sql = ("SELECT serial, revocation_reason, revoked_at, invalidity_date "  # noqa: S608
+                   f"FROM certificates WHERE {' AND '.join(where)}")
+            moment = _moment_reader(c.dialect)
+            reasons = _REASONS
+            for serial, reason, revoked_at, invalidity in stream_driver(
                     c, sql, tuple(parameters), batch=_STREAM_BATCH):
-                if profile in keep or _moment(not_after) >= cutoff:
-                    yield _entry(serial, revoked_at, reason, invalidity, valid_at)
+                if revoked_at is None:  # changed, yet not revoked: a lifted hold
+                    yield RevokedEntry(int(serial, 16), valid_at, removed=True)
+                else:
+                    yield RevokedEntry(int(serial, 16), moment(revoked_at),
+                                       reasons[reason] if reason else None,
+                                       moment(invalidity) if invalidity is not None else None)
 
     def crl_publications(self, issuer: str) -> list[CrlPublication]:
         with translate_errors(), self._reader.connect() as c:
@@ -169,12 +179,12 @@ def _next_seq(c: sa.Connection, issuer: str) -> int:
                .scalar_one())
 
 
-def _entry(serial: str, revoked_at: str | dt.datetime | None, reason: str | None,
-           invalidity: str | dt.datetime | None, now: dt.datetime) -> RevokedEntry:
-    if revoked_at is None:  # changed, yet not revoked: a lifted hold
-        return RevokedEntry(int(serial, 16), now, removed=True)
-    return RevokedEntry(int(serial, 16), _moment(revoked_at), _REASONS[reason] if reason else None,
-                        _moment(invalidity) if invalidity is not None else None)
+def _moment_reader(dialect: sa.Dialect) -> Callable[[Any], dt.datetime]:
+    """The timestamp conversion for rows read straight from this dialect's driver."""
+    if dialect.name == "sqlite":
+        # "+00:00" appended: datetime.replace(tzinfo=...) costs five times the parse.
+        return lambda text: dt.datetime.fromisoformat(text + "+00:00")
+    return utc
 
 
 def _moment(value: str | dt.datetime) -> dt.datetime:
