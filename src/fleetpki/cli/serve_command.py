@@ -30,10 +30,15 @@ def parse_address(text: str | None, option: str = "--listen") -> Address | None:
         raise click.BadParameter(str(exc), param_hint=option) from None
 
 
+revocation_listen_option = click.option(
+    "--revocation-listen", default=None,
+    help="HOST:PORT for CRLs and OCSP over plain HTTP (default: revocation.listen; "
+         "certificates keep pointing at revocation.base_url).")
+
+
 @click.command("serve")
 @click.option("--listen", default=None, help="HOST:PORT for HTTPS (default: server.listen).")
-@click.option("--revocation-listen", default=None,
-              help="HOST:PORT for CRLs and OCSP over plain HTTP (default: revocation.listen).")
+@revocation_listen_option
 @click.option("--workers", type=click.IntRange(1, 64), default=None,
               help="Worker processes (default: server.workers).")
 @pass_state

@@ -21,7 +21,7 @@ from fleetpki.ca.ceremony import ca_name
 from fleetpki.ca.keyfiles import write_private_file
 from fleetpki.cli.context import CliState, handle_errors, pass_state
 from fleetpki.cli.output import ca_table, console
-from fleetpki.cli.serve_command import parse_address, run_server
+from fleetpki.cli.serve_command import parse_address, revocation_listen_option, run_server
 from fleetpki.core.errors import Conflict
 from fleetpki.core.issuance_plan import Request
 from fleetpki.core.keys import KeySpec
@@ -73,8 +73,7 @@ def init(state: CliState, org: str, key_type: str, root_key_type: str | None, ro
 @click.option("--check-only", is_flag=True,
               help="Issue and verify the demo certificate, then exit instead of serving.")
 @click.option("--listen", default=None, help="HOST:PORT for HTTPS (default: server.listen).")
-@click.option("--revocation-listen", default=None,
-              help="HOST:PORT for CRLs and OCSP over plain HTTP (default: revocation.listen).")
+@revocation_listen_option
 @pass_state
 @handle_errors
 def up(state: CliState, check_only: bool, listen: str | None,
