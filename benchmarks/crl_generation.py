@@ -37,7 +37,6 @@ import dataclasses
 import datetime as dt
 import gc
 import json
-import os
 import random
 import resource
 import shutil
@@ -51,6 +50,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from issuance import Background
+from issuance import machine as issuance_machine
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -361,18 +361,9 @@ def check(ours: x509.CertificateRevocationList, theirs: x509.CertificateRevocati
 # -- reporting -------------------------------------------------------------------------------
 
 
-def machine(openssl: str) -> dict[str, str]:
-    git = ["git", "--no-optional-locks", "-C", str(REPO)]  # read-only: others share the tree
-    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True,
-                          text=True, check=False).stdout.strip()
-    dirty = subprocess.run([*git, "status", "--porcelain", "--", "src"], capture_output=True,
-                           text=True, check=False).stdout.splitlines()
-    version = subprocess.run([openssl, "version"], capture_output=True, text=True,
-                             check=False).stdout.strip()
-    return {"cpus": str(os.cpu_count()), "python": sys.version.split()[0],
-            "openssl_cli": version, "issuer_key": "ec-p256 (sha256)",
-            "date": dt.datetime.now(dt.UTC).isoformat("T", "seconds"),
-            "fleetpki_source": head + (f" + changes to {len(dirty)} paths in src/" * bool(dirty))}
+def machine() -> dict[str, str]:
+    return {**issuance_machine(), "issuer_key": "ec-p256 (sha256)",
+            "date": dt.datetime.now(dt.UTC).isoformat("T", "seconds")}
 
 
 def load(run: Run) -> str:
@@ -450,7 +441,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if openssl is None:
         raise SystemExit("openssl is not on PATH: install the Debian package 'openssl'")
 
-    info = machine(openssl)
+    info = machine()
     with console.status("creating a P-256 root and issuing CA"):
         now = dt.datetime.now(dt.UTC)
         root = create_root("bench-root", ca_name("Bench Root", "fleetpki"),

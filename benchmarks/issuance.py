@@ -557,9 +557,10 @@ def machine() -> dict[str, str]:
                 break
     openssl_cli = subprocess.run(["openssl", "version"], capture_output=True, text=True,
                                  check=False).stdout.strip()
-    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+    git = ["git", "--no-optional-locks", "-C", str(REPO)]  # read-only: others share the tree
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"],
                           capture_output=True, text=True, check=False).stdout.strip()
-    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "src"],
+    dirty = subprocess.run([*git, "status", "--porcelain", "--", "src"],
                            capture_output=True, text=True, check=False).stdout.split("\n")
     changed = [line[3:] for line in dirty if line.strip()]
     return {

@@ -74,7 +74,6 @@ import datetime as dt
 import fcntl
 import json
 import os
-import platform
 import random
 import secrets
 import shutil
@@ -95,6 +94,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
 from issuance import Background
+from issuance import machine as issuance_machine
 from ocsp_load import LoadResult, run_load
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -624,24 +624,7 @@ def run_server(server: Server, corpus: Corpus, args: argparse.Namespace,
 
 
 def machine() -> dict[str, str]:
-    model = "unknown"
-    with open("/proc/cpuinfo", encoding="utf-8") as handle:
-        for line in handle:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    git = ["git", "--no-optional-locks", "-C", str(REPO)]  # read-only: others share the tree
-    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True,
-                          text=True, check=False).stdout.strip()
-    dirty = subprocess.run([*git, "status", "--porcelain", "--", "src"], capture_output=True,
-                           text=True, check=False).stdout.splitlines()
-    openssl = subprocess.run(["openssl", "version"], capture_output=True, text=True,
-                             check=False).stdout.strip()
-    return {"cpus": str(os.cpu_count()), "cpu_model": model, "kernel": platform.release(),
-            "python": platform.python_version(), "openssl_cli": openssl,
-            "date": dt.datetime.now(dt.UTC).isoformat("T", "seconds"),
-            "fleetpki_source": (head or "unknown")
-            + (f" + changes to {len(dirty)} paths in src/" if dirty else "")}
+    return {**issuance_machine(), "date": dt.datetime.now(dt.UTC).isoformat("T", "seconds")}
 
 
 def _find(runs: list[ServerRun], kind: str, processes: int, phase: str) -> PhaseResult | None:
