@@ -1,6 +1,7 @@
-"""Run ASGI apps in forked worker processes that share listening sockets bound by the parent.
+"""Run ASGI apps in forked worker processes, each listening on its own SO_REUSEPORT socket.
 
-The parent binds every listener, builds each TLS context once, forks the workers and supervises
+The parent binds every listener (holding the port, so that port 0 resolves once and a taken
+port fails before anything forks), builds each TLS context once, forks the workers and supervises
 them: it restarts a worker that dies (giving up on a crash loop), and on SIGTERM or SIGINT asks
 every worker to finish, then kills what is left after ``graceful_timeout``. It only ever signals
 its own children, and only while they are unreaped, so a recycled PID can never be hit. If the
@@ -15,6 +16,12 @@ a renewed server certificate takes effect when ``serve`` is restarted.
 Each worker calls ``app_factory`` after the fork (so it opens its own database connections) and
 runs one uvicorn server per listener on one uvloop loop. Even ``workers=1`` forks: one code path,
 and a crashed worker is restarted the same way.
+
+Each worker listens on a socket of its own bound to the parent's address with SO_REUSEPORT, and
+the kernel spreads new connections over the workers by their address hash. With one shared
+listening socket, whichever worker woke first accepted a whole burst: 32 keep-alive clients all
+landed on one worker of two, which then did the work of both. The price: connections still
+queued in a worker's backlog when that worker dies are reset, not handed to another.
 """
 
 from __future__ import annotations
@@ -112,8 +119,9 @@ def serve(app_factory: Callable[[], WorkerApps], listeners: Sequence[Listener], 
         servers = [_WorkerServer(_config(worker.apps[listener.name], context, http, log_level,
                                          graceful_timeout))
                    for listener, context in zip(listeners, contexts, strict=True)]
+        own = [_listen_beside(sock) for sock in sockets]
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(_run_servers(servers, sockets, ready_w, lifeline_r, worker.background))
+            runner.run(_run_servers(servers, own, ready_w, lifeline_r, worker.background))
         return 0
 
     def announce() -> None:
@@ -140,13 +148,35 @@ def _bind(listener: Listener) -> socket.socket:
         listener.host, listener.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
     sock = socket.socket(family, kind, proto)
     try:
+        # First without SO_REUSEPORT: a port held by anyone, including another fleetpki serve
+        # (whose sockets would otherwise accept ours into their group), is refused here.
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+            address = probe.getsockname()  # port 0 resolved
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(address)
-        sock.listen(_BACKLOG)  # connections queue in the kernel until a worker accepts them
+        # Not listening: the parent only holds the address; the workers' sockets take the
+        # connections (a listening parent socket would get its share and never accept them).
     except OSError as error:
         sock.close()
         raise OSError(error.errno, f"cannot listen on {listener.host}:{listener.port} "
                                    f"({listener.name}): {error.strerror}") from None
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _listen_beside(held: socket.socket) -> socket.socket:
+    """A worker's own listening socket on the address the parent holds."""
+    sock = socket.socket(held.family, held.type, held.proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(held.getsockname())
+        sock.listen(_BACKLOG)
     except BaseException:
         sock.close()
         raise
