@@ -107,7 +107,7 @@ def _profile(name: str, s: Section, publication: Publication) -> Profile:
         subject=_subject(s.section("subject")),
         san=_san(s.section("san")),
         device_id_from=_device_id_from(s),
-        urls=_urls(s.section("urls"), PointerContext(name, issuer, revocation, publication)),
+        urls=_urls(s.section("urls"), _PointerContext(name, issuer, revocation, publication)),
         revocation=revocation,
         renewal=_renewal(s.section("renewal")),
         enrollment=_enrollment(s.section("enrollment")),
@@ -270,14 +270,14 @@ def _revocation(s: Section, validity: Validity, publication: Publication) -> Rev
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class PointerContext:
+class _PointerContext:
     profile: str
     issuer: str
     revocation: RevocationPolicy
     publication: Publication
 
 
-def _urls(s: Section, context: PointerContext) -> Urls:
+def _urls(s: Section, context: _PointerContext) -> Urls:
     lists = {key: s.strings(key) for key in ("crl", "delta_crl", "ocsp", "ca_issuers")}
     for key, values in lists.items():
         for url in values:

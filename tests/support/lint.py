@@ -40,6 +40,8 @@ _DEBIAN_PACKAGES: dict[str, str] = {
     "initdb": "postgresql",
     "postgres": "postgresql",
     "curl": "curl",
+    "ocsptool": "gnutls-bin",
+    "certtool": "gnutls-bin",
 }
 """Executable -> Debian package that provides it, for actionable failure messages."""
 

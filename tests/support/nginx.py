@@ -30,6 +30,7 @@ Usage::
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import os
 import shutil
@@ -43,6 +44,8 @@ from types import TracebackType
 from typing import Literal, Self
 
 import pytest
+
+from support.ports import free_port
 
 __all__ = ["NGINX_PACKAGE", "NginxProxy", "NginxServer", "VerifyClient", "http_preamble",
            "nginx_binary", "render_config"]
@@ -170,15 +173,7 @@ def http_preamble(prefix: Path, comment: str, *, run_as_root: bool | None = None
     )
 
 
-def _free_port() -> int:
-    """A currently free TCP port on 127.0.0.1 (racy: ``start()`` retries when bind fails)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class NginxServer:
+class NginxServer(abc.ABC):
     """Own one nginx master process on 127.0.0.1 with a private prefix directory.
 
     Subclasses say what to serve (``render``). ``start()`` writes the config, runs
@@ -201,9 +196,9 @@ class NginxServer:
         self._port: int | None = None
         self._config_text: str | None = None
 
+    @abc.abstractmethod
     def render(self, *, prefix: Path, listen_port: int) -> str:
         """The nginx.conf to run with, listening on 127.0.0.1:``listen_port``."""
-        raise NotImplementedError
 
     # -- public API ---------------------------------------------------------------------
 
@@ -314,7 +309,7 @@ class NginxServer:
         """Start on a free port; if another process took the port first, try a new one."""
         deadline = time.monotonic() + self.startup_timeout
         for attempt in range(1, _START_ATTEMPTS + 1):
-            port = _free_port()
+            port = free_port()
             config = self.render(prefix=directory, listen_port=port)
             conf_path = directory / "nginx.conf"
             conf_path.write_text(config, encoding="utf-8")

@@ -23,7 +23,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -33,6 +32,8 @@ from typing import Self
 
 import psycopg
 from psycopg import sql
+
+from support.ports import free_port
 
 __all__ = [
     "POSTGRES_MISSING_MESSAGE",
@@ -109,18 +110,6 @@ def process_alive(pid: int) -> bool:
         return True
     match = re.search(r"^State:\s+(\S)", status, re.MULTILINE)
     return not (match and match.group(1) in {"Z", "X"})
-
-
-def _free_port() -> int:
-    """Ask the kernel for a currently free TCP port on 127.0.0.1.
-
-    There is a small race (another process may take it before PostgreSQL binds), which
-    ``start()`` covers by retrying with a new port when the bind fails.
-    """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class PostgresServer:
@@ -306,7 +295,7 @@ class PostgresServer:
         deadline = time.monotonic() + self.startup_timeout
         attempts = 3
         for attempt in range(1, attempts + 1):
-            self._port = _free_port()
+            self._port = free_port()
             options = shlex.join(
                 [
                     "-c", "listen_addresses=127.0.0.1",

@@ -12,13 +12,11 @@ import datetime as dt
 import json
 import re
 import shutil
-import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import pytest
 from click.testing import CliRunner, Result
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -26,9 +24,10 @@ from cryptography.x509.oid import AuthorityInformationAccessOID
 
 from fleetpki.cli.main import cli
 from support.lint import require_tool
+from support.ports import free_port
 
 __all__ = ["REVOCATION_PROFILES", "HttpReply", "Issued", "RevocationHome", "crl_entries", "curl",
-           "free_port", "openssl_date", "prepare_revocation_home", "run_tool"]
+           "openssl_date", "prepare_revocation_home", "run_tool"]
 
 _CLIENT = """issuer = "issuing"
 keys.allowed = ["ec-p256"]
@@ -73,24 +72,10 @@ extensions = {{ key_usage = ["digitalSignature"], extended_key_usage = ["serverA
 """
 
 
-def free_port() -> int:
-    """A port free on 127.0.0.1 right now (the server binds it a little later)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-_GNUTLS_TOOLS = frozenset({"ocsptool", "certtool"})
-
-
 def run_tool(name: str, *args: str, input: bytes | None = None, timeout: float = 30
              ) -> subprocess.CompletedProcess[str]:
     """Run an external tool (found on PATH, or the test fails naming the package), bounded;
     the caller judges the exit code."""
-    if name in _GNUTLS_TOOLS and shutil.which(name) is None:
-        pytest.fail(f"required tool {name!r} not found: install the Debian package "
-                    "'gnutls-bin' (run ./check, or apt-get install gnutls-bin)", pytrace=False)
     return subprocess.run([require_tool(name), *args], input=input.decode() if input else None,
                           capture_output=True, text=True, timeout=timeout, check=False)
 

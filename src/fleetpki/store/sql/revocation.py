@@ -12,7 +12,7 @@ clocks agreeing between nodes.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import sqlalchemy as sa
@@ -122,16 +122,15 @@ class RevocationTables:
             # The conditions are fixed strings of ours; values travel as parameters.
             sql = ("SELECT serial, revocation_reason, revoked_at, invalidity_date "  # noqa: S608
                    f"FROM certificates WHERE {' AND '.join(where)}")
-            moment = _moment_reader(c.dialect)
             reasons = _REASONS
             for serial, reason, revoked_at, invalidity in stream_driver(
                     c, sql, tuple(parameters), batch=_STREAM_BATCH):
                 if revoked_at is None:  # changed, yet not revoked: a lifted hold
                     yield RevokedEntry(int(serial, 16), valid_at, removed=True)
                 else:
-                    yield RevokedEntry(int(serial, 16), moment(revoked_at),
+                    yield RevokedEntry(int(serial, 16), _moment(revoked_at),
                                        reasons[reason] if reason else None,
-                                       moment(invalidity) if invalidity is not None else None)
+                                       _moment(invalidity) if invalidity is not None else None)
 
     def crl_publications(self, issuer: str) -> list[CrlPublication]:
         with translate_errors(), self._reader.connect() as c:
@@ -177,14 +176,6 @@ def _next_seq(c: sa.Connection, issuer: str) -> int:
               .values(revocation_seq=cas.c.revocation_seq + 1))
     return int(c.execute(sa.select(cas.c.revocation_seq).where(cas.c.name == issuer))
                .scalar_one())
-
-
-def _moment_reader(dialect: sa.Dialect) -> Callable[[Any], dt.datetime]:
-    """The timestamp conversion for rows read straight from this dialect's driver."""
-    if dialect.name == "sqlite":
-        # "+00:00" appended: datetime.replace(tzinfo=...) costs five times the parse.
-        return lambda text: dt.datetime.fromisoformat(text + "+00:00")
-    return utc
 
 
 def _moment(value: str | dt.datetime) -> dt.datetime:
