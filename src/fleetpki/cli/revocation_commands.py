@@ -51,7 +51,10 @@ def publish(state: CliState, force: bool, as_json: bool) -> None:
                    f"{w.entries} revoked, {w.size} bytes, next update "
                    f"{w.next_update:%Y-%m-%d %H:%M} UTC")
     if not written:
-        click.echo("nothing due: every CRL is fresh (use --force to re-sign anyway)")
+        click.echo("nothing due: every CRL is within the first half of its validity. Revocations "
+                   "since then reach the full CRLs at their next scheduled signing (deltas "
+                   "follow them sooner), unless the profile says publish_on_revoke; --force "
+                   "re-signs everything now")
 
 
 @crl.command("status")
