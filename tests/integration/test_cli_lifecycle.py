@@ -135,5 +135,7 @@ def test_every_action_is_audited_with_actor(fleetpki, tmp_path: Path) -> None:  
                fleetpki("audit", "list", "--limit", "100").stdout.splitlines()]
     actions = [e["action"] for e in entries]
     assert actions[:2] == ["ca.created", "ca.created"]
-    assert actions[-2:] == ["certificate.issued", "certificate.revoked"]
-    assert all(e["actor"].startswith("operator:") for e in entries)
+    # The sensor profile re-signs its CRL at each revocation: recorded right after it.
+    assert actions[-3:] == ["certificate.issued", "certificate.revoked", "crl.full_signed"]
+    assert all(e["actor"].startswith("operator:") for e in entries[:-1])
+    assert entries[-1]["actor"] == "fleetpki:crl"
