@@ -316,7 +316,10 @@ def _renewal(s: Section) -> Renewal:
     renewal = Renewal(
         window_fraction=s.number("window_fraction", 0.33, minimum=0.01, maximum=1.0),
         grace_after_expiry=s.duration("grace_after_expiry", "0s"),
+        info_interval=s.duration("info_interval", "1d"),
     )
+    if not dt.timedelta(minutes=1) <= renewal.info_interval <= dt.timedelta(days=90):
+        raise s.error("info_interval", "must be between 1min and 90d")
     s.finish()
     return renewal
 

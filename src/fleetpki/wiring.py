@@ -39,6 +39,7 @@ from fleetpki.ra.ca_chain import issuer_chain
 from fleetpki.ra.credentials import CredentialAdmin
 from fleetpki.ra.enrollment import EnrollmentLimits, EnrollmentService
 from fleetpki.ra.manufacturers import ManufacturerAdmin
+from fleetpki.ra.renewal_advisories import RenewalAdvisoryAdmin
 from fleetpki.ra.revocations import RevocationDesk
 from fleetpki.ra.service import IssuanceService
 from fleetpki.revocation.crl_http import CrlFiles
@@ -95,6 +96,9 @@ class Fleet:
 
     def credential_admin(self, authorization: Authorization) -> CredentialAdmin:
         return CredentialAdmin(self.store, self.profiles, self.clock, authorization.actor)
+
+    def renewal_advisories(self, authorization: Authorization) -> RenewalAdvisoryAdmin:
+        return RenewalAdvisoryAdmin(self.store, self.profiles, self.clock, authorization.actor)
 
     def manufacturer_admin(self, authorization: Authorization) -> ManufacturerAdmin:
         return ManufacturerAdmin(self.store, self.profiles, self.clock, authorization.actor)
@@ -224,12 +228,12 @@ def worker_apps(fleet: Fleet) -> WorkerApps:
                       background)
 
 
-def open_fleet(home: Path, *, clock: Clock | None = None) -> Fleet:
+def open_fleet(home: Path, *, clock: Clock | None = None, durable: bool = True) -> Fleet:
     if not home.is_dir():
         raise ConfigError(f"data directory {home} does not exist: run `fleetpki init` first "
                           "(or pass --home)")
     settings = load_settings(home)
-    store = SqlStore(settings.store_url)
+    store = SqlStore(settings.store_url, durable=durable)
 
     def locate(name: str) -> CAKeyLocation | None:
         record = store.get_ca(name)

@@ -15,6 +15,7 @@ from fleetpki.cli import (
     cert_commands,
     enrollment_commands,
     issue_commands,
+    renewal_commands,
     revocation_commands,
     serve_command,
     setup_commands,
@@ -37,7 +38,7 @@ def cli(ctx: click.Context, home: Path) -> None:
 
 for module in (setup_commands, ca_commands, issue_commands, cert_commands, audit_commands,
                batch_command, backup_commands, enrollment_commands, revocation_commands,
-               serve_command):
+               renewal_commands, serve_command):
     module.register(cli)
 
 

@@ -56,6 +56,9 @@ class Renewal:
     # After expiry, re-enrollment with the expired certificate is accepted for this long.
     # Off by default: an expired credential proving possession is a policy decision.
     grace_after_expiry: dt.timedelta = dt.timedelta(0)
+    # How often an agent asks for renewal information (the Retry-After of `renewalinfo`):
+    # the longest an online device takes to hear that an operator pulled renewals forward.
+    info_interval: dt.timedelta = dt.timedelta(days=1)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

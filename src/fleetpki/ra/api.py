@@ -8,7 +8,8 @@ from typing import Protocol
 
 from fleetpki.core.issuance_plan import Request
 from fleetpki.core.reasons import RevocationReason
-from fleetpki.core.records import IssuedCertificate
+from fleetpki.core.records import CertificateStatus, IssuedCertificate
+from fleetpki.core.renewal_window import RenewalWindow
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -79,3 +80,15 @@ class EnrollmentPending:
 
     request_id: str
     retry_after: int  # seconds
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RenewalAdvice:
+    """When the RA wants the holder of `certificate` to renew (core/renewal_window.py), what
+    it knows of the certificate now, and how many seconds until the device should ask again
+    (the profile's renewal.info_interval)."""
+
+    certificate: IssuedCertificate
+    window: RenewalWindow
+    status: CertificateStatus
+    retry_after: int

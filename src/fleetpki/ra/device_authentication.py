@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol
 
 from cryptography import x509
@@ -22,6 +23,7 @@ from fleetpki.core.enrollment_records import BootstrapCredential, ManufacturerCA
 from fleetpki.core.errors import NotAuthenticated, NotAuthorized
 from fleetpki.core.profile import Profile
 from fleetpki.core.records import CertificateStatus, IssuedCertificate
+from fleetpki.core.renewal_window import RenewalAdvisory, accepts_renewal_from
 from fleetpki.core.serials import serial_hex
 from fleetpki.ra.api import Authorization, BasicCredentials, EnrollmentKind, EnrollmentRequest
 from fleetpki.ra.credentials import secret_matches
@@ -41,6 +43,7 @@ TRUST_REFRESH_SECONDS = 30.0
 # credential disabled from the CLI stops enrolling at once; only its 401/403 wording can lag.
 CREDENTIAL_CACHE_SECONDS = 5.0
 _CREDENTIAL_CACHE_SIZE = 10_000
+_SIGNER_CACHE_SIZE = 200_000
 
 
 class AuthenticationStore(BootstrapCredentials, ManufacturerRegistry, CertificateReader,
@@ -54,6 +57,8 @@ class Authenticated:
     profile: str  # the profile the credential enrolls into
     redeem: str | None = None  # bootstrap credential whose use an issuance consumes
     renewing: IssuedCertificate | None = None
+    # The renewal advisory that opened re-enrollment before the profile's renewal period.
+    advisory: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -61,12 +66,39 @@ class _Trust:
     ours: tuple[tuple[str, x509.Certificate], ...]
     manufacturers: tuple[tuple[ManufacturerCA, x509.Certificate], ...]
     loaded_at: float
+    # Which CA signed a certificate, by SHA-256 of its DER: ("ours", CA name), ("maker",
+    # index into manufacturers) or ("", ""). A device presents the same certificate several
+    # times per renewal (renewalinfo, simplereenroll, the confirmation of the new one), and a
+    # signature check costs more than the rest of the lookup. A signature does not change, so
+    # only the trust it was checked against can make an entry stale: the cache lives and
+    # dies with this snapshot of our CAs and the manufacturers'.
+    signers: dict[bytes, tuple[str, str | int]] = dataclasses.field(default_factory=dict)
+
+    def signer_of(self, der: bytes, device: x509.Certificate) -> tuple[str, str | int]:
+        key = hashlib.sha256(der).digest()
+        found = self.signers.get(key)
+        if found is None:
+            found = next((("ours", name) for name, ca in self.ours if _issued_by(device, ca)),
+                         None) or next((("maker", index) for index, (_, ca)
+                                        in enumerate(self.manufacturers)
+                                        if _issued_by(device, ca)), ("", ""))
+            self.remember(der, found, key)
+        return found
+
+    def remember(self, der: bytes, signer: tuple[str, str | int], key: bytes | None = None
+                 ) -> None:
+        if len(self.signers) >= _SIGNER_CACHE_SIZE:
+            self.signers.clear()
+        self.signers[key or hashlib.sha256(der).digest()] = signer
 
 
 class DeviceAuthenticator:
-    def __init__(self, store: AuthenticationStore, profiles: Mapping[str, Profile]) -> None:
+    def __init__(self, store: AuthenticationStore, profiles: Mapping[str, Profile],
+                 advisories: Callable[[], Iterable[RenewalAdvisory]]) -> None:
+        """`advisories`: the operators' active renewal advisories (cached by the caller)."""
         self._store = store
         self._profiles = profiles
+        self._advisories = advisories
         self._trust: _Trust | None = None
         self._credentials: dict[str, tuple[float, BootstrapCredential | None]] = {}
 
@@ -120,43 +152,77 @@ class DeviceAuthenticator:
 
     def _by_certificate(self, der: bytes, kind: EnrollmentKind, now: dt.datetime
                         ) -> Authenticated | None:
-        try:
-            device = x509.load_der_x509_certificate(der)
-        except ValueError:
-            raise NotAuthenticated("the client certificate cannot be parsed") from None
+        device = _parse(der)
         trust = self._current_trust()
-        for ca_name, ca in trust.ours:
-            if _issued_by(device, ca):
-                return self._renewal(device, ca_name, now)
-        for manufacturer, ca in trust.manufacturers:
-            if _issued_by(device, ca):
-                # A factory certificate asks for a first enrollment whichever EST operation
-                # carries it: strongSwan's `pki --est` sends every certificate-authenticated
-                # request to simplereenroll.
-                return self._factory(device, manufacturer, now)
+        source, signer = trust.signer_of(der, device)
+        if source == "ours":
+            return self._renewal(self._stored(device, str(signer)), now)
+        if source == "maker":
+            # A factory certificate asks for a first enrollment whichever EST operation
+            # carries it: strongSwan's `pki --est` sends every certificate-authenticated
+            # request to simplereenroll.
+            return self._factory(device, trust.manufacturers[int(signer)][0], now)
         return None
 
-    def _renewal(self, device: x509.Certificate, ca_name: str, now: dt.datetime
-                 ) -> Authenticated:
+    def identify(self, der: bytes) -> IssuedCertificate:
+        """The certificate as the store knows it, when one of our CAs issued these exact
+        bytes, whatever its status (expired, revoked). NotAuthenticated if it cannot be
+        parsed; NotAuthorized if another CA issued it or the store does not know it."""
+        device = _parse(der)
+        trust = self._current_trust()
+        source, signer = trust.signer_of(der, device)
+        if source == "ours":
+            return self._stored(device, str(signer))
+        serial = serial_hex(device.serial_number)
+        if source == "maker":
+            manufacturer = trust.manufacturers[int(signer)][0]
+            raise NotAuthorized(f"certificate {serial} is a factory identity (manufacturer "
+                                f"'{manufacturer.name}'), not one this CA issued: enroll "
+                                "with it first (simpleenroll)")
+        raise NotAuthorized(f"certificate {serial} was not issued by this CA "
+                            f"(issuer {device.issuer.rfc4514_string()[:200]!r})")
+
+    def issued(self, record: IssuedCertificate) -> None:
+        """Note a certificate this process just signed, so that the device's first use of it
+        (confirming it, then renewing with it) needs no signature check: we know who signed
+        these bytes."""
+        trust = self._current_trust()
+        if any(name == record.issuer for name, _ in trust.ours):
+            trust.remember(record.der, ("ours", record.issuer))
+
+    def profile_of(self, current: IssuedCertificate) -> Profile:
+        """The profile a certificate of ours was issued in; NotAuthorized if it is gone."""
+        profile = self._profiles.get(current.profile)
+        if profile is None:
+            raise NotAuthorized(f"certificate {serial_hex(current.serial)} belongs to profile "
+                                f"'{current.profile}', which no longer exists")
+        return profile
+
+    def _stored(self, device: x509.Certificate, ca_name: str) -> IssuedCertificate:
         serial = device.serial_number
         current = self._store.get_certificate(serial, ca_name)
         if current is None or current.der != device.public_bytes(serialization.Encoding.DER):
             raise NotAuthorized(f"certificate {serial_hex(serial)} is not one this CA issued")
+        return current
+
+    def _renewal(self, current: IssuedCertificate, now: dt.datetime) -> Authenticated:
+        serial = current.serial
         if current.status(now) is CertificateStatus.revoked:
             reason = current.revocation_reason.value if current.revocation_reason else "unknown"
             raise NotAuthorized(f"certificate {serial_hex(serial)} was revoked ({reason}); "
                                 "the device must enroll again with a bootstrap credential")
-        profile = self._profiles.get(current.profile)
-        if profile is None:
-            raise NotAuthorized(f"certificate {serial_hex(serial)} belongs to profile "
-                                f"'{current.profile}', which no longer exists")
-        lifetime = current.not_after - current.not_before
-        opens = current.not_after - lifetime * profile.renewal.window_fraction
+        profile = self.profile_of(current)
+        opens, advisory = accepts_renewal_from(profile.name, current.not_before,
+                                               current.not_after, profile.renewal,
+                                               self._advisories())
         grace_ends = current.not_after + profile.renewal.grace_after_expiry
         if now < opens:
+            early = ("" if advisory is None
+                     else f"; renewal advisory '{advisory.id}' brought it forward")
             raise NotAuthorized(f"renewal of {serial_hex(serial)} opens at "
                                 f"{opens:%Y-%m-%d %H:%M}Z (profile '{profile.name}' renews in the "
-                                f"last {profile.renewal.window_fraction:.0%} of the lifetime)")
+                                f"last {profile.renewal.window_fraction:.0%} of the lifetime"
+                                f"{early})")
         if now >= grace_ends:
             grace = ("" if not profile.renewal.grace_after_expiry
                      else f" and its renewal grace ended {grace_ends:%Y-%m-%d %H:%M}Z")
@@ -167,7 +233,8 @@ class DeviceAuthenticator:
             Authorization(actor=f"device:{current.device_id}",
                           profiles=frozenset({current.profile}), device_id=current.device_id,
                           subject=current.subject, sans=current.sans),
-            profile=current.profile, renewing=current)
+            profile=current.profile, renewing=current,
+            advisory=advisory.id if advisory is not None else None)
 
     def _factory(self, device: x509.Certificate, manufacturer: ManufacturerCA,
                  now: dt.datetime) -> Authenticated:
@@ -189,6 +256,13 @@ class DeviceAuthenticator:
                            for m in self._store.list_manufacturers())
             trust = self._trust = _Trust(ours, makers, time.monotonic())
         return trust
+
+
+def _parse(der: bytes) -> x509.Certificate:
+    try:
+        return x509.load_der_x509_certificate(der)
+    except ValueError:
+        raise NotAuthenticated("the client certificate cannot be parsed") from None
 
 
 def _issued_by(device: x509.Certificate, ca: x509.Certificate) -> bool:

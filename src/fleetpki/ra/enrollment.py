@@ -8,6 +8,9 @@
     6. redeem a bootstrap use                atomically, only once the plan is sound
     7. issue, or hold for an operator        steps 3-6 of the cycle, or a pending record
 
+Renewal advice (EST `renewalinfo`) identifies the certificate as step 2 does and answers from
+renewal_info.py; it issues nothing and is not audited.
+
 Every refusal is audited, except address throttling, which is logged: auditing each request of
 an unauthenticated flood would let anyone fill the audit log.
 """
@@ -39,12 +42,14 @@ from fleetpki.core.errors import (
 )
 from fleetpki.core.keys import KeySpec, preferred_key_spec
 from fleetpki.core.profile import Profile
+from fleetpki.core.serials import serial_hex
 from fleetpki.ra.api import (
     Authorization,
     Enrolled,
     EnrollmentKind,
     EnrollmentPending,
     EnrollmentRequest,
+    RenewalAdvice,
 )
 from fleetpki.ra.ca_chain import issuer_chain
 from fleetpki.ra.device_authentication import (
@@ -54,13 +59,14 @@ from fleetpki.ra.device_authentication import (
     DeviceAuthenticator,
 )
 from fleetpki.ra.rate_limits import RateLimit, RateLimiter
+from fleetpki.ra.renewal_info import ActiveAdvisories, AdvisoryReader, advise
 from fleetpki.ra.service import IssuanceService
 from fleetpki.store.api import AuditEvent, PendingEnrollments
 
 log = logging.getLogger(__name__)
 
 
-class EnrollmentStore(AuthenticationStore, PendingEnrollments, Protocol):
+class EnrollmentStore(AuthenticationStore, PendingEnrollments, AdvisoryReader, Protocol):
     pass
 
 
@@ -83,7 +89,8 @@ class EnrollmentService:
         self._profiles = profiles
         self._clock = clock
         self._default = default_profile
-        self._authenticator = DeviceAuthenticator(store, profiles)
+        self._advisories = ActiveAdvisories(store)
+        self._authenticator = DeviceAuthenticator(store, profiles, self._advisories)
         self._by_address = RateLimiter(limits.per_address)
         self._by_credential = RateLimiter(limits.per_credential)
         self._chains: dict[str, tuple[float, list[x509.Certificate]]] = {}
@@ -110,6 +117,27 @@ class EnrollmentService:
         chain = issuer_chain(self._store, issuer)
         self._chains[issuer] = (time.monotonic(), chain)
         return chain
+
+    # -- renewal advice --------------------------------------------------------------------
+
+    def renewal_advice(self, client_certificate: bytes, label: str | None = None
+                       ) -> RenewalAdvice:
+        """When the holder of `client_certificate` (DER, one of ours, possibly expired or
+        revoked) should renew. A label must be the certificate's profile, as for
+        simplereenroll, so that the advice never points at a renewal that would be refused."""
+        labelled = None if label is None else self.profile_for(label)  # 404 first
+        current = self._authenticator.identify(client_certificate)
+        profile = self._authenticator.profile_of(current)
+        if labelled is not None and labelled.name != profile.name:
+            raise NotAuthorized(f"certificate {serial_hex(current.serial)} is in profile "
+                                f"'{profile.name}', not '{labelled.name}': ask under "
+                                f"/.well-known/est/{profile.name}/ or without a label")
+        return advise(current, profile, self._advisories(), self._clock.now())
+
+    def refresh_advisories(self) -> None:
+        """Read the renewal advisories again on next use, instead of up to
+        TRUST_REFRESH_SECONDS later (after an operator added or withdrew one)."""
+        self._advisories.refresh()
 
     # -- enrollment ------------------------------------------------------------------------
 
@@ -167,10 +195,12 @@ class EnrollmentService:
                                           server_key=key.public_key() if key else None)
         self._redeem(who, profile)
         try:
-            record = self._issuance.issue_plan(plan, who.authorization)
+            record = self._issuance.issue_plan(plan, who.authorization,
+                                               details=_advisory_details(who))
         except Exception:
             self._give_back(who)
             raise
+        self._authenticator.issued(record)
         if key is None:
             return Enrolled(record)
         return Enrolled(record, private_key_pkcs8=key.private_bytes(
@@ -231,7 +261,8 @@ class EnrollmentService:
         try:
             self._store.add_pending(pending, AuditEvent(
                 actor=who.authorization.actor, action="enrollment.held", subject=pending.id,
-                details={"profile": profile.name, "device_id": plan.device_id}), at=now)
+                details={"profile": profile.name, "device_id": plan.device_id,
+                         **_advisory_details(who)}), at=now)
         except Exception:
             self._give_back(who)
             raise
@@ -249,3 +280,8 @@ class EnrollmentService:
         if record is None:
             raise NotFound(f"the certificate of approved enrollment {earlier.id} is missing")
         return Enrolled(record)
+
+
+def _advisory_details(who: Authenticated) -> dict[str, str]:
+    """Audit details naming the renewal advisory that let a re-enrollment in early."""
+    return {} if who.advisory is None else {"renewal_advisory": who.advisory}

@@ -111,13 +111,15 @@ class IssuanceService:
               ) -> IssuedCertificate:
         return self.issue_plan(self.prepare(request, profile, authorization), authorization)
 
-    def issue_plan(self, plan: IssuancePlan, authorization: Authorization) -> IssuedCertificate:
-        """Steps 3-6 for a plan made by `prepare`: reserve, sign once, record, return."""
+    def issue_plan(self, plan: IssuancePlan, authorization: Authorization, *,
+                   details: Mapping[str, str] | None = None) -> IssuedCertificate:
+        """Steps 3-6 for a plan made by `prepare`: reserve, sign once, record, return.
+        `details` are added to the audit entry (why a caller let the request through)."""
         now = self._clock.now()
         serial = self.reserve(plan, now)
         record = issued_record(plan, serial, self.template(plan.profile).sign(plan, serial), now)
-        self._ledger.record_issued([record], [], [issued_event(authorization.actor, record)],
-                                   at=now)
+        self._ledger.record_issued([record], [], [issued_event(authorization.actor, record,
+                                                               details)], at=now)
         log.info("certificate issued", extra={
             "actor": authorization.actor, "profile": plan.profile, "device_id": record.device_id,
             "serial": serial_hex(serial), "not_after": record.not_after.isoformat()})
@@ -187,12 +189,13 @@ def san_strings(sans: tuple[x509.GeneralName, ...]) -> tuple[str, ...]:
     return tuple(f"{t.value}:{v}" for t, v in (san_text(n) for n in sans))
 
 
-def issued_event(actor: str, record: IssuedCertificate) -> AuditEvent:
+def issued_event(actor: str, record: IssuedCertificate,
+                 details: Mapping[str, str] | None = None) -> AuditEvent:
     return AuditEvent(actor=actor, action="certificate.issued", subject=serial_hex(record.serial),
                       details={"issuer": record.issuer, "profile": record.profile,
                                "device_id": record.device_id, "subject": record.subject,
                                "not_after": record.not_after.isoformat(),
-                               "key_fingerprint": record.key_fingerprint})
+                               "key_fingerprint": record.key_fingerprint, **(details or {})})
 
 
 def refusal_event(actor: str, profile: str, reason: str, device_id: str = "") -> AuditEvent:

@@ -29,6 +29,7 @@ from fleetpki.core.records import (
     RevocationStatus,
     RevokedEntry,
 )
+from fleetpki.core.renewal_window import RenewalAdvisory
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -270,4 +271,23 @@ class PendingEnrollments(Protocol):
                at: dt.datetime, event: AuditEvent, serial: int | None = None,
                issuer: str | None = None, reason: str = "") -> None:
         """Move a pending enrollment to issued or rejected; Conflict if already decided."""
+        ...
+
+
+class RenewalAdvisories(Protocol):
+    """Operators' decisions to pull renewals forward (core/renewal_window.py)."""
+
+    def add_advisory(self, advisory: RenewalAdvisory, event: AuditEvent, *, at: dt.datetime
+                     ) -> None:
+        """Conflict if an advisory with that id exists."""
+
+    def list_advisories(self, *, profile: str | None = None, include_withdrawn: bool = False
+                        ) -> list[RenewalAdvisory]:
+        """Oldest first."""
+        ...
+
+    def withdraw_advisory(self, advisory_id: str, event: AuditEvent, *, at: dt.datetime
+                          ) -> RenewalAdvisory:
+        """The advisory as withdrawn; NotFound for an unknown id, Conflict if it was
+        withdrawn already."""
         ...

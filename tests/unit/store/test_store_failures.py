@@ -44,6 +44,7 @@ def test_full_disk_is_reported_and_the_transaction_rolls_back(store: SqlStore) -
         dbapi_connection.execute(f"PRAGMA max_page_count = {pages + 1}")
 
     writer.dispose()
+    store._commits.close()  # it keeps its own connection open: make it reconnect too
     with pytest.raises(StoreError, match="disk holding the database is full"):
         store.record_issued([certificate(1, 200_000)], [], [AuditEvent("t", "issue", "1")],
                             at=NOW)

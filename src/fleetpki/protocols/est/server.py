@@ -1,67 +1,39 @@
-"""EST routes (RFC 7030 §3.2.2): /.well-known/est/[<label>/]<operation>.
+"""EST over HTTPS: the Starlette/ASGI adapter of handler.py (RFC 7030 §3.2.2 routes).
 
-The front end reads the wire and writes the wire; every decision is the RA's. It sees the RA
-through `EstAuthority`, declared here with the three calls it needs (DESIGN.md §1).
+The adapter does what needs the connection: it reads the body (bounded), says who the client
+is (the TLS client certificate, or a trusted proxy's headers) and runs the operation, off the
+event loop when it reads the store. Every EST rule is in handler.py, so that a simulator
+driving `EstHandler` in process sees exactly what a device sees over HTTPS.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
-import logging
-import re
-import secrets
 import ssl
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from ipaddress import IPv4Network, IPv6Network, ip_address
-from typing import Any, Protocol
+from typing import Any
 
-from cryptography import x509
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from fleetpki.core.errors import BadInput, FleetPKIError, NotAuthenticated
-from fleetpki.core.profile import Profile
-from fleetpki.protocols.est.codec import (
-    CT_CERTS_ONLY,
-    CT_CSRATTRS,
-    CT_PKCS7,
-    CT_PKCS10,
-    MAX_BODY_BYTES,
-    certs_only,
-    decode_base64_body,
-    encode_base64_body,
-    encode_serverkeygen,
-    media_type,
-)
-from fleetpki.protocols.est.csrattrs import csr_attributes_for, encode_csr_attributes
-from fleetpki.protocols.est.errors import HttpError, to_http
-from fleetpki.ra.api import (
-    BasicCredentials,
-    Enrolled,
-    EnrollmentKind,
-    EnrollmentPending,
-    EnrollmentRequest,
+from fleetpki.core.errors import NotAuthenticated
+from fleetpki.protocols.est.codec import MAX_BODY_BYTES
+from fleetpki.protocols.est.handler import (
+    OPERATIONS,
+    PREFIX,
+    EstAuthority,
+    EstCall,
+    EstHandler,
+    EstOperation,
+    EstReply,
+    error_reply,
 )
 
-log = logging.getLogger(__name__)
-
-PREFIX = "/.well-known/est"
-_LABEL = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
-# RFC 8951 §3.2 keeps the header for senders that always sent it; receivers ignore it.
-_BASE64_HEADERS = {"Content-Transfer-Encoding": "base64"}
-
-
-class EstAuthority(Protocol):
-    def profile_for(self, label: str | None) -> Profile: ...
-
-    def ca_certificates(self, label: str | None) -> list[x509.Certificate]: ...
-
-    def enroll(self, request: EnrollmentRequest) -> Enrolled | EnrollmentPending: ...
+__all__ = ["PREFIX", "EstAuthority", "EstServer", "ProxyTrust"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -83,87 +55,54 @@ class ProxyTrust:
         return any(peer in network for network in self.proxies)
 
 
-Handler = Callable[[Request], Awaitable[Response]]
+Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 class EstServer:
     def __init__(self, authority: EstAuthority, proxy: ProxyTrust | None = None) -> None:
-        self._authority = authority
+        self._handler = EstHandler(authority)
         self._proxy = proxy
 
     def routes(self) -> list[Route]:
-        operations: list[tuple[str, Handler, list[str]]] = [
-            ("cacerts", self.cacerts, ["GET"]),
-            ("csrattrs", self.csrattrs, ["GET"]),
-            ("simpleenroll", self.simpleenroll, ["POST"]),
-            ("simplereenroll", self.simplereenroll, ["POST"]),
-            ("serverkeygen", self.serverkeygen, ["POST"]),
-        ]
+        """Starlette answers unknown paths (404) and wrong methods (405) itself; EstHandler
+        does the same for callers that reach it without a router."""
         routes = []
-        for name, handler, methods in operations:
-            guarded = _guarded(handler)
-            routes.append(Route(f"{PREFIX}/{name}", guarded, methods=methods))
-            routes.append(Route(f"{PREFIX}/{{label}}/{name}", guarded, methods=methods))
+        for operation in OPERATIONS:
+            endpoint = self._endpoint(operation)
+            methods = [operation.method]
+            routes.append(Route(f"{PREFIX}/{operation.name}", endpoint, methods=methods))
+            routes.append(Route(f"{PREFIX}/{{label}}/{operation.name}", endpoint,
+                                methods=methods))
         return routes
 
-    # -- RFC 7030 §4.1: CA certificates ----------------------------------------------------
+    def _endpoint(self, operation: EstOperation) -> Endpoint:
+        async def endpoint(request: Request) -> Response:
+            # The route's own path (under any ASGI root_path), which EstHandler routes again.
+            label = request.path_params.get("label")
+            path = f"{PREFIX}/{operation.name}" if label is None else \
+                f"{PREFIX}/{label}/{operation.name}"
+            try:
+                call = await self._call(request, operation, path)
+            except Exception as error:  # noqa: BLE001 - error_reply logs it (body, proxy header)
+                return _response(error_reply(error, path))
+            if operation.authenticated:
+                # The RA reads the store and signs: keep the event loop free meanwhile.
+                reply = await run_in_threadpool(self._handler.handle, call)
+            else:
+                reply = self._handler.handle(call)  # cacerts, csrattrs: cached, cheap
+            return _response(reply)
+        return endpoint
 
-    async def cacerts(self, request: Request) -> Response:
-        certs = self._authority.ca_certificates(_label(request))
-        return Response(encode_base64_body(certs_only(certs)), media_type=CT_PKCS7,
-                        headers=_BASE64_HEADERS)
-
-    # -- RFC 7030 §4.5: CSR attributes -----------------------------------------------------
-
-    async def csrattrs(self, request: Request) -> Response:
-        profile = self._authority.profile_for(_label(request))
-        der = encode_csr_attributes(csr_attributes_for(profile))
-        return Response(encode_base64_body(der), media_type=CT_CSRATTRS,
-                        headers=_BASE64_HEADERS)
-
-    # -- RFC 7030 §4.2 and §4.4: enrollment ------------------------------------------------
-
-    async def simpleenroll(self, request: Request) -> Response:
-        return await self._enroll(request, EnrollmentKind.enroll)
-
-    async def simplereenroll(self, request: Request) -> Response:
-        return await self._enroll(request, EnrollmentKind.reenroll)
-
-    async def serverkeygen(self, request: Request) -> Response:
-        return await self._enroll(request, EnrollmentKind.server_keygen)
-
-    async def _enroll(self, request: Request, kind: EnrollmentKind) -> Response:
-        label = _label(request)
-        if label is not None:
-            self._authority.profile_for(label)  # 404 for an unknown label before reading
-        body = await _read_body(request)
-        if media_type(request.headers.get("content-type")) != CT_PKCS10:
-            return _error(HttpError(415, f"{request.url.path} takes '{CT_PKCS10}' (a base64 "
-                                         "PKCS#10 request, RFC 7030 §4.2.1); got "
-                                         f"'{request.headers.get('content-type', 'none')}'"))
-        try:
-            csr, undecodable = decode_base64_body(body), None
-        except BadInput as error:
-            csr, undecodable = b"", str(error)
-        enrollment = EnrollmentRequest(
-            csr=csr, kind=kind, client_address=self._client_address(request), label=label,
-            basic=_basic_credentials(request), client_certificate=self._client_certificate(request),
-            undecodable=undecodable)
-        outcome = await run_in_threadpool(self._authority.enroll, enrollment)
-        if isinstance(outcome, EnrollmentPending):
-            # RFC 7030 §4.2.3: 202 and Retry-After; the client repeats the same request.
-            return Response(f"enrollment {outcome.request_id} is waiting for approval; retry "
-                            f"after {outcome.retry_after} s\n", status_code=202,
-                            media_type="text/plain",
-                            headers={"Retry-After": str(outcome.retry_after)})
-        certificate = x509.load_der_x509_certificate(outcome.certificate.der)
-        if outcome.private_key_pkcs8 is None:
-            return Response(encode_base64_body(certs_only([certificate])),
-                            media_type=CT_CERTS_ONLY, headers=_BASE64_HEADERS)
-        content_type, multipart = encode_serverkeygen(
-            outcome.private_key_pkcs8, [certificate], f"fleetpki-{secrets.token_hex(12)}")
-        return Response(multipart, headers={"Content-Type": content_type,
-                                            "Cache-Control": "no-store"})
+    async def _call(self, request: Request, operation: EstOperation, path: str) -> EstCall:
+        headers: dict[str, str] = {}
+        for name, value in request.headers.items():  # lower-case names already
+            headers.setdefault(name, value)  # a repeated header: its first value, as .get()
+        return EstCall(
+            method=request.method, path=path, headers=headers,
+            body=await _read_body(request) if operation.method == "POST" else b"",
+            client_address=self._client_address(request),
+            client_certificate=(self._client_certificate(request) if operation.authenticated
+                                else None))
 
     # -- who is asking ---------------------------------------------------------------------
 
@@ -199,74 +138,25 @@ def _tls(request: Request) -> dict[str, Any] | None:
     return tls
 
 
-def _guarded(handler: Handler) -> Handler:
-    """Domain errors become EST responses; anything else is logged and answered 500 without
-    details (DESIGN.md §2: no stack trace reaches a client)."""
-    async def guarded(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except _TooLarge as error:
-            return _error(HttpError(413, str(error)))
-        except FleetPKIError as error:
-            http = to_http(error)
-            if http.status >= 500:
-                log.error("EST request failed on the server side",
-                          extra={"path": request.url.path, "error": str(error)})
-            return _error(http)
-        except Exception:
-            log.exception("EST request failed", extra={"path": request.url.path})
-            return _error(HttpError(500, "internal error; the server log has the details"))
-    return guarded
-
-
-def _error(error: HttpError) -> Response:
-    return Response(error.message.rstrip() + "\n", status_code=error.status,
-                    media_type="text/plain", headers=error.headers)
-
-
-def _label(request: Request) -> str | None:
-    label = request.path_params.get("label")
-    if label is None:
-        return None
-    if not _LABEL.match(label):
-        raise BadInput(f"'{label[:64]}' is not a valid label (lower-case letters, digits, - and _)")
-    return str(label)
+def _response(reply: EstReply) -> Response:
+    response = Response(reply.body, status_code=reply.status)  # sets content-length only
+    response.raw_headers += [(name.encode("latin-1"), value.encode("latin-1"))
+                             for name, value in reply.headers]
+    return response
 
 
 async def _read_body(request: Request) -> bytes:
+    """The body, or as much of it as shows that it is too large: EstHandler answers 413 to
+    more than MAX_BODY_BYTES (and to a larger Content-Length, which is not read at all)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise _TooLarge()
+        return b""
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > MAX_BODY_BYTES:
-            raise _TooLarge()
+            break
     return bytes(body)
-
-
-class _TooLarge(BadInput):
-    def __init__(self) -> None:
-        super().__init__(f"the request body is larger than {MAX_BODY_BYTES} bytes; an EST "
-                         "request is a single CSR of a few kilobytes")
-
-
-def _basic_credentials(request: Request) -> BasicCredentials | None:
-    header = request.headers.get("authorization")
-    if header is None:
-        return None
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() != "basic":
-        raise NotAuthenticated(f"unsupported HTTP authentication scheme '{scheme[:20]}'; use "
-                               "Basic with a bootstrap credential")
-    try:
-        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        raise NotAuthenticated("the Basic credentials are not base64 of 'user:secret'") from None
-    username, colon, password = decoded.partition(":")
-    if not colon:
-        raise NotAuthenticated("the Basic credentials lack the ':' between user and secret")
-    return BasicCredentials(username, password)
 
 
 def _der(pem: str) -> bytes:

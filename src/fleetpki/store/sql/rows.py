@@ -17,6 +17,14 @@ def utc(value: dt.datetime) -> dt.datetime:
     return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
+def stored_moment(value: str | dt.datetime) -> dt.datetime:
+    """A stored UTC timestamp as an aware datetime, from SQLite's text (raw driver reads) or a
+    driver datetime."""
+    if isinstance(value, str):  # "+00:00" appended: datetime.replace costs 5x the parse
+        return dt.datetime.fromisoformat(value + "+00:00")
+    return utc(value)
+
+
 def certificate_row(cert: IssuedCertificate, stamp: Callable[[dt.datetime | None], Any]
                     ) -> tuple[Any, ...]:
     """Driver-ready values in the order of the certificates table's columns."""
@@ -49,6 +57,27 @@ def certificate_record(row: Any) -> IssuedCertificate:
         crl_shard=row.crl_shard,
         invalidity_date=utc(row.invalidity_date) if row.invalidity_date is not None else None,
     )
+
+
+# The columns certificate_values() reads, for raw driver queries.
+CERTIFICATE_FIELDS = ("issuer, serial, device_id, profile, subject, sans, key_spec, "
+                      "key_fingerprint, not_before, not_after, issued_at, der, revoked_at, "
+                      "revocation_reason, crl_shard, invalidity_date")
+
+
+def certificate_values(values: tuple[Any, ...]) -> IssuedCertificate:
+    """certificate_record for a raw driver row of CERTIFICATE_FIELDS."""
+    (issuer, serial, device_id, profile, subject, sans, key_spec, fingerprint, not_before,
+     not_after, issued_at, der, revoked_at, reason, shard, invalidity) = values
+    return IssuedCertificate(
+        serial=int(serial, 16), issuer=issuer, device_id=device_id, profile=profile,
+        subject=subject, sans=tuple(sans.split("\n")) if sans else (), key_spec=key_spec,
+        key_fingerprint=fingerprint, not_before=stored_moment(not_before),
+        not_after=stored_moment(not_after), issued_at=stored_moment(issued_at),
+        der=bytes(der),
+        revoked_at=stored_moment(revoked_at) if revoked_at is not None else None,
+        revocation_reason=RevocationReason(reason) if reason else None, crl_shard=shard,
+        invalidity_date=stored_moment(invalidity) if invalidity is not None else None)
 
 
 def ca_record(row: Any) -> CARecord:

@@ -165,3 +165,16 @@ crl_publications = sa.Table(
     sa.Column("entries", sa.Integer, nullable=False),
     sa.Column("size", sa.Integer, nullable=False),
 )
+
+renewal_advisories = sa.Table(
+    "renewal_advisories", metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("profile", sa.String(64), nullable=False),
+    sa.Column("issued_before", UtcDateTime(), nullable=False),
+    sa.Column("start", UtcDateTime(), nullable=False),
+    sa.Column("end", UtcDateTime(), nullable=False),
+    sa.Column("explanation", sa.Text, nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("created_by", sa.String(256), nullable=False),
+    sa.Column("withdrawn_at", UtcDateTime(), nullable=True),
+)

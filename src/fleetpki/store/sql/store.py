@@ -22,20 +22,31 @@ from fleetpki.store.sql.bulk import (
 from fleetpki.store.sql.engine import create_engines, migrate, translate_errors
 from fleetpki.store.sql.enrollment import EnrollmentTables
 from fleetpki.store.sql.group_commit import GroupCommitter
+from fleetpki.store.sql.renewal_advisories import RenewalAdvisoryTables
 from fleetpki.store.sql.revocation import RevocationTables
-from fleetpki.store.sql.rows import audit_record, ca_record, certificate_record, certificate_row
+from fleetpki.store.sql.rows import (
+    CERTIFICATE_FIELDS,
+    audit_record,
+    ca_record,
+    certificate_record,
+    certificate_row,
+    certificate_values,
+)
 from fleetpki.store.sql.schema import audit_head, audit_log, cas, certificates, serials
 
 _AUDIT_PAGE = 5000
 _SERIAL_COLUMNS = ("issuer", "serial", "device_id", "profile", "reserved_at", "state")
 _CERTIFICATE_COLUMNS = tuple(c.name for c in certificates.columns)
+# A constant column list, no user input: S608 does not apply.
+_ONE_CERTIFICATE = (f"SELECT {CERTIFICATE_FIELDS} FROM certificates "  # noqa: S608
+                    "WHERE issuer = ? AND serial = ?")
 _MARK_ISSUED = "UPDATE serials SET state = 'issued' WHERE issuer = ? AND serial = ?"
 
 
-class SqlStore(EnrollmentTables, RevocationTables):
-    def __init__(self, url: str) -> None:
+class SqlStore(EnrollmentTables, RevocationTables, RenewalAdvisoryTables):
+    def __init__(self, url: str, *, durable: bool = True) -> None:
         self.url = url
-        self._writer, self._reader = create_engines(url)
+        self._writer, self._reader = create_engines(url, durable=durable)
         migrate(self._writer)
         self._commits = GroupCommitter(self._writer)
         self._point_reads = PointReads(self._reader)
@@ -103,9 +114,12 @@ class SqlStore(EnrollmentTables, RevocationTables):
 
     def get_certificate(self, serial: int, issuer: str | None = None
                         ) -> IssuedCertificate | None:
-        query = sa.select(certificates).where(certificates.c.serial == serial_hex(serial))
         if issuer is not None:
-            query = query.where(certificates.c.issuer == issuer)
+            # The per-request lookup of device authentication: a raw indexed read.
+            with translate_errors():
+                row = self._point_reads.one(_ONE_CERTIFICATE, (issuer, serial_hex(serial)))
+            return certificate_values(row) if row is not None else None
+        query = sa.select(certificates).where(certificates.c.serial == serial_hex(serial))
         with translate_errors(), self._reader.connect() as c:
             rows = c.execute(query.limit(2)).all()
         if len(rows) > 1:

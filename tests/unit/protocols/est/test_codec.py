@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from hypothesis import given
@@ -363,3 +364,24 @@ def test_mutated_serverkeygen_raises_nothing_but_bad_input(
             st.sampled_from(b"\r\n-=:; bAQ\x00\xff"))
     with contextlib.suppress(BadInput):
         decode_serverkeygen("multipart/mixed; boundary=b", bytes(body))
+
+
+@pytest.mark.parametrize("count", [1, 2, 5])
+def test_the_fast_certs_only_reader_agrees_with_the_general_loader(count: int) -> None:
+    chain = [self_signed(f"device-{n}") for n in range(count)]
+    der = certs_only(chain)
+    general = pkcs7.load_der_pkcs7_certificates(der)
+    # Both read the encoded order (DER sorts a SET OF, so it need not be the list's).
+    assert codec._certificates_of_signed_data(der) == general
+    assert load_certs_only(der) == general
+    assert sorted(c.serial_number for c in general) == sorted(c.serial_number for c in chain)
+
+
+def test_the_fast_reader_leaves_anything_unusual_to_the_general_loader() -> None:
+    der = certs_only([self_signed("device-1")])
+    # An indefinite length (BER) at the top, or a wrong content type: not for the walk.
+    assert codec._certificates_of_signed_data(b"\x30\x80" + der[2:]) is None
+    signed_data = bytes.fromhex("06092a864886f70d010702")
+    assert codec._certificates_of_signed_data(
+        der.replace(signed_data, bytes.fromhex("06092a864886f70d010703"))) is None
+    assert codec._certificates_of_signed_data(der[:-5]) is None
