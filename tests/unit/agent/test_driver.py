@@ -1,0 +1,185 @@
+"""The driver with a fake EST server in place of the network: files, trust refresh, hooks,
+and the daemon's stop."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import logging
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from fleetpki.agent import trust
+from fleetpki.agent.config import AgentConfig, Hook, load_config
+from fleetpki.agent.driver import Agent, build_chain
+from fleetpki.agent.flow import Outcome
+from fleetpki.agent.keystore import KeystoreError
+from fleetpki.agent.messages import Credential, HttpRequest, HttpResponse, Reply
+from fleetpki.agent.transport import ClientFiles
+from fleetpki.protocols.est.codec import CT_PKCS7, certs_only, encode_base64_body
+from support.agent_fakes import Authority, FakeCa, make_ca, renewal_info, status
+
+
+class FakeServer:
+    """Answers as fleetpki's EST server would, in memory."""
+
+    def __init__(self, ca: FakeCa, *, offered: tuple[x509.Certificate, ...] = ()) -> None:
+        self.ca = ca
+        self.offered = offered
+        self.log: list[tuple[HttpRequest, ClientFiles | None]] = []
+
+    def send(self, request: HttpRequest, client: ClientFiles | None) -> Reply:
+        self.log.append((request, client))
+        operation = request.path.rsplit("/", 1)[-1]
+        now = dt.datetime.now(dt.UTC)
+        if operation == "cacerts":
+            certificates = [self.ca.issuing.certificate, self.ca.root.certificate,
+                            *self.offered]
+            return HttpResponse(200, {"content-type": CT_PKCS7},
+                                encode_base64_body(certs_only(certificates)))
+        if operation in ("simpleenroll", "simplereenroll"):
+            return self.ca.enrollment_reply(request, now=now - dt.timedelta(minutes=1))
+        if operation == "renewalinfo" and client is not None:
+            presented = x509.load_pem_x509_certificates(client[0].read_bytes())[0]
+            return renewal_info(presented, now + dt.timedelta(days=10),
+                                now + dt.timedelta(days=12))
+        return status(404)
+
+    def operations(self) -> list[str]:
+        return [request.path.rsplit("/", 1)[-1] for request, _ in self.log]
+
+
+@pytest.fixture(scope="module")
+def ca() -> FakeCa:
+    return FakeCa()
+
+
+@pytest.fixture
+def config(tmp_path: Path, ca: FakeCa) -> AgentConfig:
+    path = tmp_path / "agent.toml"
+    path.write_text('data_dir = "data"\n[server]\nurl = "https://est.invalid"\n'
+                    '[device]\ncommon_name = "device-7"\n[policy]\njitter = false\n')
+    loaded = load_config(path)
+    (loaded.data_dir / "trust").mkdir(parents=True)
+    (loaded.data_dir / "trust" / "roots.pem").write_bytes(
+        ca.root.certificate.public_bytes(serialization.Encoding.PEM))
+    (loaded.data_dir / "bootstrap.secret").write_text("boot-7:secret-7\n")
+    return loaded
+
+
+def hook_recording_to(path: Path, *, exit_status: int = 0, sleep: float = 0) -> Hook:
+    script = (f"import json, os, sys, time; time.sleep({sleep!r}); "
+              f"open({str(path)!r}, 'w').write(json.dumps({{k: v for k, v in "
+              f"os.environ.items() if k.startswith('FLEETPKI_AGENT_')}})); "
+              f"sys.exit({exit_status})")
+    return Hook((sys.executable, "-c", script), dt.timedelta(seconds=1))
+
+
+def test_enroll_then_renew_runs_the_hook_with_the_new_files(config: AgentConfig, ca: FakeCa,
+                                                            tmp_path: Path) -> None:
+    seen = tmp_path / "hook.json"
+    agent = Agent(dataclasses.replace(config, hook=hook_recording_to(seen)),
+                  transport=FakeServer(ca))
+    enrolled = agent.run_session()
+    assert enrolled.result.outcome is Outcome.enrolled and enrolled.hook_ok is True
+    first = agent.store.load().current
+    assert first is not None
+    renewed = agent.run_session(force=True)
+    assert renewed.result.outcome is Outcome.renewed and renewed.hook_ok is True
+    loaded = agent.store.load()
+    assert loaded.current is not None and loaded.previous is not None
+    assert loaded.previous.certificate == first.certificate
+    environment = json.loads(seen.read_text())
+    assert environment["FLEETPKI_AGENT_CERT"] == str(loaded.current.certificate_file)
+    assert environment["FLEETPKI_AGENT_KEY"] == str(loaded.current.key_file)
+    assert environment["FLEETPKI_AGENT_SERIAL"] == f"{loaded.current.certificate.serial_number:x}"
+    assert x509.load_pem_x509_certificates(
+        Path(environment["FLEETPKI_AGENT_CHAIN"]).read_bytes()) == [ca.issuing.certificate]
+    assert agent.store.load_state().serial == environment["FLEETPKI_AGENT_SERIAL"]
+
+
+def test_a_failing_or_hanging_hook_is_logged_and_the_identity_kept(
+        config: AgentConfig, ca: FakeCa, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    for hook, says in ((hook_recording_to(tmp_path / "a.json", exit_status=3), "exit status 3"),
+                       (hook_recording_to(tmp_path / "b.json", sleep=30), "did not finish")):
+        agent = Agent(dataclasses.replace(config, hook=hook), transport=FakeServer(ca))
+        started = time.monotonic()
+        with caplog.at_level(logging.INFO, logger="fleetpki.agent"):
+            report = agent.run_session(force=True)
+        assert time.monotonic() - started < 10
+        assert report.hook_ok is False and report.promoted is not None
+        assert agent.store.load().current == report.promoted
+        assert says in caplog.text
+
+
+def test_first_session_fetches_the_ca_certificates_and_builds_the_chain(
+        config: AgentConfig, ca: FakeCa) -> None:
+    server = FakeServer(ca)
+    Agent(config, transport=server).run_session()
+    assert server.operations()[:2] == ["cacerts", "simpleenroll"]
+    assert server.log[1][0].credential is Credential.none
+    current = Agent(config, transport=server).store.load().current
+    assert current is not None and current.chain == (ca.issuing.certificate,)
+    assert current.fullchain_file is not None
+    assert len(x509.load_pem_x509_certificates(current.fullchain_file.read_bytes())) == 2
+
+
+def test_only_pinned_roots_join_the_trust_store(config: AgentConfig, ca: FakeCa,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    planned, rogue = make_ca("Planned Root 2030"), make_ca("Rogue Root")
+    pinned = dataclasses.replace(
+        config, pinned_roots=frozenset({trust.fingerprint(planned.certificate)}))
+    agent = Agent(pinned, transport=FakeServer(ca, offered=(planned.certificate,
+                                                            rogue.certificate)))
+    with caplog.at_level(logging.INFO, logger="fleetpki.agent"):
+        agent.refresh_trust()
+    assert agent.store.trust.roots() == [ca.root.certificate, planned.certificate]
+    assert f"refused: sha256:{trust.fingerprint(rogue.certificate)}" in caplog.text
+    assert agent.store.trust.intermediates() == [ca.issuing.certificate]
+
+
+def test_without_trust_roots_nothing_is_sent(config: AgentConfig, ca: FakeCa) -> None:
+    (config.data_dir / "trust" / "roots.pem").unlink()
+    server = FakeServer(ca)
+    with pytest.raises(KeystoreError, match="no trust roots"):
+        Agent(config, transport=server).run_session()
+    assert server.log == []
+
+
+def test_no_secret_or_key_is_logged(config: AgentConfig, ca: FakeCa,
+                                    caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.DEBUG, logger="fleetpki.agent"):
+        Agent(config, transport=FakeServer(ca)).run_session()
+        Agent(config, transport=FakeServer(ca)).run_session(force=True)
+    assert "secret-7" not in caplog.text and "PRIVATE KEY" not in caplog.text
+    assert "simpleenroll" in caplog.text
+
+
+def test_build_chain_follows_signatures_not_just_names(ca: FakeCa) -> None:
+    _, leaf = ca.pair()
+    impostor = Authority(make_ca("Fake Issuing").key, make_ca("Fake Issuing").certificate)
+    assert build_chain(leaf, [impostor.certificate, ca.issuing.certificate,
+                              ca.root.certificate]) == (ca.issuing.certificate,)
+
+
+def test_the_daemon_stops_promptly(config: AgentConfig, ca: FakeCa) -> None:
+    agent = Agent(config, transport=FakeServer(ca))
+    stop = threading.Event()
+    thread = threading.Thread(target=agent.run_forever, args=(stop,))
+    thread.start()
+    deadline = time.monotonic() + 10
+    while agent.store.load(repair=False).current is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert agent.store.load(repair=False).current is not None  # it enrolled
+    stopped = time.monotonic()
+    stop.set()
+    thread.join(timeout=5)
+    assert not thread.is_alive() and time.monotonic() - stopped < 1
