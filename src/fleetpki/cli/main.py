@@ -19,6 +19,7 @@ from fleetpki.cli import (
     revocation_commands,
     serve_command,
     setup_commands,
+    simulate_command,
 )
 from fleetpki.cli.context import CliState
 
@@ -38,7 +39,7 @@ def cli(ctx: click.Context, home: Path) -> None:
 
 for module in (setup_commands, ca_commands, issue_commands, cert_commands, audit_commands,
                batch_command, backup_commands, enrollment_commands, revocation_commands,
-               renewal_commands, serve_command):
+               renewal_commands, serve_command, simulate_command):
     module.register(cli)
 
 
