@@ -74,6 +74,10 @@ class _Trust:
     # dies with this snapshot of our CAs and the manufacturers'.
     signers: dict[bytes, tuple[str, str | int]] = dataclasses.field(default_factory=dict)
 
+    def same_anchors(self, other: _Trust) -> bool:
+        return ([(name, ca) for name, ca in self.ours] == [(n, c) for n, c in other.ours]
+                and [ca for _, ca in self.manufacturers] == [c for _, c in other.manufacturers])
+
     def signer_of(self, der: bytes, device: x509.Certificate) -> tuple[str, str | int]:
         key = hashlib.sha256(der).digest()
         found = self.signers.get(key)
@@ -254,7 +258,11 @@ class DeviceAuthenticator:
                          for ca in self._store.list_cas() if ca.revoked_at is None)
             makers = tuple((m, x509.load_der_x509_certificate(m.certificate_der))
                            for m in self._store.list_manufacturers())
-            trust = self._trust = _Trust(ours, makers, time.monotonic())
+            fresh = _Trust(ours, makers, time.monotonic())
+            if trust is not None and fresh.same_anchors(trust):
+                # Nothing changed: what was checked against these CAs still holds.
+                fresh.signers.update(trust.signers)
+            trust = self._trust = fresh
         return trust
 
 

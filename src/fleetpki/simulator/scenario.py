@@ -51,7 +51,7 @@ class Scenario:
     # The profile the server enforces.
     window_fraction: float = 0.33
     grace_after_expiry: dt.timedelta = 30 * DAY
-    info_interval: dt.timedelta = 30 * DAY
+    info_interval: dt.timedelta = 90 * DAY
     seed: int = 1
 
     def __post_init__(self) -> None:

@@ -39,7 +39,9 @@ def _sqlite_engine(url: str, *, immediate: bool, durable: bool) -> sa.Engine:
         # Let SQLAlchemy's "begin" event issue BEGIN itself (pysqlite's own handling defers it).
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
+        # Without durability (a throwaway database), a rollback journal in memory: no WAL to
+        # write and checkpoint at every commit. Durable stores keep WAL (readers never wait).
+        cursor.execute("PRAGMA journal_mode=WAL" if durable else "PRAGMA journal_mode=MEMORY")
         # FULL: a committed certificate survives power loss, not only a process crash.
         cursor.execute("PRAGMA synchronous=FULL" if durable else "PRAGMA synchronous=OFF")
         cursor.execute("PRAGMA foreign_keys=ON")
