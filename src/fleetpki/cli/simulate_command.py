@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import json
 import multiprocessing
 import os
 import queue
@@ -18,6 +20,7 @@ from rich.table import Table
 from fleetpki.cli.output import console
 from fleetpki.simulation_setup import POLICIES, run_shard
 from fleetpki.simulator.engine import RunResult, ShardResult, combine
+from fleetpki.simulator.live import LiveFleet, run_live
 from fleetpki.simulator.report import summary_rows, write_report
 from fleetpki.simulator.scenario import (
     DAY,
@@ -80,18 +83,36 @@ def _pair(text: str, option: str) -> tuple[float, float]:
 @click.option("--seed", type=int, default=REFERENCE.seed, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where the report goes [default: ./simulation-<time>].")
+@click.option("--live", "live_url", default=None, metavar="URL",
+              help="Instead: run --devices real agents over HTTPS against this EST server "
+                   "(e.g. https://127.0.0.1:8443) for --minutes, in real time.")
+@click.option("--roots", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              default=None, help="With --live: the root CA certificate(s) the agents trust.")
+@click.option("--bootstrap", "bootstrap_credential", default=None, metavar="ID:SECRET",
+              help="With --live: a group bootstrap credential with a use per device.")
+@click.option("--label", default=None, help="With --live: the EST label (profile).")
+@click.option("--minutes", type=click.FloatRange(0.1, 24 * 60), default=5.0,
+              show_default=True, help="With --live: how long to run.")
+@click.option("--name-prefix", default="live-", show_default=True,
+              help="With --live: device CNs are this prefix and a number.")
 @click.option("--workers", type=click.IntRange(1, 64), default=None,
               help="Processes per policy, each simulating a share of the fleet on its own "
                    "server [default: the number of cores].")
 def simulate(devices: int, days: int, lifetime_days: int, missed: float, offline_share: float,
              outages: tuple[str, ...], no_outage: bool, revocations: tuple[str, ...],
              early: tuple[str, ...], grace_days: int, info_days: int, policy: str, seed: int,
-             out: Path | None, workers: int | None) -> None:
+             out: Path | None, live_url: str | None, roots: Path | None,
+             bootstrap_credential: str | None, label: str | None, minutes: float,
+             name_prefix: str, workers: int | None) -> None:
     """Run virtual devices against the real RA, CA and store with a simulated clock.
 
     Each policy's fleet is shared among --workers processes, each with its own throwaway
     server (SQLite, new CA). The report (summary.json, SVG charts, report.html) goes to
     --out."""
+    if live_url is not None:
+        _live(live_url, roots, bootstrap_credential, label, devices, minutes, missed,
+              name_prefix, seed, out)
+        return
     if no_outage and outages:
         raise click.BadParameter("--no-outage and --outage contradict each other")
     chosen_outages = (() if no_outage else
@@ -176,6 +197,54 @@ def _worker(scenario: Scenario, name: str, shard: int, shards: int, scratch: Pat
         messages.put((name, shard, "error", f"{type(error).__name__}: {error}"))
         return
     messages.put((name, shard, "result", result))
+
+
+def _live(url: str, roots: Path | None, credential: str | None, label: str | None,
+          devices: int, minutes: float, missed: float, name_prefix: str, seed: int,
+          out: Path | None) -> None:
+    if roots is None or credential is None or ":" not in credential:
+        raise click.UsageError("--live needs --roots (the server's root CA) and --bootstrap "
+                               "ID:SECRET (a group credential with a use per device: "
+                               "`fleetpki bootstrap create --uses N`)")
+    if devices > 2000:
+        raise click.BadParameter("a live run starts a real agent per device; keep it to "
+                                 "2,000 devices or fewer", param_hint="--devices")
+    username, _, secret = credential.partition(":")
+    fleet = LiveFleet(server_url=url, roots_pem=roots.read_bytes(), devices=devices,
+                      duration=dt.timedelta(minutes=minutes), bootstrap=(username, secret),
+                      label=label, name_prefix=name_prefix, missed_wakeups=missed, seed=seed)
+    out = out or Path(f"simulation-live-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}")
+    with tempfile.TemporaryDirectory(prefix="fleetpki-live-") as scratch, \
+            Progress(TextColumn("live"), BarColumn(), TimeElapsedColumn(),
+                     console=console) as progress:
+        task = progress.add_task("live", total=1.0)
+        result = run_live(fleet, Path(scratch),
+                          lambda done: progress.update(task, completed=done))
+    table = Table(title=f"live run against {url}")
+    table.add_column("")
+    table.add_column("value", justify="right")
+    for name, value in (
+            ("devices", result.devices),
+            ("with a valid certificate at the end", result.with_valid_certificate),
+            ("needing re-provisioning", result.dark),
+            ("certificates obtained", result.certificates_issued),
+            ("sessions", result.sessions),
+            *((f"  {outcome}", count) for outcome, count in sorted(result.outcomes.items())),
+            ("session seconds, median / 99th percentile",
+             f"{result.session_seconds_p50:.3f} / {result.session_seconds_p99:.3f}"),
+            ("seconds", f"{result.seconds:.0f}")):
+        table.add_row(name, str(value))
+    console.print(table)
+    for message, count in sorted(result.last_errors.items(), key=lambda item: -item[1])[:5]:
+        console.print(f"{count} device(s) last said: {message}", markup=False)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "live.json").write_text(json.dumps(dataclasses.asdict(result), indent=1),
+                                   encoding="utf-8")
+    console.print(f"wrote {out / 'live.json'}")
+    if result.dark or result.with_valid_certificate < result.devices:
+        raise click.ClickException(f"{result.devices - result.with_valid_certificate} of "
+                                   f"{result.devices} devices ended without a valid "
+                                   "certificate")
 
 
 def _print_summary(results: list[RunResult]) -> None:
