@@ -36,7 +36,8 @@ from fleetpki.agent.driver import Agent
 from fleetpki.agent.flow import Outcome
 from fleetpki.agent.keystore import Keystore, Loaded
 from support.agent_fakes import make_ca
-from support.est_home import Credential, Home, openssl, prepare_est_home
+from support.est_home import Credential, Home, make_factory_pki, openssl, prepare_est_home
+from support.fleet_server import stop_server
 from support.lint import require_tool
 from support.ports import free_port
 
@@ -98,17 +99,8 @@ class EstServer:
 
     def stop(self) -> None:
         process, self.process = self.process, None
-        if process is None:
-            return
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
-        assert process.stdout is not None
-        process.stdout.close()
+        if process is not None:
+            stop_server(process)
 
     @property
     def url(self) -> str:
@@ -185,7 +177,7 @@ def fleet(initialised_home_template: Path, tmp_path_factory: pytest.TempPathFact
         handle.write(PROFILES)
     factory = base / "factory"
     for maker, (profile, serials) in FACTORY_SERIALS.items():
-        maker_ca = make_maker(factory / maker, maker, serials)
+        maker_ca = make_factory_pki(factory / maker, serials, maker=maker)
         allow = factory / f"{maker}-allowed.txt"
         allow.write_text("\n".join(serials) + "\n")
         home.cli("manufacturers", "add", maker, "--ca", str(maker_ca), "--profile", profile,
@@ -197,25 +189,6 @@ def fleet(initialised_home_template: Path, tmp_path_factory: pytest.TempPathFact
         yield Fleet(home, server, root_pem, factory, base / "devices")
     finally:
         server.stop()
-
-
-def make_maker(directory: Path, maker: str, serials: list[str]) -> Path:
-    """A manufacturer CA (its own name: TLS finds client CAs by name) and an IDevID per
-    serial number, made by the openssl command line. Returns the CA certificate file."""
-    directory.mkdir(parents=True)
-    ca_key, ca_pem = directory / "maker-ca.key", directory / "maker-ca.pem"
-    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-            "-keyout", str(ca_key), "-out", str(ca_pem), "-days", "3650",
-            "-subj", f"/O={maker}/CN={maker} IDevID CA",
-            "-addext", "basicConstraints=critical,CA:TRUE",
-            "-addext", "keyUsage=critical,keyCertSign,cRLSign")
-    for serial in serials:
-        key, csr, pem = (directory / f"{serial}.{ext}" for ext in ("key", "csr", "pem"))
-        openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                "-keyout", str(key), "-out", str(csr), "-subj", f"/serialNumber={serial}")
-        openssl("x509", "-req", "-in", str(csr), "-CA", str(ca_pem), "-CAkey", str(ca_key),
-                "-days", "7300", "-out", str(pem), "-set_serial", "0x" + serial.encode().hex())
-    return ca_pem
 
 
 def chain_verifies(fleet: Fleet, leaf: Path, chain: Path) -> None:

@@ -91,15 +91,16 @@ def openssl(*args: str, input: bytes | None = None, cwd: Path | None = None) -> 
     return result.stdout
 
 
-def make_factory_pki(directory: Path, serials: list[str]) -> Path:
+def make_factory_pki(directory: Path, serials: list[str], *, maker: str = "Acme") -> Path:
     """A manufacturer CA and one IDevID per serial number (subject serialNumber), all made by
     the openssl command line. Returns the CA certificate file; device files are
-    <serial>.pem / <serial>.key."""
+    <serial>.pem / <serial>.key. Give each manufacturer of one test its own `maker` name:
+    TLS finds the CA of a client certificate by name."""
     directory.mkdir(parents=True, exist_ok=True)
     ca_key, ca_pem = directory / "maker-ca.key", directory / "maker-ca.pem"
     openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
             "-keyout", str(ca_key), "-out", str(ca_pem), "-days", "3650",
-            "-subj", "/O=Acme Devices/CN=Acme IDevID CA",
+            "-subj", f"/O={maker} Devices/CN={maker} IDevID CA",
             "-addext", "basicConstraints=critical,CA:TRUE",
             "-addext", "keyUsage=critical,keyCertSign,cRLSign")
     for serial in serials:

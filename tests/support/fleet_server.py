@@ -68,16 +68,22 @@ def fleet_server(home: Path, *, workers: int = 1, timeout: float = 60.0,
                                                         "[server.proxy]" in text)
         yield RunningServer(home, port, proxy_port, revocation_port, log)
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
-        assert process.stdout is not None
-        process.stdout.close()
+        stop_server(process)
         handle.close()
+
+
+def stop_server(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (a graceful stop: workers finish their requests), SIGKILL if that takes more
+    than 20 s; then close the pipe the ready line came through."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+    if process.stdout is not None:
+        process.stdout.close()
 
 
 def _wait_ready(process: subprocess.Popen[bytes], timeout: float, log: Path,

@@ -56,12 +56,12 @@ class FactoryLine(Protocol):
     def idevid(self, device_id: str) -> x509.Certificate: ...
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class RunResult:
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Tally:
+    """What a run counts, whether one process's share of it or the whole."""
+
     policy: str
     scenario: Scenario
-    load: LoadSummary
-    enrollments_per_day: tuple[int, ...]
     without_certificate_per_day: tuple[int, ...]
     outcomes: dict[str, int]  # session outcomes during the measured span
     rollout_enrollments: int
@@ -74,34 +74,24 @@ class RunResult:
     revoked: int
     sessions: int
     requests: int
-    seconds: float  # wall clock of the slowest process
-    cpu_seconds: float  # all processes together
-    processes: int = 1
+    seconds: float  # wall clock (of the slowest process, for a whole run)
+    cpu_seconds: float  # (of all processes together)
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class ShardResult:
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ShardResult(Tally):
     """One process's share of a run (devices whose index % shards == shard), with the raw
     per-minute load so that shards add up exactly."""
 
-    policy: str
-    scenario: Scenario
     ok_per_minute: bytes
     not_ok_per_minute: bytes
-    without_certificate_per_day: tuple[int, ...]
-    outcomes: dict[str, int]
-    rollout_enrollments: int
-    dark: int
-    ever_dark: int
-    devices_with_gaps: int
-    gap_device_days: float
-    longest_gap_days: float
-    offline_devices: int
-    revoked: int
-    sessions: int
-    requests: int
-    seconds: float
-    cpu_seconds: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class RunResult(Tally):
+    load: LoadSummary
+    enrollments_per_day: tuple[int, ...]
+    processes: int = 1
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
