@@ -17,6 +17,7 @@ import os
 import random
 import re
 import selectors
+import shutil
 import signal
 import subprocess
 import sys
@@ -316,11 +317,23 @@ def test_sigkill_at_random_points_never_loses_the_identity(fleet: Fleet) -> None
 
 # -- the agent installed alone ---------------------------------------------------------------
 
+def _uv() -> str:
+    """uv on PATH, or the one scripts/bootstrap installed with pip (`python3 -m uv`), whose
+    script directory need not be on PATH."""
+    if shutil.which("uv"):
+        return require_tool("uv")
+    found = subprocess.run(["python3", "-c", "import uv; print(uv.find_uv_bin())"],
+                           capture_output=True, text=True, timeout=30, check=False)
+    if found.returncode == 0 and found.stdout.strip():
+        return found.stdout.strip()
+    return require_tool("uv")  # fails, saying what to install
+
+
 @pytest.fixture(scope="module")
 def agent_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """packaging/agent built into a wheel and installed, with only its dependencies (their
     versions from uv.lock, from uv's cache: no network), into a fresh venv."""
-    uv = require_tool("uv")
+    uv = _uv()
     base = tmp_path_factory.mktemp("agent-wheel")
     environment = {**os.environ, "UV_PYTHON_DOWNLOADS": "never"}
     environment.pop("PYTHONPATH", None)

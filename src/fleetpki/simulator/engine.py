@@ -65,6 +65,9 @@ class Tally:
     without_certificate_per_day: tuple[int, ...]
     outcomes: dict[str, int]  # session outcomes during the measured span
     rollout_enrollments: int
+    # Enrollments with the factory identity of devices that held a certificate before: the
+    # fallback when the certificate could no longer renew (revoked, expired past grace).
+    fallback_enrollments: int
     dark: int  # needs re-provisioning at the end
     ever_dark: int
     devices_with_gaps: int
@@ -129,7 +132,7 @@ def simulate(fleet: Fleet, progress: Callable[[float], None] | None = None, *,
         queue.append((links.next_window(index, deployed).timestamp(), index))
     heapq.heapify(queue)
     outcomes: collections.Counter[str] = collections.Counter()
-    rollout = revoked = sessions = 0
+    rollout = fallbacks = revoked = sessions = 0
     dark_seen: set[int] = set()
     end = scenario.end.timestamp()
     start = scenario.start.timestamp()
@@ -143,10 +146,13 @@ def simulate(fleet: Fleet, progress: Callable[[float], None] | None = None, *,
             revoked += action(list(devices.values()), fleet.operator, rng)
         fleet.clock.set(now)
         device = devices[index]
+        had_certificate = device.valid_until is not None
         result = _run_session(device, network, now, enrollees[index], fleet.policy, rng)
         sessions += 1
         if stamp >= start:
             outcomes[result.outcome.value] += 1
+            if result.outcome is Outcome.enrolled and had_certificate:
+                fallbacks += 1
         elif result.outcome is Outcome.enrolled:
             rollout += 1
         if result.outcome is Outcome.needs_reprovisioning:
@@ -161,7 +167,7 @@ def simulate(fleet: Fleet, progress: Callable[[float], None] | None = None, *,
     if progress is not None:
         progress(1.0)
     return _shard_result(fleet, list(devices.values()), load, links, outcomes, rollout,
-                         len(dark_seen), revoked, sessions, network.requests,
+                         fallbacks, len(dark_seen), revoked, sessions, network.requests,
                          time.perf_counter() - began, time.process_time() - began_cpu)
 
 
@@ -183,6 +189,7 @@ def combine(shards: Sequence[ShardResult]) -> RunResult:
                                     strict=True)),
         outcomes=dict(outcomes),
         rollout_enrollments=sum(s.rollout_enrollments for s in shards),
+        fallback_enrollments=sum(s.fallback_enrollments for s in shards),
         dark=sum(s.dark for s in shards), ever_dark=sum(s.ever_dark for s in shards),
         devices_with_gaps=sum(s.devices_with_gaps for s in shards),
         gap_device_days=sum(s.gap_device_days for s in shards),
@@ -244,8 +251,8 @@ def _operations(scenario: Scenario) -> list[tuple[dt.datetime, Action]]:
 
 def _shard_result(fleet: Fleet, devices: Sequence[VirtualDevice], load: Load,
                   links: Connectivity, outcomes: collections.Counter[str], rollout: int,
-                  ever_dark: int, revoked: int, sessions: int, requests: int, seconds: float,
-                  cpu_seconds: float) -> ShardResult:
+                  fallbacks: int, ever_dark: int, revoked: int, sessions: int,
+                  requests: int, seconds: float, cpu_seconds: float) -> ShardResult:
     scenario = fleet.scenario
     days = int(scenario.duration / DAY)
     without = [0] * (days + 1)
@@ -272,7 +279,8 @@ def _shard_result(fleet: Fleet, devices: Sequence[VirtualDevice], load: Load,
     return ShardResult(
         policy=fleet.policy_name, scenario=scenario, ok_per_minute=load.ok.tobytes(),
         not_ok_per_minute=load.not_ok.tobytes(), without_certificate_per_day=tuple(without),
-        outcomes=dict(outcomes), rollout_enrollments=rollout, dark=dark, ever_dark=ever_dark,
+        outcomes=dict(outcomes), rollout_enrollments=rollout, fallback_enrollments=fallbacks,
+        dark=dark, ever_dark=ever_dark,
         devices_with_gaps=with_gaps, gap_device_days=gap_days, longest_gap_days=longest,
         offline_devices=offline, revoked=revoked, sessions=sessions, requests=requests,
         seconds=seconds, cpu_seconds=cpu_seconds)

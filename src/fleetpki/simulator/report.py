@@ -35,7 +35,11 @@ def summary_rows(results: Sequence[RunResult]) -> list[tuple[str, list[str]]]:
         row("longest span without a valid certificate (days)",
             lambda r: f"{r.longest_gap_days:.0f}"),
         row("renewals", lambda r: f"{r.outcomes.get('renewed', 0):,}"),
-        row("re-enrollments with the factory identity", lambda r: r.outcomes.get("enrolled", 0)),
+        row("first enrollments (roll-out / after the start)",
+            lambda r: f"{r.rollout_enrollments:,} / "
+                      f"{r.outcomes.get('enrolled', 0) - r.fallback_enrollments:,}"),
+        row("re-enrollments with the factory identity (fallback)",
+            lambda r: f"{r.fallback_enrollments:,}"),
         row("failed sessions (retried)", lambda r: f"{r.outcomes.get('failed', 0):,}"),
         row("enrollments answered other than 200",
             lambda r: f"{r.load.refused_or_failed:,}"),
