@@ -33,7 +33,10 @@ class RenewalAdvisory:
 
     id: str
     profile: str
-    issued_before: dt.datetime  # certificates issued (notBefore) before this are concerned
+    # Certificates issued before this are concerned. Issued, not notBefore: notBefore is
+    # backdated a few minutes (clock skew), so a certificate renewed just after the advisory
+    # would otherwise count as covered and be asked to renew again.
+    issued_before: dt.datetime
     start: dt.datetime
     end: dt.datetime
     explanation: str
@@ -41,9 +44,9 @@ class RenewalAdvisory:
     created_by: str
     withdrawn_at: dt.datetime | None = None
 
-    def covers(self, profile: str, not_before: dt.datetime) -> bool:
+    def covers(self, profile: str, issued_at: dt.datetime) -> bool:
         return (self.withdrawn_at is None and self.profile == profile
-                and not_before < self.issued_before)
+                and issued_at < self.issued_before)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -73,13 +76,14 @@ def renewal_opens(not_before: dt.datetime, not_after: dt.datetime, renewal: Rene
 
 def suggested_window(profile: str, not_before: dt.datetime, not_after: dt.datetime,
                      renewal: Renewal, advisories: Iterable[RenewalAdvisory], *,
-                     revoked: bool, now: dt.datetime) -> RenewalWindow:
+                     issued_at: dt.datetime, revoked: bool, now: dt.datetime
+                     ) -> RenewalWindow:
     if revoked:
         return RenewalWindow(now, now + _IMMEDIATE,
                              "the certificate was revoked: enroll again with the factory "
                              "identity or a bootstrap credential")
     window = normal_window(not_before, not_after, renewal)
-    advisory = earliest_advisory(profile, not_before, advisories)
+    advisory = earliest_advisory(profile, issued_at, advisories)
     if advisory is not None and advisory.start < window.start:
         end = min(advisory.end, window.end)
         return RenewalWindow(advisory.start, max(end, advisory.start), advisory.explanation,
@@ -88,18 +92,19 @@ def suggested_window(profile: str, not_before: dt.datetime, not_after: dt.dateti
 
 
 def accepts_renewal_from(profile: str, not_before: dt.datetime, not_after: dt.datetime,
-                         renewal: Renewal, advisories: Iterable[RenewalAdvisory]
+                         renewal: Renewal, advisories: Iterable[RenewalAdvisory], *,
+                         issued_at: dt.datetime
                          ) -> tuple[dt.datetime, RenewalAdvisory | None]:
     """From when the RA accepts a re-enrollment with this certificate, and the advisory that
     made it earlier than the profile's period, if one did."""
     opens = renewal_opens(not_before, not_after, renewal)
-    advisory = earliest_advisory(profile, not_before, advisories)
+    advisory = earliest_advisory(profile, issued_at, advisories)
     if advisory is not None and advisory.start < opens:
         return advisory.start, advisory
     return opens, None
 
 
-def earliest_advisory(profile: str, not_before: dt.datetime,
+def earliest_advisory(profile: str, issued_at: dt.datetime,
                       advisories: Iterable[RenewalAdvisory]) -> RenewalAdvisory | None:
-    concerned = [a for a in advisories if a.covers(profile, not_before)]
+    concerned = [a for a in advisories if a.covers(profile, issued_at)]
     return min(concerned, key=lambda a: a.start, default=None)

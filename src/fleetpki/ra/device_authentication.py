@@ -218,7 +218,7 @@ class DeviceAuthenticator:
         profile = self.profile_of(current)
         opens, advisory = accepts_renewal_from(profile.name, current.not_before,
                                                current.not_after, profile.renewal,
-                                               self._advisories())
+                                               self._advisories(), issued_at=current.issued_at)
         grace_ends = current.not_after + profile.renewal.grace_after_expiry
         if now < opens:
             early = ("" if advisory is None

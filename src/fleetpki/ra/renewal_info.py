@@ -70,14 +70,16 @@ def advise(current: IssuedCertificate, profile: Profile,
     status = current.status(now)
     renewal = profile.renewal
     window = suggested_window(profile.name, current.not_before, current.not_after, renewal,
-                              advisories, revoked=status is CertificateStatus.revoked, now=now)
+                              advisories, issued_at=current.issued_at,
+                              revoked=status is CertificateStatus.revoked, now=now)
     if status is CertificateStatus.expired:
         grace_ends = current.not_after + renewal.grace_after_expiry
         if now >= grace_ends:
             # Like a revoked certificate, it can no longer renew itself: core's immediate
             # window, with the reason that applies.
             immediate = suggested_window(profile.name, current.not_before, current.not_after,
-                                         renewal, (), revoked=True, now=now)
+                                         renewal, (), issued_at=current.issued_at, revoked=True,
+                                         now=now)
             window = dataclasses.replace(immediate, explanation=(
                 f"the certificate expired {current.not_after:%Y-%m-%d %H:%M}Z"
                 + (f" and its renewal grace ended {grace_ends:%Y-%m-%d %H:%M}Z"

@@ -40,11 +40,12 @@ def test_normal_window_is_the_first_half_of_the_renewal_period() -> None:
 
 def test_an_earlier_advisory_moves_the_window_and_the_acceptance() -> None:
     found = suggested_window("sensor", ISSUED, EXPIRES, RENEWAL, [advisory(12, 19)],
-                             revoked=False, now=NOW)
+                             issued_at=ISSUED, revoked=False, now=NOW)
     assert (found.start, found.end) == (ISSUED + dt.timedelta(days=12),
                                         ISSUED + dt.timedelta(days=19))
     assert (found.explanation, found.advisory) == ("incident", "ra-1")
-    opens, which = accepts_renewal_from("sensor", ISSUED, EXPIRES, RENEWAL, [advisory(12, 19)])
+    opens, which = accepts_renewal_from("sensor", ISSUED, EXPIRES, RENEWAL, [advisory(12, 19)],
+                                        issued_at=ISSUED)
     assert opens == ISSUED + dt.timedelta(days=12) and which is not None
 
 
@@ -56,21 +57,22 @@ def test_an_earlier_advisory_moves_the_window_and_the_acceptance() -> None:
 ], ids=["later", "other-profile", "issued-after-cutoff", "withdrawn"])
 def test_advisories_that_do_not_concern_the_certificate_change_nothing(
         other: RenewalAdvisory) -> None:
-    assert suggested_window("sensor", ISSUED, EXPIRES, RENEWAL, [other], revoked=False,
-                            now=NOW) == normal_window(ISSUED, EXPIRES, RENEWAL)
-    assert accepts_renewal_from("sensor", ISSUED, EXPIRES, RENEWAL, [other]) == (
-        ISSUED + dt.timedelta(days=45), None)
+    assert suggested_window("sensor", ISSUED, EXPIRES, RENEWAL, [other], issued_at=ISSUED,
+                            revoked=False, now=NOW) == normal_window(ISSUED, EXPIRES, RENEWAL)
+    assert accepts_renewal_from("sensor", ISSUED, EXPIRES, RENEWAL, [other],
+                                issued_at=ISSUED) == (ISSUED + dt.timedelta(days=45), None)
 
 
 def test_the_earliest_of_several_advisories_wins() -> None:
     found = suggested_window("sensor", ISSUED, EXPIRES, RENEWAL,
                              [advisory(30, 40, id_="ra-late"), advisory(15, 25, id_="ra-early")],
-                             revoked=False, now=NOW)
+                             issued_at=ISSUED, revoked=False, now=NOW)
     assert found.advisory == "ra-early"
 
 
 def test_a_revoked_certificate_is_told_to_renew_now() -> None:
-    found = suggested_window("sensor", ISSUED, EXPIRES, RENEWAL, [], revoked=True, now=NOW)
+    found = suggested_window("sensor", ISSUED, EXPIRES, RENEWAL, [], issued_at=ISSUED,
+                             revoked=True, now=NOW)
     assert found.start == NOW and found.end > NOW
     assert found.explanation is not None and "factory identity" in found.explanation
 
@@ -78,3 +80,15 @@ def test_a_revoked_certificate_is_told_to_renew_now() -> None:
 def test_a_window_cannot_end_before_it_starts() -> None:
     with pytest.raises(ValueError, match="ends after it starts"):
         RenewalWindow(NOW, NOW - dt.timedelta(seconds=1))
+
+
+def test_coverage_goes_by_issuance_not_by_the_backdated_not_before() -> None:
+    """notBefore is backdated for clock skew: a certificate renewed a minute after the
+    advisory has a notBefore before its cut-off, and must still not be covered."""
+    cutoff = advisory(12, 19, issued_before_day=20)
+    renewed_at = ISSUED + dt.timedelta(days=20, minutes=1)
+    backdated = renewed_at - dt.timedelta(minutes=5)
+    found = suggested_window("sensor", backdated, backdated + dt.timedelta(days=90), RENEWAL,
+                             [cutoff], issued_at=renewed_at, revoked=False, now=renewed_at)
+    assert found.advisory is None
+    assert cutoff.covers("sensor", renewed_at - dt.timedelta(minutes=2))

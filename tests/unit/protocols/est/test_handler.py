@@ -310,6 +310,12 @@ def test_an_advisory_moves_the_window_and_opens_reenrollment_early(fleet: Fleet)
     issued = [e for e in fleet.store.audit_entries() if e.action == "certificate.issued"]
     assert issued[-1].details["renewal_advisory"] == "adv-1"
     assert "renewal_advisory" not in issued[0].details
+    # The new certificate, issued at the advisory's cut-off with a notBefore backdated before
+    # it, is not covered: it gets the profile's own window, not another "renew now".
+    new = load_certs_only(decode_base64_body(renewed.body))[0]
+    assert new.not_valid_before_utc < advisory.issued_before
+    fresh = fleet.renewal_info(new.public_bytes(serialization.Encoding.DER))
+    assert fresh.explanation is None and fresh.start > now + dt.timedelta(days=60)
 
 
 def test_an_advisory_does_not_cover_certificates_issued_after_it(fleet: Fleet) -> None:
