@@ -26,8 +26,6 @@ from fleetpki.core.errors import (
 )
 from fleetpki.core.keys import KeySpec
 from fleetpki.core.reasons import RevocationReason
-from fleetpki.core.serials import RandomSerials
-from fleetpki.profiles_loader import load_profiles
 from fleetpki.ra.api import (
     Authorization,
     BasicCredentials,
@@ -45,8 +43,8 @@ from fleetpki.ra.revocations import RevocationDesk
 from fleetpki.ra.service import IssuanceService
 from fleetpki.store.api import CertificateQuery
 from fleetpki.store.sql.store import SqlStore
-from support.ca_store import OneSigner, store_with_cas
 from support.csrs import make_csr, make_key
+from support.enrollment_rig import HELD_PROFILE, enrollment_parts
 
 START = dt.datetime(2030, 1, 15, 8, 0, tzinfo=dt.UTC)
 OPERATOR = Authorization(actor="operator:test")
@@ -67,15 +65,7 @@ subject.attributes.CN = { required = true }
 extensions = { key_usage = ["digitalSignature"], extended_key_usage = ["clientAuth"] }
 renewal = { window_fraction = 0.25, grace_after_expiry = "30d" }
 enrollment = { server_keygen = true }
-
-[profiles.held]
-issuer = "issuing"
-keys.allowed = ["ec-p256"]
-validity = { default = "90d", maximum = "90d" }
-subject.attributes.CN = { required = true }
-extensions = { key_usage = ["digitalSignature"], extended_key_usage = ["clientAuth"] }
-enrollment = { approval = "manual", retry_after = "2m" }
-"""
+""" + HELD_PROFILE
 
 
 @dataclasses.dataclass
@@ -103,18 +93,14 @@ class Rig:
 
 @pytest.fixture
 def rig(tmp_path: Path) -> Rig:
-    clock = FakeClock(START)
-    store, issuing = store_with_cas(tmp_path, START)
-    path = tmp_path / "profiles.toml"
-    path.write_text(PROFILES)
-    profiles = load_profiles(path, known_issuers={"issuing"})
-    issuance = IssuanceService(store, profiles, OneSigner(issuing), clock, RandomSerials())
     limits = EnrollmentLimits(per_credential=RateLimit(5, dt.timedelta(minutes=1)),
                               per_address=None)
-    service = EnrollmentService(issuance, store, profiles, clock, limits, "sensor")
-    return Rig(service, issuance, store, clock, CredentialAdmin(store, profiles, clock, "op"),
+    parts = enrollment_parts(tmp_path, PROFILES, START, limits=limits)
+    store, profiles, clock = parts.store, parts.profiles, parts.clock
+    return Rig(parts.service, parts.issuance, store, clock,
+               CredentialAdmin(store, profiles, clock, "op"),
                ManufacturerAdmin(store, profiles, clock, "op"),
-               ApprovalDesk(issuance, store, clock, OPERATOR))
+               ApprovalDesk(parts.issuance, store, clock, OPERATOR))
 
 
 def der(csr: x509.CertificateSigningRequest) -> bytes:

@@ -22,8 +22,6 @@ from fleetpki.core.keys import KeySpec
 from fleetpki.core.profile import Profile
 from fleetpki.core.reasons import RevocationReason
 from fleetpki.core.renewal_window import RenewalAdvisory, normal_window
-from fleetpki.core.serials import RandomSerials
-from fleetpki.profiles_loader import load_profiles
 from fleetpki.protocols.est import handler as handler_module
 from fleetpki.protocols.est.codec import (
     MAX_BODY_BYTES,
@@ -41,14 +39,13 @@ from fleetpki.ra.api import (
     RenewalAdvice,
 )
 from fleetpki.ra.credentials import CredentialAdmin
-from fleetpki.ra.enrollment import EnrollmentLimits, EnrollmentService
+from fleetpki.ra.enrollment import EnrollmentService
 from fleetpki.ra.manufacturers import ManufacturerAdmin
 from fleetpki.ra.revocations import RevocationDesk
-from fleetpki.ra.service import IssuanceService
 from fleetpki.store.api import AuditEvent
 from fleetpki.store.sql.store import SqlStore
-from support.ca_store import OneSigner, store_with_cas
 from support.csrs import make_csr, make_key
+from support.enrollment_rig import HELD_PROFILE, enrollment_parts
 
 START = dt.datetime(2030, 1, 15, 8, 0, tzinfo=dt.UTC)
 EST = "/.well-known/est"
@@ -69,15 +66,7 @@ validity = { default = "90d", maximum = "90d" }
 subject.attributes.CN = { required = true }
 extensions = { key_usage = ["digitalSignature"], extended_key_usage = ["clientAuth"] }
 renewal = { window_fraction = 0.25, grace_after_expiry = "30d" }
-
-[profiles.held]
-issuer = "issuing"
-keys.allowed = ["ec-p256"]
-validity = { default = "90d", maximum = "90d" }
-subject.attributes.CN = { required = true }
-extensions = { key_usage = ["digitalSignature"], extended_key_usage = ["clientAuth"] }
-enrollment = { approval = "manual", retry_after = "2m" }
-"""
+""" + HELD_PROFILE
 
 
 @dataclasses.dataclass
@@ -128,15 +117,9 @@ class Fleet:
 
 @pytest.fixture
 def fleet(tmp_path: Path) -> Fleet:
-    clock = FakeClock(START)
-    store, issuing = store_with_cas(tmp_path, START)
-    path = tmp_path / "profiles.toml"
-    path.write_text(PROFILES)
-    profiles = load_profiles(path, known_issuers={"issuing"})
-    issuance = IssuanceService(store, profiles, OneSigner(issuing), clock, RandomSerials())
-    service = EnrollmentService(issuance, store, profiles, clock, EnrollmentLimits(), "sensor")
-    return Fleet(EstHandler(service), service, store, clock, profiles,
-                 CredentialAdmin(store, profiles, clock, "op"))
+    parts = enrollment_parts(tmp_path, PROFILES, START)
+    return Fleet(EstHandler(parts.service), parts.service, parts.store, parts.clock,
+                 parts.profiles, CredentialAdmin(parts.store, parts.profiles, parts.clock, "op"))
 
 
 def csr_body(cn: str) -> bytes:
