@@ -151,10 +151,11 @@ def _run(scenario: Scenario, names: list[str], workers: int) -> list[RunResult]:
                      TimeElapsedColumn(), console=console) as progress:
         tasks = {name: progress.add_task(name, total=1.0) for name in names}
         running: dict[tuple[str, int], Any] = {}
+        waiting = list(jobs)
         heard = time.monotonic()
         while len(done) < len(jobs):
-            while jobs[len(done) + len(running):] and len(running) < workers:
-                job = jobs[len(done) + len(running)]
+            while waiting and len(running) < workers:
+                job = waiting.pop(0)
                 process = context.Process(target=_worker, args=(
                     scenario, job[0], job[1], workers, Path(scratch), messages), daemon=True)
                 process.start()
