@@ -11,6 +11,7 @@ import stat
 import tomllib
 from pathlib import Path
 
+from fleetpki.admin_settings import AdminSettings, read_admin_settings
 from fleetpki.config_reader import Section
 from fleetpki.core.errors import ConfigError, KeyAccessError
 from fleetpki.revocation_settings import RevocationSettings, read_revocation_settings
@@ -64,6 +65,7 @@ class Settings:
     server: ServerSettings
     est: EstSettings
     revocation: RevocationSettings
+    admin: AdminSettings
 
     @property
     def settings_file(self) -> Path:
@@ -98,6 +100,7 @@ def load_settings(home: Path) -> Settings:
         server=server,
         est=read_est_settings(root.section("est")),
         revocation=read_revocation_settings(root.section("revocation"), server),
+        admin=read_admin_settings(root.section("admin")),
     )
     if settings.log_format not in ("json", "text"):
         raise logging.error("format", "must be \"json\" or \"text\"")

@@ -2,27 +2,41 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
 import os
 import secrets
-from collections.abc import Coroutine
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from fastapi import FastAPI
 from starlette.applications import Starlette
+from starlette.types import ASGIApp
 
+from fleetpki.admin_operations import FleetOperations
 from fleetpki.ca.file_signers import CAKeyLocation, FileSignerSource
 from fleetpki.ca.keyfiles import write_private_file
 from fleetpki.config import DEFAULT_PASSPHRASE_ENV, Settings, load_settings
 from fleetpki.core.clock import Clock, SystemClock
 from fleetpki.core.errors import ConfigError
+from fleetpki.core.inventory_records import StoredSummary
 from fleetpki.core.profile import Profile
 from fleetpki.core.records import IssuedCertificate
 from fleetpki.core.serials import RandomSerials
+from fleetpki.inventory.app import admin_app
+from fleetpki.inventory.context import AdminContext
+from fleetpki.metrics.collector import FleetCollector
+from fleetpki.metrics.http import (
+    MetricsEndpoint,
+    RequestTimer,
+    by_last_segment,
+    by_prefix,
+    with_endpoint,
+)
+from fleetpki.metrics.registry import EnrollmentCounter, process_metrics, scrape_registry
 from fleetpki.ocsp_identity import PROFILE_NAME as OCSP_PROFILE
 from fleetpki.ocsp_identity import (
     ResponderFiles,
@@ -31,8 +45,11 @@ from fleetpki.ocsp_identity import (
     responder_profile,
 )
 from fleetpki.profiles_loader import load_profiles
+from fleetpki.protocols.est.handler import OPERATIONS as EST_OPERATIONS
+from fleetpki.protocols.est.server import PREFIX as EST_PREFIX
 from fleetpki.protocols.est.server import EstServer, ProxyTrust
 from fleetpki.ra.api import Authorization
+from fleetpki.ra.api_tokens import OperatorCertificateAdmin, TokenAdmin, TokenAuthenticator
 from fleetpki.ra.approvals import ApprovalDesk
 from fleetpki.ra.ca_admin import CAAdmin
 from fleetpki.ra.ca_chain import issuer_chain
@@ -55,6 +72,7 @@ from fleetpki.server_identity import (
 )
 from fleetpki.serving.workers import WorkerApps
 from fleetpki.store.sql.store import SqlStore
+from fleetpki.summary_runtime import summary_loop
 
 
 @dataclasses.dataclass
@@ -92,7 +110,8 @@ class Fleet:
         limits = EnrollmentLimits(per_credential=self.settings.est.per_credential,
                                   per_address=self.settings.est.per_address)
         return EnrollmentService(self.issuance, self.store, self.profiles, self.clock, limits,
-                                 self.default_profile)
+                                 self.default_profile,
+                                 observer=EnrollmentCounter(process_metrics()))
 
     def credential_admin(self, authorization: Authorization) -> CredentialAdmin:
         return CredentialAdmin(self.store, self.profiles, self.clock, authorization.actor)
@@ -105,6 +124,22 @@ class Fleet:
 
     def approvals(self, authorization: Authorization) -> ApprovalDesk:
         return ApprovalDesk(self.issuance, self.store, self.clock, authorization)
+
+    def token_admin(self, authorization: Authorization) -> TokenAdmin:
+        return TokenAdmin(self.store, self.clock, authorization.actor)
+
+    def operator_certificates(self, authorization: Authorization) -> OperatorCertificateAdmin:
+        return OperatorCertificateAdmin(self.store, self.clock, authorization.actor)
+
+    def admin_app(self) -> FastAPI:
+        """The admin listener's application: REST API and dashboard."""
+        context = AdminContext(reader=self.store, operations=FleetOperations(self),
+                               profiles=self.profiles, clock=self.clock,
+                               max_body_bytes=self.settings.admin.max_body_bytes)
+        return admin_app(context)
+
+    def refresh_summary(self) -> StoredSummary:
+        return FleetOperations(self).refresh_summary()
 
     def server_credentials(self) -> ServerCredentials:
         """The serve command's TLS certificate and key, issued or renewed as needed."""
@@ -211,21 +246,47 @@ def asgi_app(fleet: Fleet) -> Starlette:
 
 def worker_apps(fleet: Fleet) -> WorkerApps:
     """What each `fleetpki serve` worker runs: enrollment on the HTTPS (and proxy) listener,
-    CRLs and OCSP on the plain-HTTP one, and the publishing loop."""
-    enrollment = asgi_app(fleet)
+    CRLs and OCSP on the plain-HTTP one, the admin API with /metrics, and the background loops.
+    Every listener's requests are timed (docs/metrics.md)."""
+    metrics = process_metrics()  # after the fork: this worker's own (metrics/process.py)
+    timed = metrics.request_seconds
+    enrollment = RequestTimer(asgi_app(fleet), timed, "est", by_last_segment(
+        EST_PREFIX, [operation.name for operation in EST_OPERATIONS], "other"))
     responder, keys = fleet.ocsp_responder()
     # OCSP first, as a bare ASGI app: it is the busiest thing a PKI serves, and Starlette's
     # router would cost a quarter of each answer. Everything else falls through to the CRLs.
-    revocation = ocsp_app(responder, fallback=Starlette(
-        routes=CrlFiles(fleet.crl_directory, fleet.clock).routes()))
+    revocation = RequestTimer(ocsp_app(responder, fallback=Starlette(
+        routes=CrlFiles(fleet.crl_directory, fleet.clock).routes())), timed, "revocation",
+        by_prefix([("/ocsp", "ocsp"), ("/crl", "crl")], "other"))
+
+    def responder_certificates() -> list[tuple[str, x509.Certificate]]:
+        found = []
+        for issuer in fleet.crl_publisher.issuers():
+            path = ResponderFiles.of(fleet.settings.home / "ocsp", issuer).certificate
+            if path.exists():
+                found.append((issuer, x509.load_pem_x509_certificate(path.read_bytes())))
+        return found
+
+    collector = FleetCollector(fleet.store, fleet.clock, responder_certificates)
+    scrape = MetricsEndpoint(lambda: scrape_registry(metrics, collector),
+                             TokenAuthenticator(fleet.store, fleet.clock).authenticate)
+    administration = RequestTimer(
+        with_endpoint("/metrics", scrape, fleet.admin_app()), timed, "admin",
+        by_prefix([("/metrics", "metrics"), ("/api", "api"), ("/static", "static")],
+                  "dashboard"))
     interval = fleet.settings.revocation.check_interval.total_seconds()
 
-    def background() -> Coroutine[Any, Any, None]:
-        return revocation_loop(fleet.publish_due, fleet.crl_directory, interval, responder,
-                               keys)
+    admin = fleet.settings.admin
 
-    return WorkerApps({"https": enrollment, "proxy": enrollment, "revocation": revocation},
-                      background)
+    async def background() -> None:
+        await asyncio.gather(
+            revocation_loop(fleet.publish_due, fleet.crl_directory, interval, responder, keys),
+            summary_loop(fleet.store.latest_summary, fleet.refresh_summary, fleet.clock,
+                         admin.summary_interval, fleet.settings.home / "run"))
+
+    apps: dict[str, ASGIApp] = {"https": enrollment, "proxy": enrollment,
+                                "revocation": revocation, "admin": administration}
+    return WorkerApps(apps, background)
 
 
 def open_fleet(home: Path, *, clock: Clock | None = None, durable: bool = True) -> Fleet:

@@ -82,6 +82,7 @@ class EstServer:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "fleetpki.cli", "--home", str(self.home), "serve",
                  "--listen", f"127.0.0.1:{self.port}", "--revocation-listen", "127.0.0.1:0",
+                 "--admin-listen", "127.0.0.1:0",
                  "--workers", "1"], stdout=subprocess.PIPE, stderr=log)
         assert self.process.stdout is not None
         text, deadline = "", time.monotonic() + timeout

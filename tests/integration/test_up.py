@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import json
+import re
 import socket
 import subprocess
 import sys
@@ -45,6 +47,14 @@ def test_up_then_serves_est(tmp_path: Path) -> None:
         assert len(certs) == 2  # the issuing CA and the root
         assert [c.subject == c.issuer for c in certs].count(True) == 1
         assert (home / "demo").is_dir()
+        # The first run printed an admin token, once: it opens the admin API.
+        token = re.search(r"first admin token .*\n\s+(fpk_\S+)", server.ready_output)
+        assert token is not None, server.ready_output
+        me = subprocess.run(
+            ["curl", "-sS", "--max-time", "20", "--cacert", str(server.tls_chain), "-H",
+             f"Authorization: Bearer {token.group(1)}", f"{server.admin_base}/api/v1/whoami"],
+            capture_output=True, text=True, timeout=60, check=False)
+        assert json.loads(me.stdout)["role"] == "admin", me.stdout + me.stderr
 
 
 def test_serve_on_a_taken_port_says_what_to_do(home: Path) -> None:

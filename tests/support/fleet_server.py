@@ -17,6 +17,7 @@ from pathlib import Path
 _READY = re.compile(r"serving EST on https://127\.0\.0\.1:(\d+)/")
 _PROXY = re.compile(r"proxy listener .* on http://127\.0\.0\.1:(\d+)")
 _REVOCATION = re.compile(r"CRLs and OCSP on http://127\.0\.0\.1:(\d+)/")
+_ADMIN = re.compile(r"admin API and dashboard on https://127\.0\.0\.1:(\d+)/")
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,13 @@ class RunningServer:
     proxy_port: int | None
     revocation_port: int
     log: Path
+    admin_port: int | None = None
+    ready_output: str = ""  # what the command printed up to its ready lines
+
+    @property
+    def admin_base(self) -> str:
+        """The admin API and dashboard, over HTTPS with the server's certificate."""
+        return f"https://127.0.0.1:{self.admin_port}"
 
     @property
     def base(self) -> str:
@@ -58,15 +66,17 @@ def fleet_server(home: Path, *, workers: int = 1, timeout: float = 60.0,
     text = settings.read_text() if settings.exists() else ""
     if "[revocation]" not in text:
         extra += ["--revocation-listen", "127.0.0.1:0"]
+    if "[admin]" not in text:
+        extra += ["--admin-listen", "127.0.0.1:0"]
     process = subprocess.Popen(
         [sys.executable, "-m", "fleetpki.cli", "--home", str(home), *command,
          "--listen", "127.0.0.1:0", *extra],
         stdout=subprocess.PIPE, stderr=handle, bufsize=0,
         env={**os.environ, **(env or {})})
     try:
-        port, proxy_port, revocation_port = _wait_ready(process, timeout, log,
-                                                        "[server.proxy]" in text)
-        yield RunningServer(home, port, proxy_port, revocation_port, log)
+        port, proxy_port, revocation_port, admin_port, output = _wait_ready(
+            process, timeout, log, "[server.proxy]" in text)
+        yield RunningServer(home, port, proxy_port, revocation_port, log, admin_port, output)
     finally:
         stop_server(process)
         handle.close()
@@ -87,7 +97,7 @@ def stop_server(process: subprocess.Popen[bytes]) -> None:
 
 
 def _wait_ready(process: subprocess.Popen[bytes], timeout: float, log: Path,
-                expects_proxy: bool) -> tuple[int, int | None, int]:
+                expects_proxy: bool) -> tuple[int, int | None, int, int | None, str]:
     """Read the ready lines straight from the pipe (os.read: a buffered reader could hold the
     second line while select() reports nothing more to read)."""
     assert process.stdout is not None
@@ -105,11 +115,13 @@ def _wait_ready(process: subprocess.Popen[bytes], timeout: float, log: Path,
             elif process.poll() is not None:
                 break
             ready, revocation = _READY.search(text), _REVOCATION.search(text)
-            if ready is None or revocation is None:
+            admin = _ADMIN.search(text)
+            # The ready lines come in one burst; the admin line, printed last, closes it.
+            if ready is None or revocation is None or admin is None:
                 continue
             proxy = _PROXY.search(text)
             if proxy is not None or not expects_proxy:
                 return (int(ready.group(1)), int(proxy.group(1)) if proxy else None,
-                        int(revocation.group(1)))
+                        int(revocation.group(1)), int(admin.group(1)), text)
     raise RuntimeError(f"fleetpki serve did not become ready within {timeout} s; stdout: "
                        f"{text!r}; stderr: {log.read_text()[-4000:]}")

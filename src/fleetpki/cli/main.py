@@ -8,11 +8,13 @@ import click
 
 from fleetpki import __version__
 from fleetpki.cli import (
+    admin_commands,
     audit_commands,
     backup_commands,
     batch_command,
     ca_commands,
     cert_commands,
+    discover_command,
     enrollment_commands,
     issue_commands,
     renewal_commands,
@@ -37,9 +39,10 @@ def cli(ctx: click.Context, home: Path) -> None:
     ctx.call_on_close(state.close)
 
 
-for module in (setup_commands, ca_commands, issue_commands, cert_commands, audit_commands,
-               batch_command, backup_commands, enrollment_commands, revocation_commands,
-               renewal_commands, serve_command, simulate_command):
+for module in (setup_commands, admin_commands, ca_commands, issue_commands, cert_commands,
+               audit_commands, batch_command, backup_commands, enrollment_commands,
+               revocation_commands, renewal_commands, serve_command, simulate_command,
+               discover_command):
     module.register(cli)
 
 

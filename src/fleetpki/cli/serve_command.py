@@ -11,6 +11,7 @@ import click
 from fleetpki import logs
 from fleetpki.cli.context import CliState, handle_errors, pass_state
 from fleetpki.core.errors import ConfigError
+from fleetpki.metrics.process import multiprocess_metrics, worker_exited
 from fleetpki.server_settings import Address
 from fleetpki.serving.tls import server_tls_context
 from fleetpki.serving.workers import Listener, WorkerApps, serve
@@ -36,23 +37,31 @@ revocation_listen_option = click.option(
          "certificates keep pointing at revocation.base_url).")
 
 
+admin_listen_option = click.option(
+    "--admin-listen", default=None,
+    help="HOST:PORT for the admin API and dashboard over HTTPS (default: admin.listen).")
+
+
 @click.command("serve")
 @click.option("--listen", default=None, help="HOST:PORT for HTTPS (default: server.listen).")
 @revocation_listen_option
+@admin_listen_option
 @click.option("--workers", type=click.IntRange(1, 64), default=None,
               help="Worker processes (default: server.workers).")
 @pass_state
 @handle_errors
 def serve_command(state: CliState, listen: str | None, revocation_listen: str | None,
-                  workers: int | None) -> None:
+                  admin_listen: str | None, workers: int | None) -> None:
     """Serve EST (RFC 7030) on HTTPS, and CRLs and OCSP on plain HTTP, until SIGTERM or
     Ctrl-C. CRLs due for re-signing are published while serving."""
     sys.exit(run_server(state, parse_address(listen), workers,
-                        parse_address(revocation_listen, "--revocation-listen")))
+                        parse_address(revocation_listen, "--revocation-listen"),
+                        parse_address(admin_listen, "--admin-listen")))
 
 
 def run_server(state: CliState, listen: Address | None, workers: int | None,
-               revocation_listen: Address | None = None) -> int:
+               revocation_listen: Address | None = None, admin_listen: Address | None = None
+               ) -> int:
     fleet = state.fleet()
     settings = fleet.settings
     fleet.default_profile  # noqa: B018 - a bad est.default_profile refuses to start, here
@@ -77,6 +86,9 @@ def run_server(state: CliState, listen: Address | None, workers: int | None,
     revocation = revocation_listen or settings.revocation.listen
     if revocation is not None:
         listeners.append(Listener("revocation", revocation.host, revocation.port, None))
+    admin = admin_listen or settings.admin.listen
+    if admin is not None:
+        listeners.append(Listener("admin", admin.host, admin.port, tls_context))
 
     def app_factory() -> WorkerApps:
         fleet = open_fleet(home)
@@ -94,17 +106,23 @@ def run_server(state: CliState, listen: Address | None, workers: int | None,
                        f"http://{addresses['proxy']}")
         if "revocation" in addresses:
             click.echo(f"CRLs and OCSP on http://{addresses['revocation']}/crl/ and /ocsp")
+        if "admin" in addresses:
+            click.echo(f"admin API and dashboard on https://{addresses['admin']}/ "
+                       "(log in with a token from `fleetpki admin token create`)")
         click.echo(f"server certificate: {credentials.chain_file}", err=True)
         sys.stdout.flush()
 
     try:
-        return serve(app_factory, listeners, workers=workers or settings.server.workers,
-                     on_ready=ready)
+        # Before the fork: the workers add up their metrics through files (metrics/process.py).
+        with multiprocess_metrics(home / "run"):
+            return serve(app_factory, listeners, workers=workers or settings.server.workers,
+                         on_ready=ready, on_worker_exit=worker_exited)
     except OSError as error:
         if error.errno not in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
             raise
         ports = ", ".join(f"{listener.host}:{listener.port}" for listener in listeners)
         raise ConfigError(f"{error.strerror} (listening on {ports}): another program (or another "
                           "fleetpki serve) may hold a port; stop it, or choose other addresses "
-                          "with --listen / --revocation-listen, or server.listen / "
-                          "revocation.listen in fleetpki.toml") from None
+                          "with --listen / --revocation-listen / --admin-listen, or "
+                          "server.listen / revocation.listen / admin.listen in "
+                          "fleetpki.toml") from None

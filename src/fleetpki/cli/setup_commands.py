@@ -21,12 +21,18 @@ from fleetpki.ca.ceremony import ca_name
 from fleetpki.ca.keyfiles import write_private_file
 from fleetpki.cli.context import CliState, handle_errors, pass_state
 from fleetpki.cli.output import ca_table, console
-from fleetpki.cli.serve_command import parse_address, revocation_listen_option, run_server
+from fleetpki.cli.serve_command import (
+    admin_listen_option,
+    parse_address,
+    revocation_listen_option,
+    run_server,
+)
+from fleetpki.core.api_tokens import Role
 from fleetpki.core.errors import Conflict
 from fleetpki.core.issuance_plan import Request
 from fleetpki.core.keys import KeySpec
 from fleetpki.ra.authorizers import local_operator
-from fleetpki.wiring import prepare_home
+from fleetpki.wiring import Fleet, prepare_home
 
 KEY_TYPES = ["ec-p256", "ec-p384", "ed25519", "rsa-2048", "rsa-3072", "rsa-4096"]
 
@@ -74,10 +80,11 @@ def init(state: CliState, org: str, key_type: str, root_key_type: str | None, ro
               help="Issue and verify the demo certificate, then exit instead of serving.")
 @click.option("--listen", default=None, help="HOST:PORT for HTTPS (default: server.listen).")
 @revocation_listen_option
+@admin_listen_option
 @pass_state
 @handle_errors
 def up(state: CliState, check_only: bool, listen: str | None,
-       revocation_listen: str | None) -> None:
+       revocation_listen: str | None, admin_listen: str | None) -> None:
     """Run fleetpki on the embedded default: create everything on first run, prove it works
     by issuing a demo device certificate and verifying it independently, then serve EST."""
     ctx = click.get_current_context()
@@ -109,10 +116,24 @@ def up(state: CliState, check_only: bool, listen: str | None,
     click.echo("verified: cryptography path validation OK; " + openssl)
     if check_only:
         return
+    _first_admin_token(fleet)
     click.echo("Devices enroll over EST; create a credential for them with `fleetpki bootstrap "
                "create --profile PROFILE` (docs/protocols.md). Ctrl-C stops the server.")
     sys.exit(run_server(state, parse_address(listen), None,
-                        parse_address(revocation_listen, "--revocation-listen")))
+                        parse_address(revocation_listen, "--revocation-listen"),
+                        parse_address(admin_listen, "--admin-listen")))
+
+
+def _first_admin_token(fleet: Fleet) -> None:
+    """On a fleet nobody can log in to yet, make the first admin token and show it, once.
+    There is no default password; this token is as secret as the CA host's shell."""
+    admin = fleet.token_admin(local_operator())
+    if admin.list(include_revoked=True):
+        return
+    made = admin.create("first-admin", Role.admin, lifetime=dt.timedelta(days=30))
+    click.echo(f"first admin token (shown only now, valid 30 days; log in to the dashboard "
+               f"with it, then make personal ones with `fleetpki admin token create`):\n"
+               f"  {made.text}")
 
 
 def _verify_with_cryptography(cert: x509.Certificate, chain: list[x509.Certificate],

@@ -12,7 +12,8 @@ Renewal advice (EST `renewalinfo`) identifies the certificate as step 2 does and
 renewal_info.py; it issues nothing and is not audited.
 
 Every refusal is audited, except address throttling, which is logged: auditing each request of
-an unauthenticated flood would let anyone fill the audit log.
+an unauthenticated flood would let anyone fill the audit log. Every outcome (issued, held,
+refused, throttled included) is also told to an observer (observer.py), which counts them.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import hashlib
 import logging
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from cryptography import x509
@@ -34,6 +35,7 @@ from fleetpki.core.csr import load_csr
 from fleetpki.core.enrollment_records import ApprovalState, PendingEnrollment
 from fleetpki.core.errors import (
     BadInput,
+    FleetPKIError,
     NotAuthorized,
     NotFound,
     PolicyViolation,
@@ -58,12 +60,17 @@ from fleetpki.ra.device_authentication import (
     AuthenticationStore,
     DeviceAuthenticator,
 )
+from fleetpki.ra.observer import NO_OBSERVER, UNKNOWN_PROFILE, EnrollmentObserver
 from fleetpki.ra.rate_limits import RateLimit, RateLimiter
 from fleetpki.ra.renewal_info import ActiveAdvisories, AdvisoryReader, advise
 from fleetpki.ra.service import IssuanceService
 from fleetpki.store.api import AuditEvent, PendingEnrollments
 
 log = logging.getLogger(__name__)
+
+# What the observer is told carried the request: EST is the one front end of this service
+# (the simulator drives the same EST handler in process).
+PROTOCOL = "est"
 
 
 class EnrollmentStore(AuthenticationStore, PendingEnrollments, AdvisoryReader, Protocol):
@@ -81,7 +88,7 @@ class EnrollmentLimits:
 class EnrollmentService:
     def __init__(self, issuance: IssuanceService, store: EnrollmentStore,
                  profiles: Mapping[str, Profile], clock: Clock, limits: EnrollmentLimits,
-                 default_profile: str) -> None:
+                 default_profile: str, *, observer: EnrollmentObserver = NO_OBSERVER) -> None:
         if default_profile not in profiles:
             raise NotFound(f"the default enrollment profile '{default_profile}' does not exist")
         self._issuance = issuance
@@ -94,6 +101,7 @@ class EnrollmentService:
         self._by_address = RateLimiter(limits.per_address)
         self._by_credential = RateLimiter(limits.per_credential)
         self._chains: dict[str, tuple[float, list[x509.Certificate]]] = {}
+        self._observer = observer
 
     # -- what any client may read --------------------------------------------------------
 
@@ -143,6 +151,22 @@ class EnrollmentService:
 
     def enroll(self, request: EnrollmentRequest) -> Enrolled | EnrollmentPending:
         now = self._clock.now()
+        counted = self._counted(request.label, UNKNOWN_PROFILE)
+        try:
+            who = self._admit(request, now)
+            counted = self._counted(request.label, who.profile)
+            return self._decide(request, who, now)
+        except FleetPKIError as refusal:
+            self._tell(self._observer.refused, counted, PROTOCOL, type(refusal).__name__)
+            raise
+
+    def _counted(self, label: str | None, otherwise: str) -> str:
+        """The profile the observer is told: the label when it names a profile, else
+        `otherwise`; never a label as the client wrote it (anyone's to choose, unbounded)."""
+        return label if label is not None and label in self._profiles else otherwise
+
+    def _admit(self, request: EnrollmentRequest, now: dt.datetime) -> Authenticated:
+        """Steps 1-3: throttle the address, authenticate, throttle the credential."""
         wait = self._by_address.take(request.client_address)
         if wait is not None:
             log.warning("enrollment throttled", extra={"address": request.client_address})
@@ -161,6 +185,11 @@ class EnrollmentService:
                                     f"in {wait} s", retry_after=wait)
             self._issuance.refuse(who.authorization, request.label or who.profile, throttled)
             raise throttled
+        return who
+
+    def _decide(self, request: EnrollmentRequest, who: Authenticated, now: dt.datetime
+                ) -> Enrolled | EnrollmentPending:
+        """Steps 4-7: pick the profile, then issue or hold."""
         profile = self._profile(request, who)
         if request.undecodable is not None:
             malformed = BadInput(request.undecodable)
@@ -201,6 +230,7 @@ class EnrollmentService:
             self._give_back(who)
             raise
         self._authenticator.issued(record)
+        self._tell(self._observer.issued, profile.name, PROTOCOL)
         if key is None:
             return Enrolled(record)
         return Enrolled(record, private_key_pkcs8=key.private_bytes(
@@ -215,6 +245,15 @@ class EnrollmentService:
             return profile.keys.check(load_csr(csr_data).public_key())
         except (BadInput, PolicyViolation, ValueError):
             return preferred_key_spec(profile.keys)
+
+    @staticmethod
+    def _tell(event: Callable[..., None], *labels: str) -> None:
+        """Counting never changes an outcome: the certificate is stored and audited by now,
+        or the refusal must reach the client as it is."""
+        try:
+            event(*labels)
+        except Exception:
+            log.exception("enrollment observer failed")
 
     def _redeem(self, who: Authenticated, profile: Profile) -> None:
         if who.redeem is None:
@@ -266,6 +305,7 @@ class EnrollmentService:
         except Exception:
             self._give_back(who)
             raise
+        self._tell(self._observer.held, profile.name, PROTOCOL)
         return EnrollmentPending(pending.id, retry_after)
 
     def _retried(self, earlier: PendingEnrollment, retry_after: int

@@ -92,7 +92,8 @@ class _WorkerServer(uvicorn.Server):
 def serve(app_factory: Callable[[], WorkerApps], listeners: Sequence[Listener], *, workers: int,
           on_ready: Callable[[list[tuple[str, int]]], None] | None = None,
           log_level: str = "warning", graceful_timeout: float = 10.0,
-          http: Literal["httptools", "h11"] = "httptools") -> int:
+          http: Literal["httptools", "h11"] = "httptools",
+          on_worker_exit: Callable[[int], None] | None = None) -> int:
     """Serve until SIGTERM/SIGINT; return 0 after a clean stop, 1 otherwise.
 
     "Otherwise" is: workers kept dying (more than 5 deaths in 30 s), the first workers did not
@@ -100,6 +101,8 @@ def serve(app_factory: Callable[[], WorkerApps], listeners: Sequence[Listener], 
     called once, with each listener's (host, port) in order, when every worker accepts
     connections. Call from the main thread (it installs signal handlers) with no event loop
     running; ``http`` selects uvicorn's parser (httptools, or the stricter pure-Python h11).
+    ``on_worker_exit`` is called with the PID of each worker that died and was reaped while
+    serving, before its replacement starts (e.g. to drop the dead process's metric files).
     """
     if workers < 1 or not listeners or log_level not in uvicorn.config.LOG_LEVELS:
         raise ValueError("serve needs a worker, a listener and one of uvicorn's log levels")
@@ -131,7 +134,7 @@ def serve(app_factory: Callable[[], WorkerApps], listeners: Sequence[Listener], 
     try:
         sockets.extend(_bind(listener) for listener in listeners)
         code = _supervise(lambda: _fork(run_worker), children, workers, ready_r, stopping,
-                          announce)
+                          announce, on_worker_exit)
         return max(code, _stop(children, graceful_timeout))
     finally:
         _stop(children, graceful_timeout)  # workers are left only after an exception
@@ -255,7 +258,8 @@ def _fork(run: Callable[[], int]) -> int:
 
 
 def _supervise(spawn: Callable[[], int], children: set[int], workers: int, ready_r: int,
-               stopping: list[int], announce: Callable[[], None]) -> int:
+               stopping: list[int], announce: Callable[[], None],
+               on_exit: Callable[[int], None] | None = None) -> int:
     deaths: deque[float] = deque()
     ready: set[int] = set()
     announced = False
@@ -270,6 +274,11 @@ def _supervise(spawn: Callable[[], int], children: set[int], workers: int, ready
             if status is None:
                 continue
             children.discard(pid)
+            if on_exit is not None:
+                try:
+                    on_exit(pid)
+                except Exception:
+                    logger.exception("cleaning up after worker %d failed", pid)
             deaths.append(now)
             while deaths[0] < now - _DEATH_WINDOW:
                 deaths.popleft()

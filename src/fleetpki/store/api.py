@@ -14,15 +14,19 @@ import datetime as dt
 from collections.abc import Iterator, Sequence
 from typing import Protocol
 
+from fleetpki.core.api_tokens import ApiToken, OperatorCertificate
 from fleetpki.core.audit_chain import canonical_details
+from fleetpki.core.discovery_records import DiscoveredCertificate
 from fleetpki.core.enrollment_records import (
     ApprovalState,
     BootstrapCredential,
     ManufacturerCA,
     PendingEnrollment,
 )
+from fleetpki.core.inventory_records import CertificateFact, DeviceSummary, StoredSummary
 from fleetpki.core.reasons import RevocationReason
 from fleetpki.core.records import (
+    AuditEntry,
     CARecord,
     CertificateStatus,
     IssuedCertificate,
@@ -69,8 +73,14 @@ class CertificateQuery:
     subject_contains: str | None = None
     san_contains: str | None = None
     key_spec: str | None = None
+    expiring_after: dt.datetime | None = None
+    issued_after: dt.datetime | None = None
+    serial_prefix: str | None = None  # lower-case hex
     limit: int = 100
     offset: int = 0
+    # Keyset pagination: only certificates after this (not_after, serial hex) in the list's
+    # order. Unlike an offset, the thousandth page costs what the first does.
+    after: tuple[dt.datetime, str] | None = None
 
 
 class CertificateReader(Protocol):
@@ -290,4 +300,104 @@ class RenewalAdvisories(Protocol):
                           ) -> RenewalAdvisory:
         """The advisory as withdrawn; NotFound for an unknown id, Conflict if it was
         withdrawn already."""
+        ...
+
+
+class ApiTokens(Protocol):
+    """Admin API tokens (core/api_tokens.py); only hashes of their secrets are stored."""
+
+    def add_token(self, token: ApiToken, event: AuditEvent, *, at: dt.datetime) -> None:
+        """Conflict if the id is taken."""
+        ...
+
+    def get_token(self, token_id: str) -> ApiToken | None: ...
+
+    def list_tokens(self, *, include_revoked: bool = False) -> list[ApiToken]:
+        """Oldest first."""
+        ...
+
+    def revoke_token(self, token_id: str, event: AuditEvent, *, at: dt.datetime) -> ApiToken:
+        """NotFound for an unknown id, Conflict if it was revoked already."""
+        ...
+
+
+class OperatorCertificates(Protocol):
+    """TLS client certificates admitted to the admin API (core/api_tokens.py)."""
+
+    def add_operator_certificate(self, record: OperatorCertificate, event: AuditEvent, *,
+                                 at: dt.datetime) -> None:
+        """Conflict if that certificate is registered already."""
+        ...
+
+    def get_operator_certificate(self, fingerprint: str) -> OperatorCertificate | None: ...
+
+    def list_operator_certificates(self, *, include_revoked: bool = False
+                                   ) -> list[OperatorCertificate]: ...
+
+    def revoke_operator_certificate(self, fingerprint: str, event: AuditEvent, *,
+                                    at: dt.datetime) -> OperatorCertificate:
+        """NotFound for an unknown fingerprint, Conflict if revoked already."""
+        ...
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AuditQuery:
+    """Newest first; `before_seq` pages back through the log."""
+
+    actor: str | None = None
+    action: str | None = None
+    subject: str | None = None
+    before_seq: int | None = None
+    limit: int = 50
+
+
+class InventoryReader(CertificateReader, CAReader, Protocol):
+    """What the admin API and dashboard read: lists that stay fast at millions of rows
+    (every one is an index range with a limit), and the fleet summary computed apart."""
+
+    def list_devices(self, *, prefix: str | None = None, after: str | None = None,
+                     limit: int = 50, now: dt.datetime) -> list[DeviceSummary]:
+        """Devices in id order."""
+        ...
+
+    def get_device(self, device_id: str, *, now: dt.datetime) -> DeviceSummary | None: ...
+
+    def audit_page(self, query: AuditQuery) -> list[AuditEntry]: ...
+
+    def audit_head(self) -> tuple[int, str]: ...
+
+    def audit_entries(self, *, since_seq: int = 1) -> Iterator[AuditEntry]: ...
+
+    def latest_summary(self) -> StoredSummary | None: ...
+
+
+class SummaryLedger(Protocol):
+    """The fleet summary's pass over every certificate, and where its result is kept."""
+
+    def certificate_facts(self, *, with_der: bool = False) -> Iterator[CertificateFact]:
+        """Every certificate, grouped by device and profile, oldest issue first within a
+        group; streamed."""
+        ...
+
+    def save_summary(self, summary: StoredSummary, *, keep: int = 48) -> None:
+        """Store it and prune all but the newest `keep`."""
+        ...
+
+    def latest_summary(self) -> StoredSummary | None: ...
+
+
+class DiscoveredCertificates(Protocol):
+    """Certificates found at TLS endpoints by discovery scans (core/discovery_records.py)."""
+
+    def record_discovered(self, findings: Sequence[DiscoveredCertificate], event: AuditEvent,
+                          *, at: dt.datetime) -> None:
+        """Upsert by (host, port, fingerprint): new rows are first and last seen `at`, known
+        ones get `at` as their last_seen and their new position; one transaction with the
+        event."""
+        ...
+
+    def list_discovered(self, *, host: str | None = None,
+                        expiring_before: dt.datetime | None = None, limit: int = 100,
+                        offset: int = 0) -> list[DiscoveredCertificate]:
+        """Soonest to expire first."""
         ...

@@ -178,3 +178,54 @@ renewal_advisories = sa.Table(
     sa.Column("created_by", sa.String(256), nullable=False),
     sa.Column("withdrawn_at", UtcDateTime(), nullable=True),
 )
+
+api_tokens = sa.Table(
+    "api_tokens", metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("secret_hash", sa.String(64), nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("created_by", sa.String(256), nullable=False),
+    sa.Column("expires_at", UtcDateTime(), nullable=False),
+    sa.Column("revoked_at", UtcDateTime(), nullable=True),
+)
+
+inventory_summaries = sa.Table(
+    "inventory_summaries", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("computed_at", UtcDateTime(), nullable=False),
+    sa.Column("seconds", sa.Float, nullable=False),
+    sa.Column("summary", sa.Text, nullable=False),
+)
+
+discovered_certificates = sa.Table(
+    "discovered_certificates", metadata,
+    sa.Column("host", sa.String(255), primary_key=True),
+    sa.Column("port", sa.Integer, primary_key=True),
+    sa.Column("fingerprint", sa.String(64), primary_key=True),
+    sa.Column("position", sa.Integer, nullable=False),
+    sa.Column("subject", sa.Text, nullable=False),
+    sa.Column("issuer_name", sa.Text, nullable=False),
+    sa.Column("serial", sa.String(40), nullable=False),
+    sa.Column("not_before", UtcDateTime(), nullable=False),
+    sa.Column("not_after", UtcDateTime(), nullable=False),
+    sa.Column("key_spec", sa.String(16), nullable=False),
+    sa.Column("signature_algorithm", sa.String(64), nullable=False),
+    sa.Column("issued_by_us", sa.String(64), nullable=True),
+    sa.Column("first_seen", UtcDateTime(), nullable=False),
+    sa.Column("last_seen", UtcDateTime(), nullable=False),
+    sa.Column("der", sa.LargeBinary, nullable=False),
+)
+
+operator_certificates = sa.Table(
+    "operator_certificates", metadata,
+    sa.Column("fingerprint", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("subject", sa.Text, nullable=False),
+    sa.Column("not_after", UtcDateTime(), nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("created_by", sa.String(256), nullable=False),
+    sa.Column("revoked_at", UtcDateTime(), nullable=True),
+)

@@ -1,0 +1,1 @@
+"""Inventory and operations: the admin REST API, the web dashboard, the fleet summary."""

@@ -1,0 +1,70 @@
+"""Keeping the fleet summary fresh while `fleetpki serve` runs.
+
+Every worker runs the loop; a lock file lets one of them compute at a time, and the stored
+summary's age (not a per-worker timer) says when a pass is due, so a restart or a second
+server on the same database does not double the work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import fcntl
+import logging
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from fleetpki.core.clock import Clock
+from fleetpki.core.inventory_records import StoredSummary
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def _summary_lock(directory: Path) -> Iterator[bool]:
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(directory / ".summary.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
+
+
+def refresh_if_due(latest: Callable[[], StoredSummary | None],
+                   refresh: Callable[[], StoredSummary], clock: Clock,
+                   interval: dt.timedelta, lock_directory: Path) -> StoredSummary | None:
+    """Compute a summary if the newest is older than `interval` and no one else is at it."""
+    current = latest()
+    if current is not None and clock.now() - current.computed_at < interval:
+        return None
+    with _summary_lock(lock_directory) as held:
+        if not held:
+            return None
+        current = latest()  # another worker may have finished while we waited for the lock
+        if current is not None and clock.now() - current.computed_at < interval:
+            return None
+        stored = refresh()
+        log.info("fleet summary computed", extra={"seconds": stored.seconds})
+        return stored
+
+
+async def summary_loop(latest: Callable[[], StoredSummary | None],
+                       refresh: Callable[[], StoredSummary], clock: Clock,
+                       interval: dt.timedelta, lock_directory: Path) -> None:
+    """Until cancelled; the first check comes right away, so a fresh server shows a summary
+    within seconds. A failed pass is logged and retried at the next check."""
+    check_every = max(5.0, min(60.0, interval.total_seconds() / 4))
+    while True:
+        try:
+            await asyncio.to_thread(refresh_if_due, latest, refresh, clock, interval,
+                                    lock_directory)
+        except Exception:
+            log.exception("fleet summary failed; retrying in %.0f s", check_every)
+        await asyncio.sleep(check_every)
