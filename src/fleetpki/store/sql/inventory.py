@@ -64,16 +64,9 @@ class InventoryTables:
             return [_token(r) for r in c.execute(select)]
 
     def revoke_token(self, token_id: str, event: AuditEvent, *, at: dt.datetime) -> ApiToken:
-        t = api_tokens
-        with translate_errors(), self._writer.begin() as c:
-            row = c.execute(sa.select(t).where(t.c.id == token_id)).first()
-            if row is None:
-                raise NotFound(f"no API token with id '{token_id}'")
-            if row.revoked_at is not None:
-                raise Conflict(f"API token '{token_id}' was revoked already")
-            c.execute(t.update().where(t.c.id == token_id).values(revoked_at=at))
-            append_events(c, [event], at)
-            row = c.execute(sa.select(t).where(t.c.id == token_id)).one()
+        row = self._mark_revoked(api_tokens.c.id, token_id, event, at,
+                                 missing=f"no API token with id '{token_id}'",
+                                 again=f"API token '{token_id}' was revoked already")
         return _token(row)
 
     # -- operator certificates --------------------------------------------------------------
@@ -110,18 +103,26 @@ class InventoryTables:
 
     def revoke_operator_certificate(self, fingerprint: str, event: AuditEvent, *,
                                     at: dt.datetime) -> OperatorCertificate:
-        t = operator_certificates
-        with translate_errors(), self._writer.begin() as c:
-            row = c.execute(sa.select(t).where(t.c.fingerprint == fingerprint)).first()
-            if row is None:
-                raise NotFound(f"no operator certificate with fingerprint {fingerprint}")
-            if row.revoked_at is not None:
-                raise Conflict(f"operator certificate {fingerprint[:16]}... was revoked "
-                               "already")
-            c.execute(t.update().where(t.c.fingerprint == fingerprint).values(revoked_at=at))
-            append_events(c, [event], at)
-            row = c.execute(sa.select(t).where(t.c.fingerprint == fingerprint)).one()
+        row = self._mark_revoked(
+            operator_certificates.c.fingerprint, fingerprint, event, at,
+            missing=f"no operator certificate with fingerprint {fingerprint}",
+            again=f"operator certificate {fingerprint[:16]}... was revoked already")
         return _operator(row)
+
+    def _mark_revoked(self, key: sa.Column[str], value: str, event: AuditEvent,
+                      at: dt.datetime, *, missing: str, again: str) -> Any:
+        """Set revoked_at of the row whose `key` is `value`, once, with its audit entry;
+        returns the row as it is now."""
+        table = key.table
+        with translate_errors(), self._writer.begin() as c:
+            row = c.execute(sa.select(table).where(key == value)).first()
+            if row is None:
+                raise NotFound(missing)
+            if row.revoked_at is not None:
+                raise Conflict(again)
+            c.execute(sa.update(table).where(key == value).values(revoked_at=at))
+            append_events(c, [event], at)
+            return c.execute(sa.select(table).where(key == value)).one()
 
     # -- devices ----------------------------------------------------------------------------
 
