@@ -21,6 +21,7 @@ from fleetpki.ra.api import Authorization
 from fleetpki.ra.api_tokens import CertificateAuthenticator, TokenAdmin, TokenAuthenticator
 from fleetpki.server_identity import PROFILE_NAME as SERVER_PROFILE
 from fleetpki.server_identity import server_profile
+from fleetpki.summary_runtime import refresh_in_background
 
 if TYPE_CHECKING:
     from fleetpki.wiring import Fleet
@@ -73,6 +74,9 @@ class FleetOperations:
 
     def revoke_token(self, actor: str, token_id: str) -> ApiToken:
         return TokenAdmin(self._fleet.store, self._fleet.clock, actor).revoke(token_id)
+
+    def start_summary_refresh(self) -> bool:
+        return refresh_in_background(self.refresh_summary, self._fleet.settings.home / "run")
 
     def refresh_summary(self) -> StoredSummary:
         fleet = self._fleet

@@ -13,6 +13,7 @@ import datetime as dt
 import fcntl
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -23,7 +24,8 @@ log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
-def _summary_lock(directory: Path) -> Iterator[bool]:
+def summary_lock(directory: Path) -> Iterator[bool]:
+    """Held by whoever computes a summary; yields False at once if someone else is."""
     directory.mkdir(parents=True, exist_ok=True)
     fd = os.open(directory / ".summary.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
@@ -44,7 +46,7 @@ def refresh_if_due(latest: Callable[[], StoredSummary | None],
     current = latest()
     if current is not None and clock.now() - current.computed_at < interval:
         return None
-    with _summary_lock(lock_directory) as held:
+    with summary_lock(lock_directory) as held:
         if not held:
             return None
         current = latest()  # another worker may have finished while we waited for the lock
@@ -68,3 +70,25 @@ async def summary_loop(latest: Callable[[], StoredSummary | None],
         except Exception:
             log.exception("fleet summary failed; retrying in %.0f s", check_every)
         await asyncio.sleep(check_every)
+
+
+def refresh_in_background(refresh: Callable[[], StoredSummary], lock_directory: Path) -> bool:
+    """Start a pass in a thread unless one is running (here or in another worker); True if
+    started. A million certificates take a minute or more: no page should wait for that."""
+
+    def run() -> None:
+        with summary_lock(lock_directory) as held:
+            if not held:
+                return
+            try:
+                stored = refresh()
+            except Exception:
+                log.exception("fleet summary failed")
+                return
+            log.info("fleet summary computed on request", extra={"seconds": stored.seconds})
+
+    with summary_lock(lock_directory) as free:
+        if not free:
+            return False
+    threading.Thread(target=run, name="fleet-summary", daemon=True).start()
+    return True

@@ -83,6 +83,8 @@ def test_operator_logs_in_reads_charts_searches_revokes_and_sees_the_audit_entry
         page.click("text=Recompute now")
         # Ours, plus the server's TLS certificate and the OCSP responder's, which serve
         # issued for itself.
+        # The pass runs in the background; the page reloads itself until it is done.
+        expect(page.locator("#recomputing")).to_have_count(0, timeout=15_000)
         expect(page.locator("#count-valid")).to_have_text("10")
         for finding in ("weak_key", "validity_too_long", "missing_extension",
                         "profile_removed"):

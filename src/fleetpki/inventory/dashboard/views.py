@@ -8,6 +8,7 @@ import datetime as dt
 import json
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -84,7 +85,18 @@ def overview(request: Request) -> HTMLResponse:
     user = session.current_user(request)
     stored = _context(request).reader.latest_summary()
     summary = json.loads(stored.document) if stored else None
-    return render(request, "overview.html", user, stored=stored, summary=summary)
+    # After "Recompute now": until a summary newer than the request exists, say so and
+    # reload every few seconds.
+    since = request.query_params.get("since")
+    waiting = False
+    if since:
+        try:
+            asked = dt.datetime.fromisoformat(since)
+        except ValueError:
+            raise BadInput("since: not a time") from None
+        waiting = stored is None or stored.computed_at < asked
+    return render(request, "overview.html", user, stored=stored, summary=summary,
+                  waiting=waiting, since=since or "")
 
 
 @router.post("/summary/refresh")
@@ -92,8 +104,10 @@ def refresh(request: Request, csrf: OptionalForm = None) -> Response:
     user = session.current_user(request)
     session.check_csrf(request, csrf)
     session.require(user, Role.operator, "recomputing the summary")
-    _context(request).operations.refresh_summary()
-    return RedirectResponse("/", status_code=303)
+    context = _context(request)
+    asked = context.clock.now()
+    context.operations.start_summary_refresh()  # or one already running will do
+    return RedirectResponse(f"/?since={quote(asked.isoformat())}", status_code=303)
 
 
 # -- certificates and devices ---------------------------------------------------------------
