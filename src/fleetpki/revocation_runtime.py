@@ -9,34 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
-import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
+from fleetpki.process_lock import process_lock
 from fleetpki.revocation.ocsp_responder import OcspResponder, ResponderKey
 
 log = logging.getLogger(__name__)
 _RELOAD_EVERY = 10.0  # seconds between looks at the responder files
 
 
-@contextlib.contextmanager
-def publish_lock(directory: Path, *, wait: bool) -> Iterator[bool]:
+def publish_lock(directory: Path, *, wait: bool) -> contextlib.AbstractContextManager[bool]:
     """Hold the publication lock; yields False (without waiting) when `wait` is False and
     another process holds it."""
-    directory.mkdir(parents=True, exist_ok=True)
-    fd = os.open(directory / ".publish.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        yield True
-    finally:
-        os.close(fd)  # closing releases the lock
+    return process_lock(directory / ".publish.lock", wait=wait)
 
 
 class ResponderKeys:

@@ -10,33 +10,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import fcntl
 import logging
-import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 from fleetpki.core.clock import Clock
 from fleetpki.core.inventory_records import StoredSummary
+from fleetpki.process_lock import process_lock
 
 log = logging.getLogger(__name__)
 
 
-@contextlib.contextmanager
-def summary_lock(directory: Path) -> Iterator[bool]:
+def summary_lock(directory: Path) -> contextlib.AbstractContextManager[bool]:
     """Held by whoever computes a summary; yields False at once if someone else is."""
-    directory.mkdir(parents=True, exist_ok=True)
-    fd = os.open(directory / ".summary.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        yield True
-    finally:
-        os.close(fd)
+    return process_lock(directory / ".summary.lock", wait=False)
 
 
 def refresh_if_due(latest: Callable[[], StoredSummary | None],

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query
 
-from fleetpki.core.errors import BadInput, NotFound
+from fleetpki.core.errors import NotFound
 from fleetpki.core.reasons import RevocationReason
 from fleetpki.core.records import CertificateStatus
-from fleetpki.core.serials import parse_serial, serial_hex
-from fleetpki.inventory import cursors
+from fleetpki.core.serials import serial_hex
+from fleetpki.inventory import cursors, inputs
 from fleetpki.inventory.api.auth import Auditor, Operator, admin_context
 from fleetpki.inventory.api.schemas import (
     CertificateDetail,
@@ -60,9 +59,11 @@ def list_certificates(
         device_id=device_id, profile=profile, issuer=issuer,
         status=CertificateStatus(status) if status else None, key_spec=key_spec,
         subject_contains=subject, san_contains=san,
-        serial_prefix=_serial_prefix(serial) if serial else None,
-        expiring_after=_moment(expires_after, "expires_after"),
-        expiring_before=_moment(expires_before, "expires_before"),
+        serial_prefix=inputs.serial_prefix(serial) if serial else None,
+        expiring_after=(inputs.moment(expires_after, "expires_after")
+                        if expires_after else None),
+        expiring_before=(inputs.moment(expires_before, "expires_before")
+                         if expires_before else None),
         limit=limit + 1,
         after=cursors.parse_certificate_cursor(cursor) if cursor else None)
     found = context.reader.find_certificates(query, now=now)
@@ -76,7 +77,7 @@ def list_certificates(
 @router.get("/certificates/{serial}", response_model=CertificateDetail, tags=["certificates"])
 def get_certificate(context: Context, serial: SerialPath, token: Auditor,
                     issuer: Text = None) -> CertificateDetail:
-    found = context.reader.get_certificate(_serial(serial), issuer)
+    found = context.reader.get_certificate(inputs.serial(serial), issuer)
     if found is None:
         raise NotFound(f"no certificate with serial {serial.lower()}"
                        + (f" issued by {issuer}" if issuer else ""))
@@ -89,8 +90,9 @@ def revoke_certificate(context: Context, serial: SerialPath, body: RevokeIn,
                        token: Operator, issuer: Text = None) -> CertificateOut:
     """Revoke one certificate (audited under the token's name)."""
     revoked = context.operations.revoke(
-        token.actor, _serial(serial), RevocationReason(body.reason), issuer=issuer,
-        invalidity_date=_aware(body.invalidity_date))
+        token.actor, inputs.serial(serial), RevocationReason(body.reason), issuer=issuer,
+        invalidity_date=(inputs.utc(body.invalidity_date)
+                         if body.invalidity_date else None))
     return CertificateOut.of(revoked, context.clock.now())
 
 
@@ -141,32 +143,3 @@ def revoke_device(context: Context, device_id: Annotated[str, Path(max_length=25
                                                RevocationReason(body.reason))
     now = context.clock.now()
     return [CertificateOut.of(c, now) for c in revoked]
-
-
-def _serial(text: str) -> int:
-    try:
-        return parse_serial(text)
-    except ValueError as error:
-        raise BadInput(str(error)) from None
-
-
-def _serial_prefix(text: str) -> str:
-    """Serials are stored without leading zeros."""
-    return text.lower().lstrip("0") or "0"
-
-
-def _moment(text: str | None, name: str) -> dt.datetime | None:
-    if text is None:
-        return None
-    try:
-        return _aware(dt.datetime.fromisoformat(text))
-    except ValueError:
-        raise BadInput(f"{name}: {text!r} is not a date or time (use e.g. 2027-01-31 or "
-                       "2027-01-31T12:00:00Z)") from None
-
-
-def _aware(value: dt.datetime | None) -> dt.datetime | None:
-    """Times without an offset are read as UTC, the only zone the store knows."""
-    if value is None:
-        return None
-    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)

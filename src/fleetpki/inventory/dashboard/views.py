@@ -20,8 +20,8 @@ from fleetpki.core.enrollment_records import ApprovalState
 from fleetpki.core.errors import AuditChainBroken, BadInput, NotAuthenticated, NotFound
 from fleetpki.core.reasons import RevocationReason
 from fleetpki.core.records import CertificateStatus
-from fleetpki.core.serials import parse_serial, serial_hex
-from fleetpki.inventory import cursors
+from fleetpki.core.serials import serial_hex
+from fleetpki.inventory import cursors, inputs
 from fleetpki.inventory.context import AdminContext
 from fleetpki.inventory.dashboard import session
 from fleetpki.store.api import AuditQuery, CertificateQuery
@@ -90,10 +90,7 @@ def overview(request: Request) -> HTMLResponse:
     since = request.query_params.get("since")
     waiting = False
     if since:
-        try:
-            asked = dt.datetime.fromisoformat(since)
-        except ValueError:
-            raise BadInput("since: not a time") from None
+        asked = inputs.moment(since, "since")
         waiting = stored is None or stored.computed_at < asked
     return render(request, "overview.html", user, stored=stored, summary=summary,
                   waiting=waiting, since=since or "")
@@ -135,22 +132,14 @@ def certificates(request: Request) -> HTMLResponse:
 def _certificate_query(filters: dict[str, str], cursor: str | None) -> CertificateQuery:
     """Device id, serial prefix, profile, status, key and expiry are index lookups; subject
     and SAN text are substring matches, which scan (in expiry order, stopping at a page)."""
-    serial = filters["serial"].lower().replace(":", "")
-    if serial and not all(c in "0123456789abcdef" for c in serial):
-        raise BadInput("serial: give hexadecimal digits")
-    expires_before = None
-    if filters["expires_before"]:
-        try:
-            expires_before = dt.datetime.fromisoformat(filters["expires_before"]).replace(
-                tzinfo=dt.UTC)
-        except ValueError:
-            raise BadInput("expires before: give a date as YYYY-MM-DD") from None
+    expires_before = (inputs.moment(filters["expires_before"], "expires before")
+                      if filters["expires_before"] else None)
     status = filters["status"]
     if status and status not in {s.value for s in CertificateStatus}:
         raise BadInput(f"unknown status '{status}'")
     return CertificateQuery(
         device_id=filters["device_id"] or None,
-        serial_prefix=(serial.lstrip("0") or "0") if serial else None,
+        serial_prefix=inputs.serial_prefix(filters["serial"]) if filters["serial"] else None,
         subject_contains=filters["subject"] or None, san_contains=filters["san"] or None,
         profile=filters["profile"] or None, key_spec=filters["key_spec"] or None,
         status=CertificateStatus(status) if status else None,
@@ -162,7 +151,8 @@ def _certificate_query(filters: dict[str, str], cursor: str | None) -> Certifica
 def certificate(request: Request, serial: str) -> HTMLResponse:
     user = session.current_user(request)
     context = _context(request)
-    found = context.reader.get_certificate(_serial(serial), request.query_params.get("issuer"))
+    found = context.reader.get_certificate(inputs.serial(serial),
+                                           request.query_params.get("issuer"))
     if found is None:
         raise NotFound(f"no certificate with serial {serial}")
     return render(request, "certificate.html", user, cert=found,
@@ -179,7 +169,7 @@ def revoke(request: Request, serial: str, reason: FormText, issuer: FormText,
         why = RevocationReason.parse(reason)
     except ValueError as error:
         raise BadInput(str(error)) from None
-    revoked = _context(request).operations.revoke(user.actor, _serial(serial), why,
+    revoked = _context(request).operations.revoke(user.actor, inputs.serial(serial), why,
                                                   issuer=issuer, invalidity_date=None)
     if _htmx(request):
         return render(request, "_status.html", user, cert=revoked)
@@ -319,10 +309,3 @@ def audit_verify(request: Request) -> HTMLResponse:
                       problem=str(broken), entries=0)
     return render(request, "_audit_verification.html", user, intact=True, problem=None,
                   entries=report.entries)
-
-
-def _serial(text: str) -> int:
-    try:
-        return parse_serial(text)
-    except ValueError as error:
-        raise BadInput(str(error)) from None
