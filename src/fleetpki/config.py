@@ -17,8 +17,10 @@ from fleetpki.core.errors import ConfigError, KeyAccessError
 from fleetpki.revocation_settings import RevocationSettings, read_revocation_settings
 from fleetpki.server_settings import (
     EstSettings,
+    ScepServerSettings,
     ServerSettings,
     read_est_settings,
+    read_scep_settings,
     read_server_settings,
 )
 
@@ -64,6 +66,7 @@ class Settings:
     log_level: str
     server: ServerSettings
     est: EstSettings
+    scep: ScepServerSettings
     revocation: RevocationSettings
     admin: AdminSettings
 
@@ -99,6 +102,7 @@ def load_settings(home: Path) -> Settings:
         log_level=logging.string("level", "info"),
         server=server,
         est=read_est_settings(root.section("est")),
+        scep=read_scep_settings(root.section("scep")),
         revocation=read_revocation_settings(root.section("revocation"), server),
         admin=read_admin_settings(root.section("admin")),
     )

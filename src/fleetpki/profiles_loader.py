@@ -41,6 +41,7 @@ from fleetpki.core.revocation_policy import (
 
 _PROFILE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 _OID = re.compile(r"^[0-2](\.\d+)+$")
+_CALLBACK_URL = re.compile(r"^https?://[^\s/?#]+(/[^\s]*)?$")
 _MAX_VALIDITY = dt.timedelta(days=30 * 366)
 
 
@@ -331,7 +332,13 @@ def _enrollment(s: Section) -> Enrollment:
     retry_after = s.duration("retry_after", "60s")
     if not dt.timedelta(seconds=1) <= retry_after <= dt.timedelta(days=1):
         raise s.error("retry_after", "must be between 1s and 1d")
+    callback = s.string("challenge_callback", None)
+    if callback is not None and not _CALLBACK_URL.match(callback):
+        raise s.error("challenge_callback", "must be an http:// or https:// URL")
     enrollment = Enrollment(manual_approval=approval == "manual", retry_after=retry_after,
-                            server_keygen=s.boolean("server_keygen", False))
+                            server_keygen=s.boolean("server_keygen", False),
+                            scep=s.boolean("scep", False), challenge_callback=callback)
+    if callback is not None and not enrollment.scep:
+        raise s.error("challenge_callback", "is used by SCEP only: set scep = true as well")
     s.finish()
     return enrollment

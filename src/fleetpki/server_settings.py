@@ -1,4 +1,4 @@
-"""Settings of `fleetpki serve`: the `[server]` and `[est]` tables of fleetpki.toml.
+"""Settings of `fleetpki serve`: the `[server]`, `[est]` and `[scep]` tables of fleetpki.toml.
 
 Kept apart from config.py (store, keys, logging) so that the CLI commands that never serve do
 not read or validate them twice; both use the same strict reader.
@@ -7,6 +7,7 @@ not read or validate them twice; both use the same strict reader.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import ipaddress
 from ipaddress import IPv4Network, IPv6Network
 
@@ -50,6 +51,28 @@ class EstSettings:
     default_profile: str | None  # None: the first profile in profiles.toml
     per_credential: RateLimit | None
     per_address: RateLimit | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ScepServerSettings:
+    default_profile: str | None  # None: the first profile with enrollment.scep = true
+    max_clock_skew: dt.timedelta | None  # None: signingTime is not checked
+    accept_single_des: bool
+    callback_timeout: dt.timedelta  # how long a challenge callback may take to answer
+
+
+def read_scep_settings(scep: Section) -> ScepServerSettings:
+    skew = scep.string("max_clock_skew", "1d")
+    settings = ScepServerSettings(
+        default_profile=scep.string("default_profile", None),
+        max_clock_skew=None if skew == "off" else scep.duration("max_clock_skew", "1d"),
+        accept_single_des=scep.boolean("accept_single_des", False),
+        callback_timeout=scep.duration("callback_timeout", "5s"),
+    )
+    if not dt.timedelta(seconds=1) <= settings.callback_timeout <= dt.timedelta(seconds=60):
+        raise scep.error("callback_timeout", "must be between 1s and 60s")
+    scep.finish()
+    return settings
 
 
 def read_server_settings(server: Section) -> ServerSettings:

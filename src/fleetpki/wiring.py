@@ -19,6 +19,7 @@ from starlette.types import ASGIApp
 from fleetpki.admin_operations import FleetOperations
 from fleetpki.ca.file_signers import CAKeyLocation, FileSignerSource
 from fleetpki.ca.keyfiles import write_private_file
+from fleetpki.challenge_callback import HttpChallengeCallback
 from fleetpki.config import DEFAULT_PASSPHRASE_ENV, Settings, load_settings
 from fleetpki.core.clock import Clock, SystemClock
 from fleetpki.core.errors import ConfigError
@@ -48,22 +49,29 @@ from fleetpki.profiles_loader import load_profiles
 from fleetpki.protocols.est.handler import OPERATIONS as EST_OPERATIONS
 from fleetpki.protocols.est.server import PREFIX as EST_PREFIX
 from fleetpki.protocols.est.server import EstServer, ProxyTrust
+from fleetpki.protocols.scep.handler import ScepHandler, ScepIdentity, ScepSettings
+from fleetpki.protocols.scep.server import ScepServer
 from fleetpki.ra.api import Authorization
 from fleetpki.ra.api_tokens import OperatorCertificateAdmin, TokenAdmin, TokenAuthenticator
 from fleetpki.ra.approvals import ApprovalDesk
 from fleetpki.ra.ca_admin import CAAdmin
 from fleetpki.ra.ca_chain import issuer_chain
+from fleetpki.ra.certificate_retrieval import CertificateRetrieval
+from fleetpki.ra.challenges import ChallengeAdmin
 from fleetpki.ra.credentials import CredentialAdmin
 from fleetpki.ra.enrollment import EnrollmentLimits, EnrollmentService
 from fleetpki.ra.manufacturers import ManufacturerAdmin
 from fleetpki.ra.renewal_advisories import RenewalAdvisoryAdmin
 from fleetpki.ra.revocations import RevocationDesk
 from fleetpki.ra.service import IssuanceService
+from fleetpki.ra.transactions import TransactionalEnrollment
 from fleetpki.revocation.crl_http import CrlFiles
 from fleetpki.revocation.crl_publisher import CrlPublisher, CrlTiming, PublishedCrl
 from fleetpki.revocation.ocsp_http import ocsp_app
 from fleetpki.revocation.ocsp_responder import OcspResponder, ResponderKey
 from fleetpki.revocation_runtime import ResponderKeys, publish_lock, revocation_loop
+from fleetpki.scep_identity import PROFILE_NAME as SCEP_RA_PROFILE
+from fleetpki.scep_identity import RaFiles, ensure_ra, load_identity, ra_profile
 from fleetpki.server_identity import (
     PROFILE_NAME,
     ServerCredentials,
@@ -109,9 +117,64 @@ class Fleet:
     def enrollment(self) -> EnrollmentService:
         limits = EnrollmentLimits(per_credential=self.settings.est.per_credential,
                                   per_address=self.settings.est.per_address)
+        callback = HttpChallengeCallback(self.settings.scep.callback_timeout.total_seconds())
         return EnrollmentService(self.issuance, self.store, self.profiles, self.clock, limits,
                                  self.default_profile,
-                                 observer=EnrollmentCounter(process_metrics()))
+                                 observer=EnrollmentCounter(process_metrics()),
+                                 challenge_callback=callback)
+
+    # -- SCEP ------------------------------------------------------------------------------
+
+    @functools.cached_property
+    def scep_default_profile(self) -> str | None:
+        """The profile of unlabelled SCEP requests: configured, or the first SCEP profile."""
+        configured = self.settings.scep.default_profile
+        if configured is not None:
+            profile = self.profiles.get(configured)
+            if profile is None or not profile.enrollment.scep:
+                raise ConfigError(f"names profile '{configured}', which does not exist or does "
+                                  "not set enrollment.scep = true",
+                                  file=str(self.settings.settings_file),
+                                  field="scep.default_profile")
+            return configured
+        return next((p.name for p in self.profiles.values() if p.enrollment.scep), None)
+
+    def scep_issuers(self) -> list[str]:
+        return sorted({p.issuer for p in self.profiles.values() if p.enrollment.scep})
+
+    def ensure_scep_identities(self) -> list[RaFiles]:
+        """The RA certificate of every issuing CA that serves SCEP, issued or rolled over."""
+        passphrase = self.settings.passphrase.read()
+        files = []
+        for issuer in self.scep_issuers():
+            issuance = IssuanceService(self.store, {SCEP_RA_PROFILE: ra_profile(issuer)},
+                                       self.signers, self.clock, RandomSerials())
+            files.append(ensure_ra(self.settings.home / "scep", issuer, self.chain(issuer)[0],
+                                   issuance, passphrase, self.clock.now()))
+        return files
+
+    def scep_handler(self, crls: CrlFiles) -> ScepHandler:
+        passphrase = self.settings.passphrase.read()
+        directory = self.settings.home / "scep"
+        loaded: dict[str, tuple[int, ScepIdentity]] = {}
+
+        def identity(issuer: str) -> ScepIdentity:
+            # Re-read after a rollover (the files change; their mtime says when).
+            stamp = RaFiles.of(directory, issuer).certificate.stat().st_mtime_ns
+            cached = loaded.get(issuer)
+            if cached is None or cached[0] != stamp:
+                cached = loaded[issuer] = (stamp, load_identity(directory, issuer, passphrase))
+            return cached[1]
+
+        scep = self.settings.scep
+        return ScepHandler(
+            self.enrollment, TransactionalEnrollment(self.enrollment, self.store, self.clock),
+            CertificateRetrieval(self.store, self.enrollment.identify, crls.published),
+            identity, ScepSettings(self.scep_default_profile, scep.max_clock_skew,
+                                   scep.accept_single_des), self.clock.now)
+
+    def challenge_admin(self, authorization: Authorization) -> ChallengeAdmin:
+        return ChallengeAdmin(self.store, self.profiles, self.clock, authorization.actor)
 
     def credential_admin(self, authorization: Authorization) -> CredentialAdmin:
         return CredentialAdmin(self.store, self.profiles, self.clock, authorization.actor)
@@ -181,6 +244,7 @@ class Fleet:
     def publish_due(self, *, force: bool = False) -> list[PublishedCrl]:
         """publish_crls without the lock, for a caller that holds it."""
         self.ensure_ocsp_responders()
+        self.ensure_scep_identities()
         return self.crl_publisher.publish(force=force)
 
     def revocations(self, authorization: Authorization) -> RevocationDesk:
@@ -237,11 +301,12 @@ class Fleet:
         self.store.close()
 
 
-def asgi_app(fleet: Fleet) -> Starlette:
+def asgi_app(fleet: Fleet, scep: ScepServer | None = None) -> Starlette:
     """Every enrollment protocol on one ASGI app. A new protocol is one more line here."""
     proxies = fleet.settings.server.trusted_proxies
     routes = EstServer(fleet.enrollment, ProxyTrust(proxies) if proxies else None).routes()
-    return Starlette(routes=routes)
+    scep = scep or ScepServer(fleet.scep_handler(CrlFiles(fleet.crl_directory, fleet.clock)))
+    return Starlette(routes=[*routes, *scep.routes()])
 
 
 def worker_apps(fleet: Fleet) -> WorkerApps:
@@ -250,14 +315,18 @@ def worker_apps(fleet: Fleet) -> WorkerApps:
     Every listener's requests are timed (docs/metrics.md)."""
     metrics = process_metrics()  # after the fork: this worker's own (metrics/process.py)
     timed = metrics.request_seconds
-    enrollment = RequestTimer(asgi_app(fleet), timed, "est", by_last_segment(
+    crls = CrlFiles(fleet.crl_directory, fleet.clock)
+    scep = ScepServer(fleet.scep_handler(crls))
+    enrollment = RequestTimer(asgi_app(fleet, scep), timed, "est", by_last_segment(
         EST_PREFIX, [operation.name for operation in EST_OPERATIONS], "other"))
     responder, keys = fleet.ocsp_responder()
     # OCSP first, as a bare ASGI app: it is the busiest thing a PKI serves, and Starlette's
     # router would cost a quarter of each answer. Everything else falls through to the CRLs.
+    # SCEP protects its own messages, and routers speak it over plain HTTP: it is served here
+    # too (docs/protocols.md).
     revocation = RequestTimer(ocsp_app(responder, fallback=Starlette(
-        routes=CrlFiles(fleet.crl_directory, fleet.clock).routes())), timed, "revocation",
-        by_prefix([("/ocsp", "ocsp"), ("/crl", "crl")], "other"))
+        routes=[*crls.routes(), *scep.routes()])), timed, "revocation",
+        by_prefix([("/ocsp", "ocsp"), ("/crl", "crl"), ("/scep", "scep")], "other"))
 
     def responder_certificates() -> list[tuple[str, x509.Certificate]]:
         found = []

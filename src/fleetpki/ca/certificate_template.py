@@ -18,9 +18,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import AuthorityInformationAccessOID
 
-from fleetpki.ca import der
 from fleetpki.ca.signature import signature_algorithm
 from fleetpki.ca.signer import Signer
+from fleetpki.core import der
 from fleetpki.core.issuance_plan import IssuancePlan
 from fleetpki.core.profile import Profile, ProfileKind
 from fleetpki.core.revocation_policy import fill_shard

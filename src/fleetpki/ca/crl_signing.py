@@ -19,9 +19,9 @@ import dataclasses
 import datetime as dt
 from collections.abc import Iterable
 
-from fleetpki.ca import der
 from fleetpki.ca.signature import signature_algorithm
 from fleetpki.ca.signer import Signer
+from fleetpki.core import der
 from fleetpki.core.reasons import RevocationReason
 from fleetpki.core.records import RevokedEntry
 

@@ -11,8 +11,8 @@ from collections.abc import Callable
 
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
-from fleetpki.ca import der
 from fleetpki.ca.signer import Signer
+from fleetpki.core import der
 
 __all__ = ["signature_algorithm"]
 

@@ -65,6 +65,7 @@ def create_credential(state: CliState, profile: str, device_id: str | None, max_
     click.echo(f"secret:  {made.secret}")
     click.echo(f"profile: {credential.profile}; {credential.max_uses} use(s); expires "
                f"{credential.expires_at:%Y-%m-%d %H:%M}Z")
+    click.echo(f"(as a SCEP challengePassword: {credential.id}:{made.secret})")
     click.echo("The secret is shown only now: fleetpki keeps a hash of it.", err=True)
 
 

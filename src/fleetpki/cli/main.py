@@ -19,6 +19,7 @@ from fleetpki.cli import (
     issue_commands,
     renewal_commands,
     revocation_commands,
+    scep_commands,
     serve_command,
     setup_commands,
     simulate_command,
@@ -42,7 +43,7 @@ def cli(ctx: click.Context, home: Path) -> None:
 for module in (setup_commands, admin_commands, ca_commands, issue_commands, cert_commands,
                audit_commands, batch_command, backup_commands, enrollment_commands,
                revocation_commands, renewal_commands, serve_command, simulate_command,
-               discover_command):
+               discover_command, scep_commands):
     module.register(cli)
 
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import SignatureAlgorithmOID
 
+from fleetpki.core import der
 from fleetpki.core.errors import BadInput, PolicyViolation
 
 MAX_CSR_BYTES = 64 * 1024
@@ -88,3 +90,85 @@ _ECDSA_SIGNATURES = frozenset({
 def _short(exc: Exception) -> str:
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return text[:200]
+
+
+_CHALLENGE_PASSWORD = der.oid("1.2.840.113549.1.9.7")  # PKCS #9 challengePassword
+
+
+def without_challenge_password(data: bytes) -> bytes | None:
+    """The DER CSR with its challengePassword attribute taken out, or None if it has none.
+
+    For storing a request that waits for approval without the secret it carried. The result's
+    signature no longer verifies (it covered the password): check proof of possession first."""
+    request, algorithm, signature = der.elements(load_csr(data).public_bytes(Encoding.DER))
+    version, subject, key, *rest = der.elements(request)
+    if not rest:
+        return None
+    attributes = der.elements(der.tlv(der.SEQUENCE, der.content(rest[0])))
+    kept = [a for a in attributes if der.elements(a)[0] != _CHALLENGE_PASSWORD]
+    if len(kept) == len(attributes):
+        return None
+    info = der.sequence(version, subject, key, der.context(0, b"".join(kept)))
+    return der.sequence(info, algorithm, signature)
+
+
+def challenge_password(data: bytes) -> str | None:
+    """The CSR's challengePassword (PKCS #9), read from the DER itself, so that it is found in
+    a CSR whose attributes cryptography refuses (see `canonical_csr`). None if absent."""
+    try:
+        for item in _attributes(data):
+            oid, values = der.elements(item)
+            if oid == _CHALLENGE_PASSWORD:
+                value = der.elements(der.tlv(der.SEQUENCE, der.content(values)))[0]
+                return der.content(value).decode("utf-8", errors="replace")
+    except (ValueError, IndexError):
+        return None
+    return None
+
+
+def canonical_csr(data: bytes) -> tuple[bytes, bool]:
+    """(CSR, possession already proven). strongSwan's pki writes the attributes SET of its CSRs
+    in the order given (extensionRequest, then challengePassword) rather than DER's sorted
+    order, and cryptography refuses such a CSR. When that is the only fault, the signature is
+    checked over the bytes as sent and the CSR returned with its attributes sorted, with True:
+    the sorted copy's own signature no longer verifies. Anything else comes back unchanged,
+    for load_csr to judge."""
+    try:
+        load_csr(data)
+        return data, False
+    except BadInput:
+        pass
+    try:
+        request, algorithm, signature = der.elements(data)
+        version, subject, key, attributes = der.elements(request)
+        items = der.elements(der.tlv(der.SEQUENCE, der.content(attributes)))
+        if attributes[0] != 0xA0 or items == sorted(items):
+            return data, False
+        info = der.sequence(version, subject, key, der.context(0, b"".join(sorted(items))))
+        repaired = der.sequence(info, algorithm, signature)
+        csr = x509.load_der_x509_csr(repaired)
+        _verify_over(csr, request, der.content(signature)[1:])
+    except (ValueError, IndexError, InvalidSignature, UnsupportedAlgorithm, TypeError):
+        return data, False
+    return repaired, True
+
+
+def _verify_over(csr: x509.CertificateSigningRequest, signed: bytes, signature: bytes) -> None:
+    """Verify `signature` over `signed` with the CSR's key and signature algorithm."""
+    key = csr.public_key()
+    hash_algorithm = csr.signature_hash_algorithm
+    if isinstance(key, rsa.RSAPublicKey) and hash_algorithm is not None \
+            and csr.signature_algorithm_oid != SignatureAlgorithmOID.RSASSA_PSS:
+        key.verify(signature, signed, padding.PKCS1v15(), hash_algorithm)
+    elif isinstance(key, ec.EllipticCurvePublicKey) and hash_algorithm is not None:
+        key.verify(signature, signed, ec.ECDSA(hash_algorithm))
+    elif isinstance(key, ed25519.Ed25519PublicKey):
+        key.verify(signature, signed)
+    else:
+        raise UnsupportedAlgorithm("signature algorithm")
+
+
+def _attributes(data: bytes) -> list[bytes]:
+    request = der.elements(data)[0]
+    rest = der.elements(request)[3:]
+    return der.elements(der.tlv(der.SEQUENCE, der.content(rest[0]))) if rest else []

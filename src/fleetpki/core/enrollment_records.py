@@ -1,4 +1,5 @@
-"""Records of who may enroll: bootstrap credentials, manufacturer CAs, enrollments on hold.
+"""Records of who may enroll: bootstrap credentials, manufacturer CAs, enrollments on hold,
+static enrollment challenges, and the transactions of protocols that name their requests.
 
 They cross the store <-> RA boundary. Secrets never appear here: a bootstrap credential carries
 only the hash of its secret (ra/credentials.py makes and checks it).
@@ -76,3 +77,38 @@ class PendingEnrollment:
     serial: int | None = None
     issuer: str | None = None
     reason: str = ""
+    # The stored CSR is not the bytes the device signed: its SCEP challengePassword was taken
+    # out (no secret rests in the database), or its attributes put in DER order
+    # (core/csr.py canonical_csr). Its signature no longer verifies; the RA checked the
+    # original's before holding the request, so approval must not check it again.
+    csr_altered: bool = False
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class EnrollmentChallenge:
+    """A profile's static challenge password (SCEP challengePassword, RFC 8894 §2.3): one
+    secret every device of the profile may present, stored only as a hash."""
+
+    profile: str
+    secret_hash: str
+    created_at: dt.datetime
+    created_by: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class EnrollmentTransaction:
+    """A request a protocol names itself (SCEP transactionID, RFC 8894 §3.2.1.1), bound to the
+    key it asked a certificate for. A retry of the transaction gets the same outcome instead of
+    a second certificate; a different key under the same name is refused.
+
+    While neither `pending_id` nor `serial` is set, the request is being decided."""
+
+    protocol: str  # "scep"
+    transaction_id: str
+    profile: str
+    key_fingerprint: str  # SHA-256 hex of the requested SubjectPublicKeyInfo
+    requester_fingerprint: str  # SHA-256 hex of the SPKI that signed the request
+    created_at: dt.datetime
+    pending_id: str | None = None
+    serial: int | None = None
+    issuer: str | None = None

@@ -72,6 +72,11 @@ class Enrollment:
     # memory, to send it to the device. Off unless a profile asks, since the key then leaves a
     # place other than the device.
     server_keygen: bool = False
+    # SCEP (RFC 8894) for this profile: off unless asked, since SCEP carries only RSA keys,
+    # PKCS #1 v1.5 key transport and a shared challenge (docs/protocols.md).
+    scep: bool = False
+    # An HTTP(S) service that says whether a SCEP challengePassword is good (ra/challenges.py).
+    challenge_callback: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

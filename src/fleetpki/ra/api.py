@@ -64,6 +64,24 @@ class EnrollmentRequest:
     # Why the front end could not even decode the request, if it could not. The RA still
     # authenticates the requester first, so that the refusal is audited under a name.
     undecodable: str | None = None
+    # SCEP (RFC 8894 §2.3): the CSR's challengePassword, which the RA checks against the
+    # bootstrap credentials ("<id>:<secret>"), the profile's static challenge, or the profile's
+    # challenge callback. `client_certificate` is then the certificate that signed the request,
+    # when it is not self-signed (a factory identity, or the current certificate).
+    challenge_password: str | None = dataclasses.field(default=None, repr=False)
+    protocol: str = "est"  # what carried the request, for metrics and the audit log
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Transaction:
+    """A request the protocol names itself (SCEP transactionID): a retry of the same
+    transaction gets the first outcome, never a second certificate."""
+
+    protocol: str
+    transaction_id: str
+    # SHA-256 hex of the SubjectPublicKeyInfo that signed the message: the requester proves it
+    # holds that key, so only it may collect the outcome.
+    requester: str
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -26,7 +26,8 @@ class ApprovalDesk:
         # made again so that a profile tightened in the meantime still applies.
         device = Authorization(actor=pending.actor, profiles=frozenset({pending.profile}),
                                device_id=pending.device_id)
-        plan = self._issuance.prepare_csr(pending.csr_der, pending.profile, device)
+        plan = self._issuance.prepare_csr(pending.csr_der, pending.profile, device,
+                                          possession_checked=pending.csr_altered)
         record = self._issuance.issue_plan(plan, device)
         self._store.decide(pending_id, ApprovalState.issued, decided_by=self._operator.actor,
                            at=self._clock.now(), serial=record.serial, issuer=record.issuer,

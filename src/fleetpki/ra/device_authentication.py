@@ -1,4 +1,5 @@
-"""Who is this device? Bootstrap secret, factory identity (IDevID) or current certificate.
+"""Who is this device? Bootstrap secret, factory identity (IDevID), current certificate, or a
+SCEP challenge password (challenges.py).
 
 Each path ends in an `Authorization` (who asks, and the constraints their credential puts on
 the certificate) or an exception: NotAuthenticated when the credential is missing or does not
@@ -26,6 +27,12 @@ from fleetpki.core.records import CertificateStatus, IssuedCertificate
 from fleetpki.core.renewal_window import RenewalAdvisory, accepts_renewal_from
 from fleetpki.core.serials import serial_hex
 from fleetpki.ra.api import Authorization, BasicCredentials, EnrollmentKind, EnrollmentRequest
+from fleetpki.ra.challenges import (
+    ChallengeCallback,
+    ChallengeQuery,
+    ChallengeStore,
+    static_or_callback,
+)
 from fleetpki.ra.credentials import secret_matches
 from fleetpki.ra.manufacturers import factory_device_id
 from fleetpki.store.api import (
@@ -47,7 +54,7 @@ _SIGNER_CACHE_SIZE = 200_000
 
 
 class AuthenticationStore(BootstrapCredentials, ManufacturerRegistry, CertificateReader,
-                          CAReader, Protocol):
+                          CAReader, ChallengeStore, Protocol):
     pass
 
 
@@ -98,31 +105,41 @@ class _Trust:
 
 class DeviceAuthenticator:
     def __init__(self, store: AuthenticationStore, profiles: Mapping[str, Profile],
-                 advisories: Callable[[], Iterable[RenewalAdvisory]]) -> None:
-        """`advisories`: the operators' active renewal advisories (cached by the caller)."""
+                 advisories: Callable[[], Iterable[RenewalAdvisory]],
+                 callback: ChallengeCallback | None = None) -> None:
+        """`advisories`: the operators' active renewal advisories (cached by the caller).
+        `callback`: asks a profile's challenge service about SCEP challenge passwords."""
         self._store = store
         self._profiles = profiles
         self._advisories = advisories
+        self._callback = callback
         self._trust: _Trust | None = None
         self._credentials: dict[str, tuple[float, BootstrapCredential | None]] = {}
 
-    def authenticate(self, request: EnrollmentRequest, now: dt.datetime) -> Authenticated:
+    def authenticate(self, request: EnrollmentRequest, now: dt.datetime,
+                     profile: Profile | None = None) -> Authenticated:
+        """`profile`: the one the request's label selects, which a SCEP challenge password
+        other than a bootstrap credential is checked against."""
+        secret = request.basic is not None or request.challenge_password is not None
         if request.client_certificate is not None:
             try:
                 found = self._by_certificate(request.client_certificate, request.kind, now)
             except NotAuthorized:
                 # A device whose certificate expired, was revoked or is outside its renewal
                 # window may still hold a bootstrap secret: on a first enrollment, try that.
-                if request.kind is EnrollmentKind.reenroll or request.basic is None:
+                if request.kind is EnrollmentKind.reenroll or not secret:
                     raise
                 found = None
             if found is not None:
                 return found
         if request.kind is EnrollmentKind.reenroll:
-            raise NotAuthenticated("re-enrollment needs the current certificate as the TLS "
-                                   "client certificate (RFC 7030 §4.2.2)")
+            raise NotAuthenticated("re-enrollment needs the current certificate (RFC 7030 "
+                                   "§4.2.2: as the TLS client certificate; RFC 8894 §3.3.1.2: "
+                                   "as the signer of the RenewalReq)")
         if request.basic is not None:
             return self._by_secret(request.basic, now)
+        if request.challenge_password is not None and profile is not None:
+            return self._by_challenge(request, request.challenge_password, profile, now)
         if request.client_certificate is not None:
             raise NotAuthorized("the client certificate was issued neither by this CA nor by a "
                                 "registered manufacturer CA, and no bootstrap credential was "
@@ -143,6 +160,19 @@ class DeviceAuthenticator:
                           profiles=frozenset({credential.profile}),
                           device_id=credential.device_id),
             profile=credential.profile, redeem=credential.id)
+
+    def _by_challenge(self, request: EnrollmentRequest, password: str, profile: Profile,
+                      now: dt.datetime) -> Authenticated:
+        """challenges.py: "<credential id>:<secret>" names a bootstrap credential (ids hold no
+        ':'); anything else is the profile's static challenge or its callback's to judge."""
+        credential_id, colon, secret = password.partition(":")
+        if colon and self._credential(credential_id) is not None:
+            return self._by_secret(BasicCredentials(credential_id, secret), now)
+        authorization = static_or_callback(
+            password, profile, ChallengeQuery(password, profile.name, request.csr,
+                                              request.client_address),
+            self._store, self._callback)
+        return Authenticated(authorization, profile=profile.name)
 
     def _credential(self, credential_id: str) -> BootstrapCredential | None:
         cached = self._credentials.get(credential_id)

@@ -31,7 +31,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from fleetpki.core.clock import Clock
-from fleetpki.core.csr import load_csr
+from fleetpki.core.csr import canonical_csr, load_csr, without_challenge_password
 from fleetpki.core.enrollment_records import ApprovalState, PendingEnrollment
 from fleetpki.core.errors import (
     BadInput,
@@ -44,6 +44,7 @@ from fleetpki.core.errors import (
 )
 from fleetpki.core.keys import KeySpec, preferred_key_spec
 from fleetpki.core.profile import Profile
+from fleetpki.core.records import IssuedCertificate
 from fleetpki.core.serials import serial_hex
 from fleetpki.ra.api import (
     Authorization,
@@ -54,6 +55,7 @@ from fleetpki.ra.api import (
     RenewalAdvice,
 )
 from fleetpki.ra.ca_chain import issuer_chain
+from fleetpki.ra.challenges import ChallengeCallback
 from fleetpki.ra.device_authentication import (
     TRUST_REFRESH_SECONDS,
     Authenticated,
@@ -67,11 +69,6 @@ from fleetpki.ra.service import IssuanceService
 from fleetpki.store.api import AuditEvent, PendingEnrollments
 
 log = logging.getLogger(__name__)
-
-# What the observer is told carried the request: EST is the one front end of this service
-# (the simulator drives the same EST handler in process).
-PROTOCOL = "est"
-
 
 class EnrollmentStore(AuthenticationStore, PendingEnrollments, AdvisoryReader, Protocol):
     pass
@@ -88,7 +85,8 @@ class EnrollmentLimits:
 class EnrollmentService:
     def __init__(self, issuance: IssuanceService, store: EnrollmentStore,
                  profiles: Mapping[str, Profile], clock: Clock, limits: EnrollmentLimits,
-                 default_profile: str, *, observer: EnrollmentObserver = NO_OBSERVER) -> None:
+                 default_profile: str, *, observer: EnrollmentObserver = NO_OBSERVER,
+                 challenge_callback: ChallengeCallback | None = None) -> None:
         if default_profile not in profiles:
             raise NotFound(f"the default enrollment profile '{default_profile}' does not exist")
         self._issuance = issuance
@@ -97,7 +95,8 @@ class EnrollmentService:
         self._clock = clock
         self._default = default_profile
         self._advisories = ActiveAdvisories(store)
-        self._authenticator = DeviceAuthenticator(store, profiles, self._advisories)
+        self._authenticator = DeviceAuthenticator(store, profiles, self._advisories,
+                                                  challenge_callback)
         self._by_address = RateLimiter(limits.per_address)
         self._by_credential = RateLimiter(limits.per_credential)
         self._chains: dict[str, tuple[float, list[x509.Certificate]]] = {}
@@ -142,6 +141,11 @@ class EnrollmentService:
                                 f"/.well-known/est/{profile.name}/ or without a label")
         return advise(current, profile, self._advisories(), self._clock.now())
 
+    def identify(self, client_certificate: bytes) -> IssuedCertificate:
+        """The stored certificate for these DER bytes, if one of our CAs issued them (any
+        status); NotAuthorized otherwise."""
+        return self._authenticator.identify(client_certificate)
+
     def refresh_advisories(self) -> None:
         """Read the renewal advisories again on next use, instead of up to
         TRUST_REFRESH_SECONDS later (after an operator added or withdrew one)."""
@@ -150,14 +154,18 @@ class EnrollmentService:
     # -- enrollment ------------------------------------------------------------------------
 
     def enroll(self, request: EnrollmentRequest) -> Enrolled | EnrollmentPending:
+        csr, proven = canonical_csr(request.csr)
+        if proven:  # the signature of the bytes as sent was checked: see canonical_csr
+            request = dataclasses.replace(request, csr=csr)
         now = self._clock.now()
         counted = self._counted(request.label, UNKNOWN_PROFILE)
         try:
             who = self._admit(request, now)
             counted = self._counted(request.label, who.profile)
-            return self._decide(request, who, now)
+            return self._decide(request, who, now, proven)
         except FleetPKIError as refusal:
-            self._tell(self._observer.refused, counted, PROTOCOL, type(refusal).__name__)
+            self._tell(self._observer.refused, counted, request.protocol,
+                       type(refusal).__name__)
             raise
 
     def _counted(self, label: str | None, otherwise: str) -> str:
@@ -172,10 +180,14 @@ class EnrollmentService:
             log.warning("enrollment throttled", extra={"address": request.client_address})
             raise RateLimited(f"too many requests from {request.client_address}; retry in "
                               f"{wait} s", retry_after=wait)
+        # A challenge password that is no bootstrap credential is the labelled profile's.
+        labelled = (self.profile_for(request.label) if request.challenge_password is not None
+                    else None)
         try:
-            who = self._authenticator.authenticate(request, now)
+            who = self._authenticator.authenticate(request, now, labelled)
         except NotAuthorized as refusal:
-            asker = request.basic.username if request.basic else "anonymous"
+            asker = (request.basic.username if request.basic
+                     else "challenge" if request.challenge_password is not None else "anonymous")
             self._issuance.refuse(Authorization(actor=f"unauthenticated:{asker}"),
                                   request.label or "-", refusal)
             raise
@@ -187,17 +199,23 @@ class EnrollmentService:
             raise throttled
         return who
 
-    def _decide(self, request: EnrollmentRequest, who: Authenticated, now: dt.datetime
-                ) -> Enrolled | EnrollmentPending:
-        """Steps 4-7: pick the profile, then issue or hold."""
+    def _decide(self, request: EnrollmentRequest, who: Authenticated, now: dt.datetime,
+                proven: bool) -> Enrolled | EnrollmentPending:
+        """Steps 4-7: pick the profile, then issue or hold. `proven`: the CSR's proof of
+        possession was checked on bytes other than request.csr (canonical_csr)."""
         profile = self._profile(request, who)
+        if request.protocol == "scep" and not profile.enrollment.scep:
+            refusal = NotAuthorized(f"profile '{profile.name}' does not enroll over SCEP "
+                                    "(enrollment.scep = false)")
+            self._issuance.refuse(who.authorization, profile.name, refusal)
+            raise refusal
         if request.undecodable is not None:
             malformed = BadInput(request.undecodable)
             self._issuance.refuse(who.authorization, profile.name, malformed)
             raise malformed
         if profile.enrollment.manual_approval:
-            return self._held(request, who, profile, now)
-        return self._issue(request, who, profile)
+            return self._held(request, who, profile, now, proven)
+        return self._issue(request, who, profile, proven)
 
     def _profile(self, request: EnrollmentRequest, who: Authenticated) -> Profile:
         if request.label is None:
@@ -210,8 +228,8 @@ class EnrollmentService:
             raise refusal
         return profile
 
-    def _issue(self, request: EnrollmentRequest, who: Authenticated, profile: Profile
-               ) -> Enrolled:
+    def _issue(self, request: EnrollmentRequest, who: Authenticated, profile: Profile,
+               proven: bool) -> Enrolled:
         key = None
         if request.kind is EnrollmentKind.server_keygen:
             if not profile.enrollment.server_keygen:
@@ -221,7 +239,8 @@ class EnrollmentService:
                 raise refusal
             key = self._server_key_spec(request.csr, profile).generate()
         plan = self._issuance.prepare_csr(request.csr, profile.name, who.authorization,
-                                          server_key=key.public_key() if key else None)
+                                          server_key=key.public_key() if key else None,
+                                          possession_checked=proven)
         self._redeem(who, profile)
         try:
             record = self._issuance.issue_plan(plan, who.authorization,
@@ -230,7 +249,7 @@ class EnrollmentService:
             self._give_back(who)
             raise
         self._authenticator.issued(record)
-        self._tell(self._observer.issued, profile.name, PROTOCOL)
+        self._tell(self._observer.issued, profile.name, request.protocol)
         if key is None:
             return Enrolled(record)
         return Enrolled(record, private_key_pkcs8=key.private_bytes(
@@ -278,7 +297,7 @@ class EnrollmentService:
     # -- manual approval (RFC 7030 §4.2.3) -------------------------------------------------
 
     def _held(self, request: EnrollmentRequest, who: Authenticated, profile: Profile,
-              now: dt.datetime) -> Enrolled | EnrollmentPending:
+              now: dt.datetime, proven: bool) -> Enrolled | EnrollmentPending:
         retry_after = int(profile.enrollment.retry_after.total_seconds())
         if request.kind is EnrollmentKind.server_keygen:
             refusal = NotAuthorized(f"profile '{profile.name}' holds enrollments for approval; "
@@ -286,17 +305,21 @@ class EnrollmentService:
                                     "to be stored): generate the key on the device")
             self._issuance.refuse(who.authorization, profile.name, refusal)
             raise refusal
-        plan = self._issuance.prepare_csr(request.csr, profile.name, who.authorization)
+        plan = self._issuance.prepare_csr(request.csr, profile.name, who.authorization,
+                                          possession_checked=proven)
         fingerprint = hashlib.sha256(plan.spki_der).hexdigest()
         earlier = self._store.find_pending(profile.name, fingerprint)
         if earlier is not None and earlier.actor == who.authorization.actor:
             return self._retried(earlier, retry_after)
         self._redeem(who, profile)
+        # No secret rests in the database: a SCEP challengePassword leaves the stored CSR, whose
+        # signature then no longer verifies (the approval knows: csr_altered).
+        redacted = without_challenge_password(request.csr)
         pending = PendingEnrollment(
             id=secrets.token_hex(8), profile=profile.name, device_id=plan.device_id,
             actor=who.authorization.actor, key_fingerprint=fingerprint,
-            csr_der=load_csr(request.csr).public_bytes(serialization.Encoding.DER),
-            requested_at=now)
+            csr_der=redacted or load_csr(request.csr).public_bytes(serialization.Encoding.DER),
+            requested_at=now, csr_altered=redacted is not None or proven)
         try:
             self._store.add_pending(pending, AuditEvent(
                 actor=who.authorization.actor, action="enrollment.held", subject=pending.id,
@@ -305,7 +328,7 @@ class EnrollmentService:
         except Exception:
             self._give_back(who)
             raise
-        self._tell(self._observer.held, profile.name, PROTOCOL)
+        self._tell(self._observer.held, profile.name, request.protocol)
         return EnrollmentPending(pending.id, retry_after)
 
     def _retried(self, earlier: PendingEnrollment, retry_after: int

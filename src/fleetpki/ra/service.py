@@ -80,20 +80,23 @@ class IssuanceService:
 
     def prepare_csr(self, data: bytes, profile: str, authorization: Authorization,
                     validity: dt.timedelta | None = None, *,
-                    server_key: CertificatePublicKeyTypes | None = None) -> IssuancePlan:
+                    server_key: CertificatePublicKeyTypes | None = None,
+                    possession_checked: bool = False) -> IssuancePlan:
         """Steps 1-2 for CSR bytes: the plan, or an audited refusal. Front ends that must do
         something between deciding and issuing (redeem a credential use, hold the request for
         approval) call this, then `issue_plan`.
 
         With `server_key`, the server generated the key pair (RFC 7030 §4.4): the CSR only
-        contributes names, and its own key need not prove anything."""
+        contributes names, and its own key need not prove anything. `possession_checked`: the
+        RA verified the signature when the request arrived, and has since altered the CSR
+        (a held SCEP request stored without its challenge password)."""
         try:
             csr = load_csr(data)
             request = Request.from_csr(csr, validity)
-            if server_key is None:
-                check_proof_of_possession(csr, request.public_key)
-            else:
+            if server_key is not None:
                 request = dataclasses.replace(request, public_key=server_key)
+            elif not possession_checked:
+                check_proof_of_possession(csr, request.public_key)
         except (BadInput, PolicyViolation) as refusal:
             self._refused(authorization, profile, refusal)
             raise

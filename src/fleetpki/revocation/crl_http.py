@@ -45,9 +45,20 @@ class CrlFiles:
     def routes(self, prefix: str = "/crl") -> list[BaseRoute]:
         return [Route(prefix + "/{name:path}", self._serve, methods=["GET", "HEAD"])]
 
+    def published(self, path: str, prefix: str = "/crl/") -> bytes | None:
+        """The DER of the CRL published at this URL path, as HTTP would serve it (SCEP GetCRL
+        hands it out in its own envelope)."""
+        if not path.startswith(prefix):
+            return None
+        found = self._named(path.removeprefix(prefix))
+        return None if found is None else found.der
+
+    def _named(self, name: str) -> _Published | None:
+        return self._load(name) if _NAME.fullmatch(name) and ".." not in name else None
+
     async def _serve(self, request: Request) -> Response:
         name: str = request.path_params["name"]
-        published = self._load(name) if _NAME.fullmatch(name) and ".." not in name else None
+        published = self._named(name)
         if published is None:
             return PlainTextResponse(f"no CRL named {name!r} is published here\n",
                                      status_code=404)

@@ -41,7 +41,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from fleetpki.ca import der
+from fleetpki.core import der
 from fleetpki.core.clock import Clock
 from fleetpki.core.keys import signature_hash
 from fleetpki.core.reasons import RevocationReason

@@ -20,6 +20,8 @@ from fleetpki.core.discovery_records import DiscoveredCertificate
 from fleetpki.core.enrollment_records import (
     ApprovalState,
     BootstrapCredential,
+    EnrollmentChallenge,
+    EnrollmentTransaction,
     ManufacturerCA,
     PendingEnrollment,
 )
@@ -281,6 +283,50 @@ class PendingEnrollments(Protocol):
                at: dt.datetime, event: AuditEvent, serial: int | None = None,
                issuer: str | None = None, reason: str = "") -> None:
         """Move a pending enrollment to issued or rejected; Conflict if already decided."""
+        ...
+
+
+class EnrollmentChallenges(Protocol):
+    """Static per-profile challenge passwords (hashes only)."""
+
+    def set_challenge(self, challenge: EnrollmentChallenge, event: AuditEvent, *,
+                      at: dt.datetime) -> None:
+        """Create or replace the profile's challenge."""
+
+    def get_challenge(self, profile: str) -> EnrollmentChallenge | None: ...
+
+    def list_challenges(self) -> list[EnrollmentChallenge]:
+        """By profile name."""
+        ...
+
+    def clear_challenge(self, profile: str, event: AuditEvent, *, at: dt.datetime) -> None:
+        """NotFound if the profile has none."""
+
+
+class EnrollmentTransactions(Protocol):
+    """Protocol transactions (core/enrollment_records.py EnrollmentTransaction)."""
+
+    def reserve_transaction(self, transaction: EnrollmentTransaction, *,
+                            stale_before: dt.datetime) -> EnrollmentTransaction | None:
+        """Record a new transaction, atomically. None if it was recorded; otherwise the
+        transaction already recorded under that (protocol, transaction_id), which is left as
+        it is, unless it was still being decided and was created before `stale_before` (its
+        process died): then `transaction` replaces it and None is returned."""
+        ...
+
+    def get_transaction(self, protocol: str, transaction_id: str
+                        ) -> EnrollmentTransaction | None: ...
+
+    def settle_transaction(self, protocol: str, transaction_id: str, *,
+                           pending_id: str | None = None, serial: int | None = None,
+                           issuer: str | None = None) -> None:
+        """Record the outcome: held (pending_id) or issued (serial and issuer)."""
+
+    def release_transaction(self, protocol: str, transaction_id: str) -> None:
+        """Forget a transaction that was refused, so that nothing of it stays stored."""
+
+    def prune_transactions(self, before: dt.datetime) -> int:
+        """Delete transactions created before `before`; returns how many."""
         ...
 
 

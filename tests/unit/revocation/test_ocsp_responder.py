@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from fleetpki.ca import der
+from fleetpki.core import der
 from fleetpki.core.clock import FakeClock
 from fleetpki.core.reasons import RevocationReason
 from fleetpki.core.records import RevocationStatus

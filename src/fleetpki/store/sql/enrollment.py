@@ -161,7 +161,7 @@ class EnrollmentTables:
                 actor=pending.actor, key_fingerprint=pending.key_fingerprint,
                 csr_der=pending.csr_der, requested_at=pending.requested_at,
                 state=pending.state.value, decided_by=None, decided_at=None, serial=None,
-                issuer=None, reason=""))
+                issuer=None, reason="", csr_altered=pending.csr_altered))
             append_events(c, [event], at)
 
     def get_pending(self, pending_id: str) -> PendingEnrollment | None:
@@ -216,4 +216,5 @@ def _pending(row: Any) -> PendingEnrollment:
         id=row.id, profile=row.profile, device_id=row.device_id, actor=row.actor,
         key_fingerprint=row.key_fingerprint, csr_der=row.csr_der, requested_at=row.requested_at,
         state=ApprovalState(row.state), decided_by=row.decided_by, decided_at=row.decided_at,
-        serial=int(row.serial, 16) if row.serial else None, issuer=row.issuer, reason=row.reason)
+        serial=int(row.serial, 16) if row.serial else None, issuer=row.issuer, reason=row.reason,
+        csr_altered=bool(row.csr_altered))

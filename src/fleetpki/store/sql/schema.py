@@ -149,6 +149,28 @@ pending_enrollments = sa.Table(
     sa.Column("serial", sa.String(40), nullable=True),
     sa.Column("issuer", sa.String(64), nullable=True),
     sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("csr_altered", sa.Boolean, nullable=False),
+)
+
+enrollment_challenges = sa.Table(
+    "enrollment_challenges", metadata,
+    sa.Column("profile", sa.String(64), primary_key=True),
+    sa.Column("secret_hash", sa.String(64), nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("created_by", sa.String(256), nullable=False),
+)
+
+enrollment_transactions = sa.Table(
+    "enrollment_transactions", metadata,
+    sa.Column("protocol", sa.String(16), primary_key=True),
+    sa.Column("transaction_id", sa.String(128), primary_key=True),
+    sa.Column("profile", sa.String(64), nullable=False),
+    sa.Column("key_fingerprint", sa.String(64), nullable=False),
+    sa.Column("requester_fingerprint", sa.String(64), nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("pending_id", sa.String(32), nullable=True),
+    sa.Column("serial", sa.String(40), nullable=True),
+    sa.Column("issuer", sa.String(64), nullable=True),
 )
 
 crl_publications = sa.Table(

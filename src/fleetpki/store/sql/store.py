@@ -35,6 +35,7 @@ from fleetpki.store.sql.rows import (
     certificate_values,
 )
 from fleetpki.store.sql.schema import audit_head, audit_log, cas, certificates, serials
+from fleetpki.store.sql.transactions import TransactionTables
 
 _AUDIT_PAGE = 5000
 _SERIAL_COLUMNS = ("issuer", "serial", "device_id", "profile", "reserved_at", "state")
@@ -46,7 +47,7 @@ _MARK_ISSUED = "UPDATE serials SET state = 'issued' WHERE issuer = ? AND serial 
 
 
 class SqlStore(EnrollmentTables, RevocationTables, RenewalAdvisoryTables, InventoryTables,
-               DiscoveryTables):
+               DiscoveryTables, TransactionTables):
     def __init__(self, url: str, *, durable: bool = True) -> None:
         self.url = url
         self._writer, self._reader = create_engines(url, durable=durable)

@@ -1,9 +1,11 @@
-"""The few DER (X.690) encodings certificate assembly needs, and nothing more.
+"""The few DER (X.690) encodings that certificate, CRL, OCSP and CMS assembly need, and nothing
+more.
 
-Kept deliberately small: lengths, tags, INTEGER, ENUMERATED, OBJECT IDENTIFIER, Time, and
-reading the top-level elements of a SEQUENCE. Everything built with it is checked byte for byte
-against cryptography's own encoder in tests/unit/ca/test_certificate_assembly.py and
-tests/unit/ca/test_crl_signing.py.
+Kept deliberately small: lengths, tags, INTEGER, ENUMERATED, OBJECT IDENTIFIER, OCTET STRING,
+SET OF, Time, and reading the top-level elements of a SEQUENCE. Certificates and CRLs built with
+it are checked byte for byte against cryptography's own encoder in
+tests/unit/ca/test_certificate_assembly.py and tests/unit/ca/test_crl_signing.py; CMS messages
+are read back by openssl and the SCEP clients in tests/integration.
 """
 
 from __future__ import annotations
@@ -52,11 +54,29 @@ def sequence(*parts: bytes) -> bytes:
     return tlv(SEQUENCE, b"".join(parts))
 
 
+def set_of(*parts: bytes) -> bytes:
+    """X.690 §11.6: the elements of a DER SET OF are sorted by their encodings."""
+    return tlv(SET, b"".join(sorted(parts)))
+
+
+def octet_string(value: bytes) -> bytes:
+    return tlv(OCTET_STRING, value)
+
+
 def integer(value: int) -> bytes:
     """Positive integers only (serials, versions): the minimal two's-complement form."""
     if value < 0:
         raise ValueError("negative integers are not needed here")
     return tlv(INTEGER, value.to_bytes(value.bit_length() // 8 + 1, "big"))
+
+
+def signed_integer(value: int) -> bytes:
+    """Any integer, for serials others chose: a device's self-signed certificate may carry a
+    negative one, which RFC 5280 forbids but clients still send."""
+    if value >= 0:
+        return integer(value)
+    size = (value + 1).bit_length() // 8 + 1
+    return tlv(INTEGER, value.to_bytes(size, "big", signed=True))
 
 
 def enumerated(value: int) -> bytes:
