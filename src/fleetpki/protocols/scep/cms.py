@@ -35,8 +35,9 @@ from pyasn1_alt_modules import rfc4055, rfc5652  # type: ignore[import-untyped, 
 from fleetpki.core import der
 
 __all__ = [
-    "CIPHERS", "CmsError", "CmsProblem", "Opened", "RsaRecipient", "SignedMessage",
-    "attribute", "open_envelope", "open_signed", "seal_envelope", "sign", "verify",
+    "CIPHERS", "SINGLE_DES", "CmsError", "CmsProblem", "Opened", "RsaRecipient",
+    "SignedMessage", "attribute", "decode_value", "issuer_and_serial", "open_envelope",
+    "open_signed", "seal_envelope", "sign", "verify",
 ]
 
 ID_DATA = "1.2.840.113549.1.7.1"
@@ -431,10 +432,14 @@ def _transport_padding(oid: str, parameters: Any) -> asymmetric_padding.Asymmetr
         if parameters.isValue:
             params = _decode(bytes(parameters), rfc4055.RSAES_OAEP_params())
             named = DIGESTS.get(str(params["hashFunc"]["algorithm"]))
-            if named is None:
+            generator = params["maskGenFunc"]  # RFC 4055 §4.1: absent means MGF1 with SHA-1
+            mask = _mgf1_hash(generator) if generator.isValue else hashes.SHA1
+            if named is None or mask is None:
                 raise CmsError(CmsProblem.algorithm, "RSAES-OAEP with a hash that is not accepted")
-            hash_algorithm = named
-        return asymmetric_padding.OAEP(asymmetric_padding.MGF1(hash_algorithm()),
+            hash_algorithm, mask_hash = named, mask
+        else:
+            mask_hash = hash_algorithm
+        return asymmetric_padding.OAEP(asymmetric_padding.MGF1(mask_hash()),
                                        hash_algorithm(), None)
     raise CmsError(CmsProblem.algorithm, f"key transport {oid} is not accepted (RSA PKCS #1 v1.5 "
                                          "or RSAES-OAEP)")

@@ -41,7 +41,8 @@ from fleetpki.protocols.scep.cms import (
 __all__ = [
     "CAPABILITIES", "CT_CA_CERT", "CT_CA_RA_CERT", "CT_PKI_MESSAGE", "FailInfo",
     "IssuerAndSerial", "MessageType", "PkiStatus", "ScepFailure", "ScepMalformed", "ScepPayload",
-    "ScepReplyTo", "ScepRequest", "check_request", "decode_request", "encode_cert_rep",
+    "ScepReplyTo", "ScepRequest", "certs_only", "check_request", "decode_request",
+    "encode_cert_rep",
     "open_request",
 ]
 
@@ -153,9 +154,15 @@ def decode_request(data: bytes) -> ScepRequest:
         digest = signed.digest
     except CmsError:
         digest = hashes.SHA256()
-    nonce_value = bytes(decode_value(nonce))
+    try:
+        nonce_decoded = decode_value(nonce)
+        transaction_id = str(decode_value(transaction))
+    except CmsError as error:
+        raise ScepMalformed(f"unreadable transactionID or senderNonce: {error}") from None
+    if not isinstance(nonce_decoded, univ.OctetString):
+        raise ScepMalformed("senderNonce must be an OCTET STRING (RFC 8894 §3.2.1.5)")
+    nonce_value = bytes(nonce_decoded)
     reply_to = ScepReplyTo(transaction, nonce_value, digest)
-    transaction_id = str(decode_value(transaction))
     if not 1 <= len(transaction_id) <= _MAX_TRANSACTION_ID or not transaction_id.isprintable():
         raise ScepFailure(FailInfo.bad_request, f"transactionID must be 1 to "
                                                 f"{_MAX_TRANSACTION_ID} printable characters",
@@ -166,7 +173,7 @@ def decode_request(data: bytes) -> ScepRequest:
     message_type = _single(signed, _ID_MESSAGE_TYPE)
     try:
         kind = MessageType(str(decode_value(message_type))) if message_type else None
-    except ValueError:
+    except (ValueError, CmsError):
         kind = None
     if kind is None or kind is MessageType.cert_rep:
         raise ScepFailure(FailInfo.bad_request, "unknown or missing messageType (expected "

@@ -149,7 +149,9 @@ def algorithm(oid: str, parameters: bytes | None = der.tlv(der.NULL, b"")) -> by
 
 
 def envelope_by_hand(content: bytes, recipient: x509.Certificate, cipher_oid: str,
-                     key: bytes, iv: bytes, cipher: Cipher[modes.CBC], block_bits: int) -> bytes:
+                     key: bytes, iv: bytes, cipher: Cipher[modes.CBC], block_bits: int, *,
+                     transport: bytes | None = None,
+                     transport_padding: rsa_padding.AsymmetricPadding | None = None) -> bytes:
     public_key = recipient.public_key()
     assert isinstance(public_key, rsa.RSAPublicKey)
     padder = padding.PKCS7(block_bits).padder()
@@ -157,8 +159,9 @@ def envelope_by_hand(content: bytes, recipient: x509.Certificate, cipher_oid: st
     ciphertext = encryptor.update(padder.update(content) + padder.finalize()) + \
         encryptor.finalize()
     info = der.sequence(der.integer(0), cms.issuer_and_serial(recipient),
-                        algorithm(RSA_ENCRYPTION),
-                        der.octet_string(public_key.encrypt(key, rsa_padding.PKCS1v15())))
+                        transport or algorithm(RSA_ENCRYPTION),
+                        der.octet_string(public_key.encrypt(
+                            key, transport_padding or rsa_padding.PKCS1v15())))
     encrypted = der.sequence(der.oid(cms.ID_DATA),
                              der.sequence(der.oid(cipher_oid), der.octet_string(iv)),
                              der.context(0, ciphertext, constructed=False))
@@ -480,6 +483,48 @@ def test_an_unknown_key_transport_is_an_algorithm_problem(ra: Party) -> None:
     # rsaEncryption -> md5WithRSAEncryption, both nine octets long.
     renamed = sealed.replace(der.oid(RSA_ENCRYPTION), der.oid("1.2.840.113549.1.1.4"), 1)
     assert problem(lambda: open_envelope(renamed, [ra.recipient])) is CmsProblem.algorithm
+
+
+RSAES_OAEP = "1.2.840.113549.1.1.7"
+
+
+def oaep_envelope(ra: Party, parameters: bytes | None, hash_algorithm: hashes.HashAlgorithm,
+                  mgf_hash: hashes.HashAlgorithm) -> bytes:
+    key, iv = os.urandom(16), os.urandom(16)
+    return envelope_by_hand(
+        CONTENT, ra.certificate, AES128_CBC, key, iv,
+        Cipher(algorithms.AES(key), modes.CBC(iv)), 128,
+        transport=algorithm(RSAES_OAEP, parameters),
+        transport_padding=rsa_padding.OAEP(rsa_padding.MGF1(mgf_hash), hash_algorithm, None))
+
+
+def oaep_parameters(digest: str, mgf_digest: str) -> bytes:
+    return der.sequence(
+        der.context(0, der.sequence(der.oid(DIGEST_OIDS[digest]))),
+        der.context(1, der.sequence(der.oid(MGF1), der.sequence(der.oid(DIGEST_OIDS[mgf_digest])))))
+
+
+def test_rsaes_oaep_with_default_parameters_is_opened(ra: Party) -> None:
+    sealed = oaep_envelope(ra, None, hashes.SHA1(), hashes.SHA1())  # noqa: S303 - the default
+    assert open_envelope(sealed, [ra.recipient]).content == CONTENT
+
+
+def test_rsaes_oaep_with_sha256_is_opened(ra: Party) -> None:
+    sealed = oaep_envelope(ra, oaep_parameters("sha256", "sha256"), hashes.SHA256(),
+                           hashes.SHA256())
+    assert open_envelope(sealed, [ra.recipient]).content == CONTENT
+
+
+def test_rsaes_oaep_with_sha256_and_mgf1_sha1_is_opened(ra: Party) -> None:
+    sealed = oaep_envelope(ra, oaep_parameters("sha256", "sha1"), hashes.SHA256(),
+                           hashes.SHA1())  # noqa: S303 - what the parameters name
+    assert open_envelope(sealed, [ra.recipient]).content == CONTENT
+
+
+def test_rsaes_oaep_with_an_unaccepted_hash_is_an_algorithm_problem(ra: Party) -> None:
+    parameters = der.sequence(der.context(0, der.sequence(der.oid(MD5))))
+    sealed = oaep_envelope(ra, parameters, hashes.SHA256(), hashes.SHA256())
+    assert problem(lambda: open_envelope(sealed, [ra.recipient])) is CmsProblem.algorithm
 
 
 @pytest.mark.parametrize("mangle", [

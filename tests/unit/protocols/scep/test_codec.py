@@ -201,6 +201,36 @@ def test_an_unusable_transaction_id_is_a_bad_request(device: sm.Requester, ra: R
     assert failure.reply_to.transaction_id == encoded
 
 
+# A value whose outer TLV reads (so open_signed accepts the attribute) but whose inside does
+# not: a SEQUENCE holding an INTEGER longer than the SEQUENCE.
+UNREADABLE = b"\x30\x03\x02\x05\x00"
+
+
+@pytest.mark.parametrize("unreadable", [TRANSACTION, SENDER_NONCE])
+def test_an_unreadable_transaction_id_or_nonce_cannot_be_answered(
+        device: sm.Requester, ra: RsaRecipient, unreadable: str) -> None:
+    attributes = good_attributes()
+    attributes[unreadable] = attribute(unreadable, UNREADABLE)
+    with pytest.raises(ScepMalformed):
+        decode_request(signed_request(device, ra, *attributes.values()))
+
+
+def test_an_unreadable_message_type_is_a_bad_request(device: sm.Requester,
+                                                     ra: RsaRecipient) -> None:
+    attributes = good_attributes()
+    attributes[MESSAGE_TYPE] = attribute(MESSAGE_TYPE, UNREADABLE)
+    assert refused(signed_request(device, ra, *attributes.values())).fail_info is \
+        FailInfo.bad_request
+
+
+def test_a_nonce_that_is_not_an_octet_string_cannot_be_answered(device: sm.Requester,
+                                                               ra: RsaRecipient) -> None:
+    attributes = good_attributes()
+    attributes[SENDER_NONCE] = attribute(SENDER_NONCE, der.integer(16))
+    with pytest.raises(ScepMalformed):  # there is no nonce to echo as recipientNonce
+        decode_request(signed_request(device, ra, *attributes.values()))
+
+
 def test_a_transaction_id_of_128_characters_is_accepted(device: sm.Requester,
                                                         ra: RsaRecipient) -> None:
     data = sm.message(device, MessageType.pkcs_req, b"x", ra.certificate,
@@ -334,8 +364,8 @@ def test_an_envelope_to_another_ra_is_a_bad_request(device: sm.Requester,
 
 def test_an_unknown_cipher_is_bad_alg(device: sm.Requester, ra: RsaRecipient) -> None:
     data = sm.message(device, MessageType.pkcs_req, b"x", ra.certificate)
-    # AES-128-CBC -> AES-128-GCM inside the (unsigned-over) envelope: the outer signature
-    # covers the envelope only through the message digest, so re-sign it.
+    # AES-128-CBC renamed AES-128-GCM inside the envelope, which is then signed again (the
+    # message digest covers it): the request verifies and only its cipher is wrong.
     request = decode_request(data)
     assert request.signed.content is not None
     envelope = request.signed.content.replace(der.oid(cms.AES128_CBC),

@@ -378,6 +378,19 @@ def test_a_message_that_is_not_scep_is_400(scep: Scep, message: bytes) -> None:
     assert reply.status == 400 and "not a SCEP message" in text(reply)
 
 
+def test_a_message_with_an_unreadable_transaction_id_is_400(scep: Scep) -> None:
+    who = scep.requester(0)
+    attributes = [
+        cms.attribute(MESSAGE_TYPE, der.tlv(0x13, MessageType.pkcs_req.value.encode())),
+        cms.attribute(TRANSACTION, b"\x30\x03\x02\x05\x00"),
+        cms.attribute(SENDER_NONCE, der.octet_string(os.urandom(16))),
+    ]
+    message = cms.sign(cms.seal_envelope(b"x", scep.ra), attributes, who.certificate, who.key,
+                       hashes.SHA256(), [who.certificate])
+    reply = scep.post(message)
+    assert reply.status == 400, reply
+
+
 def test_an_oversized_post_is_413(scep: Scep) -> None:
     reply = scep.post(b"\x30" * (MAX_MESSAGE_BYTES + 1))
     assert reply.status == 413 and str(MAX_MESSAGE_BYTES) in text(reply)
