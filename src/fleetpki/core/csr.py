@@ -134,20 +134,22 @@ def canonical_csr(data: bytes) -> tuple[bytes, bool]:
     the sorted copy's own signature no longer verifies. Anything else comes back unchanged,
     for load_csr to judge."""
     try:
-        load_csr(data)
-        return data, False
-    except BadInput:
-        pass
-    try:
         request, algorithm, signature = der.elements(data)
-        version, subject, key, attributes = der.elements(request)
-        items = der.elements(der.tlv(der.SEQUENCE, der.content(attributes)))
-        if attributes[0] != 0xA0 or items == sorted(items):
-            return data, False
+        version, subject, key, *rest = der.elements(request)
+    except (ValueError, IndexError):
+        return data, False  # PEM, or not a CSR: load_csr says which
+    if len(rest) != 1 or rest[0][0] != 0xA0:
+        return data, False
+    try:
+        items = der.elements(der.tlv(der.SEQUENCE, der.content(rest[0])))
+    except (ValueError, IndexError):
+        return data, False
+    if items == sorted(items):  # the usual case, decided without parsing anything
+        return data, False
+    try:
         info = der.sequence(version, subject, key, der.context(0, b"".join(sorted(items))))
         repaired = der.sequence(info, algorithm, signature)
-        csr = x509.load_der_x509_csr(repaired)
-        _verify_over(csr, request, der.content(signature)[1:])
+        _verify_over(x509.load_der_x509_csr(repaired), request, der.content(signature)[1:])
     except (ValueError, IndexError, InvalidSignature, UnsupportedAlgorithm, TypeError):
         return data, False
     return repaired, True

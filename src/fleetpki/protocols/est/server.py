@@ -32,6 +32,7 @@ from fleetpki.protocols.est.handler import (
     EstReply,
     error_reply,
 )
+from fleetpki.protocols.http_adapter import read_bounded, response
 
 __all__ = ["PREFIX", "EstAuthority", "EstServer", "ProxyTrust"]
 
@@ -139,24 +140,14 @@ def _tls(request: Request) -> dict[str, Any] | None:
 
 
 def _response(reply: EstReply) -> Response:
-    response = Response(reply.body, status_code=reply.status)  # sets content-length only
-    response.raw_headers += [(name.encode("latin-1"), value.encode("latin-1"))
-                             for name, value in reply.headers]
-    return response
+    return response(reply.status, reply.body, reply.headers)
 
 
 async def _read_body(request: Request) -> bytes:
-    """The body, or as much of it as shows that it is too large: EstHandler answers 413 to
-    more than MAX_BODY_BYTES (and to a larger Content-Length, which is not read at all)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        return b""
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY_BYTES:
-            break
-    return bytes(body)
+    """The body; one too large stands in as MAX_BODY_BYTES + 1 bytes, which EstHandler
+    answers with 413 like any other oversized body."""
+    body = await read_bounded(request, MAX_BODY_BYTES)
+    return b"\0" * (MAX_BODY_BYTES + 1) if body is None else body
 
 
 def _der(pem: str) -> bytes:

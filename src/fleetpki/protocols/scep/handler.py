@@ -29,7 +29,7 @@ from fleetpki.core.csr import challenge_password
 from fleetpki.core.errors import FleetPKIError, NotFound
 from fleetpki.core.profile import Profile
 from fleetpki.core.records import IssuedCertificate
-from fleetpki.protocols.scep.cms import CIPHERS, SINGLE_DES, RsaRecipient
+from fleetpki.protocols.scep.cms import SINGLE_DES, RsaRecipient
 from fleetpki.protocols.scep.codec import (
     CAPABILITIES,
     CT_CA_RA_CERT,
@@ -116,7 +116,7 @@ class ScepCall:
     method: str
     label: str | None  # from the path; None: the default SCEP profile
     query: Mapping[str, str]
-    body: bytes  # POST only, read up to a little past MAX_MESSAGE_BYTES
+    body: bytes | None  # POST only; None: larger than MAX_MESSAGE_BYTES
     client_address: str
 
 
@@ -214,7 +214,7 @@ class ScepHandler:
 
     def _message(self, call: ScepCall) -> bytes | ScepReply:
         if call.method == "POST":
-            if len(call.body) > MAX_MESSAGE_BYTES:
+            if call.body is None or len(call.body) > MAX_MESSAGE_BYTES:
                 return _text(413, f"SCEP messages are limited to {MAX_MESSAGE_BYTES} bytes")
             return call.body
         text = call.query.get("message", "")
@@ -282,7 +282,7 @@ class ScepHandler:
         return self._reply(encode_cert_rep(
             request.reply_to, PkiStatus.success, signer=identity.current,
             sender_nonce=os.urandom(16), certificates=certificates or [], crl=crl,
-            recipient=request.signer, cipher=cipher if cipher in CIPHERS else _TRIPLE_DES))
+            recipient=request.signer, cipher=cipher))
 
     def _failure(self, reply_to: ScepReplyTo, fail_info: FailInfo, text: str,
                  identity: ScepIdentity) -> ScepReply:

@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from fleetpki.protocols.http_adapter import read_bounded, response
 from fleetpki.protocols.scep.handler import (
     MAX_MESSAGE_BYTES,
     PREFIX,
@@ -38,7 +39,8 @@ class ScepServer:
     async def _endpoint(self, request: Request) -> Response:
         label = request.path_params.get("label")
         query = {name: value for name, value in request.query_params.items()}
-        body = await _read_body(request) if request.method == "POST" else b""
+        body = await read_bounded(request, MAX_MESSAGE_BYTES) if request.method == "POST" \
+            else b""
         call = ScepCall(method=request.method, label=label, query=query, body=body,
                         client_address=request.client.host if request.client else "unknown")
         if query.get("operation") == "PKIOperation":
@@ -50,20 +52,4 @@ class ScepServer:
 
 
 def _response(reply: ScepReply) -> Response:
-    response = Response(reply.body, status_code=reply.status)
-    response.raw_headers += [(name.encode("latin-1"), value.encode("latin-1"))
-                             for name, value in reply.headers]
-    return response
-
-
-async def _read_body(request: Request) -> bytes:
-    """The body, or as much of it as shows that it is too large (the handler answers 413)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_MESSAGE_BYTES:
-        return b"\0" * (MAX_MESSAGE_BYTES + 1)
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_MESSAGE_BYTES:
-            break
-    return bytes(body)
+    return response(reply.status, reply.body, reply.headers)
