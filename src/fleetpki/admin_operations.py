@@ -19,6 +19,8 @@ from fleetpki.ocsp_identity import PROFILE_NAME as OCSP_PROFILE
 from fleetpki.ocsp_identity import responder_profile
 from fleetpki.ra.api import Authorization
 from fleetpki.ra.api_tokens import CertificateAuthenticator, TokenAdmin, TokenAuthenticator
+from fleetpki.scep_identity import PROFILE_NAME as SCEP_RA_PROFILE
+from fleetpki.scep_identity import ra_profile
 from fleetpki.server_identity import PROFILE_NAME as SERVER_PROFILE
 from fleetpki.server_identity import server_profile
 from fleetpki.summary_runtime import refresh_in_background
@@ -80,10 +82,10 @@ class FleetOperations:
 
     def refresh_summary(self) -> StoredSummary:
         fleet = self._fleet
-        # fleetpki's own server and OCSP responder certificates are judged by the profiles
-        # they are issued under, which profiles.toml does not list.
+        # fleetpki's own server, OCSP responder and SCEP RA certificates are judged by the
+        # profiles they are issued under, which profiles.toml does not list.
         issuer = fleet.profiles[fleet.default_profile].issuer
         profiles = {**fleet.profiles, SERVER_PROFILE: server_profile(issuer),
-                    OCSP_PROFILE: responder_profile(issuer)}
+                    OCSP_PROFILE: responder_profile(issuer), SCEP_RA_PROFILE: ra_profile(issuer)}
         return refresh_summary(fleet.store, profiles, fleet.store.list_advisories(),
                                fleet.clock.now())

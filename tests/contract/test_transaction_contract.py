@@ -42,6 +42,7 @@ def transaction(tid: str = "tx-1", key: str = "k" * 64, at: dt.datetime = NOW
                 ) -> EnrollmentTransaction:
     return EnrollmentTransaction(protocol="scep", transaction_id=tid, profile="sensor",
                                  key_fingerprint=key, requester_fingerprint="r" * 64,
+                                 request_fingerprint="q" * 64,
                                  created_at=at)
 
 

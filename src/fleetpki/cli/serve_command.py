@@ -65,6 +65,8 @@ def run_server(state: CliState, listen: Address | None, workers: int | None,
     fleet = state.fleet()
     settings = fleet.settings
     fleet.default_profile  # noqa: B018 - a bad est.default_profile refuses to start, here
+    fleet.scep_default_profile  # noqa: B018 - and so does a bad scep.default_profile
+    scep_profiles = sorted(name for name, p in fleet.profiles.items() if p.enrollment.scep)
     credentials = fleet.server_credentials()
     trust = fleet.client_trust_pem()
     # Before forking: responders and CRLs exist when the first request arrives.
@@ -106,6 +108,9 @@ def run_server(state: CliState, listen: Address | None, workers: int | None,
                        f"http://{addresses['proxy']}")
         if "revocation" in addresses:
             click.echo(f"CRLs and OCSP on http://{addresses['revocation']}/crl/ and /ocsp")
+            if scep_profiles:
+                click.echo(f"SCEP on http://{addresses['revocation']}/scep/PROFILE and over "
+                           f"HTTPS (profiles: {', '.join(scep_profiles)})")
         if "admin" in addresses:
             click.echo(f"admin API and dashboard on https://{addresses['admin']}/ "
                        "(log in with a token from `fleetpki admin token create`)")

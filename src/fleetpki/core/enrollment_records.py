@@ -108,6 +108,9 @@ class EnrollmentTransaction:
     profile: str
     key_fingerprint: str  # SHA-256 hex of the requested SubjectPublicKeyInfo
     requester_fingerprint: str  # SHA-256 hex of the SPKI that signed the request
+    # SHA-256 hex of the CSR's CertificationRequestInfo: a retry asks for the same; a CSR that
+    # asks for something else is another request.
+    request_fingerprint: str
     created_at: dt.datetime
     pending_id: str | None = None
     serial: int | None = None

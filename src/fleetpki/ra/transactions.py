@@ -20,8 +20,9 @@ from typing import Protocol
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from fleetpki.core import der
 from fleetpki.core.clock import Clock
-from fleetpki.core.csr import canonical_csr, load_csr
+from fleetpki.core.csr import canonical_csr, load_csr, without_challenge_password
 from fleetpki.core.enrollment_records import ApprovalState, EnrollmentTransaction
 from fleetpki.core.errors import BadInput, NotAuthorized, NotFound
 from fleetpki.core.records import IssuedCertificate
@@ -48,15 +49,29 @@ class TransactionStore(EnrollmentTransactions, PendingEnrollments, CertificateRe
     pass
 
 
-def key_fingerprint(csr: bytes) -> str:
-    """SHA-256 hex of the CSR's SubjectPublicKeyInfo (BadInput if the CSR cannot be read)."""
-    spki = load_csr(canonical_csr(csr)[0]).public_key().public_bytes(
+def fingerprints(csr: bytes) -> tuple[str, str]:
+    """SHA-256 hex of the CSR's SubjectPublicKeyInfo and of what it asks for: its
+    CertificationRequestInfo without the challenge password, so that the same request signed
+    again, or sent with another password, is the same request. BadInput if unreadable."""
+    parsed = load_csr(canonical_csr(csr)[0])
+    spki = parsed.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return hashlib.sha256(spki).hexdigest()
+    whole = parsed.public_bytes(serialization.Encoding.DER)
+    asked = der.elements(without_challenge_password(whole) or whole)[0]
+    return hashlib.sha256(spki).hexdigest(), hashlib.sha256(asked).hexdigest()
 
 
-def _renews_its_outcome(request: EnrollmentRequest, earlier: EnrollmentTransaction) -> bool:
-    if request.client_certificate is None or earlier.serial is None:
+def _is_new_request(request: EnrollmentRequest, request_fingerprint: str,
+                    earlier: EnrollmentTransaction) -> bool:
+    """Whether a request under an issued transaction's name is a new one rather than a retry:
+    another CSR (strongSwan derives the transactionID from the key alone), or a renewal signed
+    with the very certificate the transaction produced (micromdm's scepclient reuses its
+    transactionID, key and CSR for every renewal)."""
+    if earlier.serial is None:
+        return False
+    if earlier.request_fingerprint != request_fingerprint:
+        return True
+    if request.client_certificate is None:
         return False
     try:
         signer = x509.load_der_x509_certificate(request.client_certificate)
@@ -75,7 +90,7 @@ class TransactionalEnrollment:
     def enroll(self, request: EnrollmentRequest, transaction: Transaction
                ) -> Enrolled | EnrollmentPending:
         try:
-            fingerprint = key_fingerprint(request.csr)
+            fingerprint, request_fingerprint = fingerprints(request.csr)
         except (BadInput, ValueError):
             # Unreadable: the enrollment service refuses it, audited under the requester.
             return self._enrollment.enroll(request)
@@ -84,12 +99,11 @@ class TransactionalEnrollment:
         record = EnrollmentTransaction(
             protocol=transaction.protocol, transaction_id=transaction.transaction_id,
             profile=profile, key_fingerprint=fingerprint,
-            requester_fingerprint=transaction.requester, created_at=now)
+            requester_fingerprint=transaction.requester,
+            request_fingerprint=request_fingerprint, created_at=now)
         earlier = self._store.reserve_transaction(record, stale_before=now - STALE_AFTER)
-        if earlier is not None and _renews_its_outcome(request, earlier):
-            # A renewal signed with the very certificate this transaction produced is a new
-            # request, not a retry: clients that derive the transactionID from a key they
-            # keep (micromdm's scepclient) reuse it for every renewal.
+        if earlier is not None and earlier.key_fingerprint == fingerprint \
+                and _is_new_request(request, request_fingerprint, earlier):
             self._store.release_transaction(transaction.protocol, transaction.transaction_id)
             earlier = self._store.reserve_transaction(record, stale_before=now - STALE_AFTER)
         if earlier is not None:
@@ -97,6 +111,10 @@ class TransactionalEnrollment:
                 raise BadInput(f"transactionID '{transaction.transaction_id}' was used for "
                                "another public key; a new key needs a new transactionID "
                                "(RFC 8894 §3.2.1.1)")
+            if earlier.request_fingerprint != request_fingerprint:
+                raise BadInput(f"transactionID '{transaction.transaction_id}' has another "
+                               "request waiting for approval; poll for it, or send this one "
+                               "once it is decided")
             return self._outcome(earlier, transaction)
         try:
             outcome = self._enrollment.enroll(request)

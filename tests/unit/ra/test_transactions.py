@@ -32,7 +32,7 @@ from fleetpki.ra.transactions import (
     BUSY_RETRY_SECONDS,
     STALE_AFTER,
     TransactionalEnrollment,
-    key_fingerprint,
+    fingerprints,
 )
 from fleetpki.store.api import CertificateQuery
 from fleetpki.store.sql.store import SqlStore
@@ -115,6 +115,7 @@ def reservation(tid: str, key: str, created_at: dt.datetime, requester: str = ME
                 ) -> EnrollmentTransaction:
     return EnrollmentTransaction(protocol="scep", transaction_id=tid, profile="router",
                                  key_fingerprint=key, requester_fingerprint=requester,
+                                 request_fingerprint="q" * 64,
                                  created_at=created_at)
 
 
@@ -126,7 +127,8 @@ def test_an_enrollment_is_recorded_under_its_transaction(rig: Rig) -> None:
     stored = rig.store.get_transaction("scep", "tx-1")
     assert stored == EnrollmentTransaction(
         protocol="scep", transaction_id="tx-1", profile="router",
-        key_fingerprint=fingerprint_of(key), requester_fingerprint=ME, created_at=START,
+        key_fingerprint=fingerprint_of(key), requester_fingerprint=ME,
+        request_fingerprint=stored.request_fingerprint if stored else "", created_at=START,
         serial=serial(outcome), issuer="issuing")
 
 
@@ -137,12 +139,6 @@ def test_a_retry_gets_the_same_certificate_and_issues_nothing(rig: Rig) -> None:
     again = rig.enroll(key)
     assert isinstance(again, Enrolled) and again.certificate == first.certificate
     assert rig.certificate_count() == 1 and rig.issued_events() == 1
-
-
-def test_a_retry_with_a_new_csr_for_the_same_key_gets_the_same_certificate(rig: Rig) -> None:
-    key = make_key()
-    first = serial(rig.enroll(key, cn="router-0001"))
-    assert serial(rig.enroll(key, cn="router-0002")) == first  # the first outcome, as it was
 
 
 def test_the_same_transaction_with_another_key_is_refused(rig: Rig) -> None:
@@ -255,7 +251,10 @@ def test_a_stale_reservation_is_taken_over(rig: Rig) -> None:
 
 def test_a_fresh_reservation_is_being_decided_and_the_client_told_to_wait(rig: Rig) -> None:
     key = make_key()
-    deciding = reservation("tx-1", fingerprint_of(key), START)
+    deciding = dataclasses.replace(reservation("tx-1", fingerprint_of(key), START),
+                                   request_fingerprint=fingerprints(make_csr(
+                                       "router-0001", key=key)[0].public_bytes(
+                                       serialization.Encoding.DER))[1])
     assert rig.store.reserve_transaction(deciding, stale_before=START) is None
     assert rig.enroll(key) == EnrollmentPending("tx-1", BUSY_RETRY_SECONDS)
     assert rig.poll() == EnrollmentPending("tx-1", BUSY_RETRY_SECONDS)
@@ -278,13 +277,34 @@ def test_a_settled_transaction_is_never_taken_over(rig: Rig) -> None:
         rig.enroll(make_key())
 
 
-# -- key_fingerprint ---------------------------------------------------------------------------
+# -- fingerprints ------------------------------------------------------------------------------
 
-def test_key_fingerprint_is_the_sha256_of_the_requested_spki() -> None:
+def test_the_key_fingerprint_is_the_sha256_of_the_requested_spki() -> None:
     key = make_key()
     csr = make_csr(key=key)[0]
-    assert key_fingerprint(csr.public_bytes(serialization.Encoding.DER)) == fingerprint_of(key)
-    assert key_fingerprint(csr.public_bytes(serialization.Encoding.PEM)) == fingerprint_of(key)
+    assert fingerprints(csr.public_bytes(serialization.Encoding.DER))[0] == fingerprint_of(key)
+    assert fingerprints(csr.public_bytes(serialization.Encoding.PEM)) == \
+        fingerprints(csr.public_bytes(serialization.Encoding.DER))
     with pytest.raises(BadInput):
-        key_fingerprint(b"not a csr")
+        fingerprints(b"not a csr")
 
+
+
+def test_another_csr_under_an_issued_transaction_is_a_new_request(rig: Rig) -> None:
+    """strongSwan derives the transactionID from the key alone: asking for another name with
+    the same key is authorized afresh, not answered with the first certificate."""
+    key = make_key()
+    first = rig.enroll(key, cn="router-0001")
+    second = rig.enroll(key, cn="router-0002")
+    assert isinstance(second, Enrolled) and second.certificate.serial != serial(first)
+    assert "router-0002" in second.certificate.subject
+    with pytest.raises(NotAuthenticated):
+        rig.enroll(key, cn="router-0003", password="wrong")
+    assert rig.certificate_count() == 2
+
+
+def test_another_csr_under_a_held_transaction_is_refused(rig: Rig) -> None:
+    key = make_key()
+    assert isinstance(rig.enroll(key, profile="held", cn="router-0001"), EnrollmentPending)
+    with pytest.raises(BadInput, match="waiting for approval"):
+        rig.enroll(key, profile="held", cn="router-0002")

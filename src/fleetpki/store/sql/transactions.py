@@ -150,6 +150,7 @@ def _transaction_values(transaction: EnrollmentTransaction) -> dict[str, Any]:
         "protocol": transaction.protocol, "transaction_id": transaction.transaction_id,
         "profile": transaction.profile, "key_fingerprint": transaction.key_fingerprint,
         "requester_fingerprint": transaction.requester_fingerprint,
+        "request_fingerprint": transaction.request_fingerprint,
         "created_at": transaction.created_at, "pending_id": transaction.pending_id,
         "serial": serial_hex(transaction.serial) if transaction.serial is not None else None,
         "issuer": transaction.issuer,
@@ -165,5 +166,6 @@ def _transaction(row: Any) -> EnrollmentTransaction:
     return EnrollmentTransaction(
         protocol=row.protocol, transaction_id=row.transaction_id, profile=row.profile,
         key_fingerprint=row.key_fingerprint, requester_fingerprint=row.requester_fingerprint,
+        request_fingerprint=row.request_fingerprint,
         created_at=row.created_at, pending_id=row.pending_id,
         serial=int(row.serial, 16) if row.serial else None, issuer=row.issuer)

@@ -33,6 +33,7 @@ def upgrade() -> None:
         sa.Column("profile", sa.String(64), nullable=False),
         sa.Column("key_fingerprint", sa.String(64), nullable=False),
         sa.Column("requester_fingerprint", sa.String(64), nullable=False),
+        sa.Column("request_fingerprint", sa.String(64), nullable=False),
         sa.Column("created_at", _TS, nullable=False),
         sa.Column("pending_id", sa.String(32), nullable=True),
         sa.Column("serial", sa.String(40), nullable=True),
