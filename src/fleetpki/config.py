@@ -16,9 +16,11 @@ from fleetpki.config_reader import Section
 from fleetpki.core.errors import ConfigError, KeyAccessError
 from fleetpki.revocation_settings import RevocationSettings, read_revocation_settings
 from fleetpki.server_settings import (
+    CmpServerSettings,
     EstSettings,
     ScepServerSettings,
     ServerSettings,
+    read_cmp_settings,
     read_est_settings,
     read_scep_settings,
     read_server_settings,
@@ -67,6 +69,7 @@ class Settings:
     server: ServerSettings
     est: EstSettings
     scep: ScepServerSettings
+    cmp: CmpServerSettings
     revocation: RevocationSettings
     admin: AdminSettings
 
@@ -103,6 +106,7 @@ def load_settings(home: Path) -> Settings:
         server=server,
         est=read_est_settings(root.section("est")),
         scep=read_scep_settings(root.section("scep")),
+        cmp=read_cmp_settings(root.section("cmp")),
         revocation=read_revocation_settings(root.section("revocation"), server),
         admin=read_admin_settings(root.section("admin")),
     )

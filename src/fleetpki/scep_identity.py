@@ -14,26 +14,21 @@ signed with the new one.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 
-from fleetpki.ca.keyfiles import load_key_file, write_key_file, write_private_file
-from fleetpki.core.issuance_plan import Request
+from fleetpki.ca.keyfiles import load_key_file
 from fleetpki.core.keys import KeyPolicy
 from fleetpki.core.names import AttributeRule, SanPolicy, SubjectPolicy
 from fleetpki.core.profile import Profile, Renewal, Validity
 from fleetpki.core.revocation_policy import RevocationPolicy
 from fleetpki.protocols.scep.cms import RsaRecipient
 from fleetpki.protocols.scep.handler import ScepIdentity
-from fleetpki.ra.api import Authorization
 from fleetpki.ra.service import IssuanceService
+from fleetpki.service_certificates import ServiceFiles, ServiceKind, ensure_service_certificate
 
 PROFILE_NAME = "fleetpki-scep-ra"
 ACTOR = "fleetpki:scep"
@@ -41,19 +36,16 @@ LIFETIME = dt.timedelta(days=365)
 RSA_BITS = 3072  # NIST SP 800-57: 128-bit security, like the P-256 CAs it stands in for
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class RaFiles:
-    certificate: Path  # PEM
-    key: Path  # PKCS#8 PEM, encrypted with the CA key passphrase
+def _rsa_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(65537, RSA_BITS)
 
-    @classmethod
-    def of(cls, directory: Path, issuer: str, generation: str = "") -> RaFiles:
-        suffix = f"-{generation}" if generation else ""
-        return cls(directory / f"{issuer}-ra{suffix}.pem",
-                   directory / f"{issuer}-ra{suffix}-key.pem")
 
-    def exists(self) -> bool:
-        return self.certificate.exists() and self.key.exists()
+SCEP_RA = ServiceKind(role="ra", profile=PROFILE_NAME, actor=ACTOR, common_name="SCEP RA",
+                      make_key=_rsa_key)
+
+
+def ra_files(directory: Path, issuer: str, generation: str = "") -> ServiceFiles:
+    return ServiceFiles.of(directory, issuer, SCEP_RA.role, generation)
 
 
 def ra_profile(issuer: str) -> Profile:
@@ -72,47 +64,18 @@ def ra_profile(issuer: str) -> Profile:
 
 
 def ensure_ra(directory: Path, issuer: str, issuer_certificate: x509.Certificate,
-              issuance: IssuanceService, passphrase: bytes, now: dt.datetime) -> RaFiles:
-    """Keep the RA certificate while it comes from this CA and is outside the last third of
-    its life; otherwise issue a new one, keeping the old pair as the previous generation."""
-    files = RaFiles.of(directory, issuer)
-    if _still_good(files, issuer_certificate, now):
-        return files
-    key = rsa.generate_private_key(65537, RSA_BITS)
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{issuer} SCEP RA")])
-    record = issuance.issue(Request(subject=subject, sans=(), public_key=key.public_key()),
-                            PROFILE_NAME, Authorization(actor=ACTOR))
-    directory.mkdir(parents=True, exist_ok=True)
-    directory.chmod(0o700)
-    if files.exists():
-        previous = RaFiles.of(directory, issuer, "previous")
-        files.certificate.replace(previous.certificate)
-        files.key.replace(previous.key)
-    write_key_file(files.key, key, passphrase)
-    write_private_file(files.certificate, x509.load_der_x509_certificate(record.der)
-                       .public_bytes(serialization.Encoding.PEM))
-    return files
+              issuance: IssuanceService, passphrase: bytes, now: dt.datetime) -> ServiceFiles:
+    return ensure_service_certificate(SCEP_RA, directory, issuer, issuer_certificate,
+                                      issuance, passphrase, now)
 
 
 def load_identity(directory: Path, issuer: str, passphrase: bytes) -> ScepIdentity:
-    current = _load(RaFiles.of(directory, issuer), passphrase)
-    previous = RaFiles.of(directory, issuer, "previous")
+    current = _load(ra_files(directory, issuer), passphrase)
+    previous = ra_files(directory, issuer, "previous")
     return ScepIdentity(current, (_load(previous, passphrase),) if previous.exists() else ())
 
 
-def _load(files: RaFiles, passphrase: bytes) -> RsaRecipient:
+def _load(files: ServiceFiles, passphrase: bytes) -> RsaRecipient:
     key = load_key_file(files.key, passphrase)
     assert isinstance(key, rsa.RSAPrivateKey)
     return RsaRecipient(x509.load_pem_x509_certificate(files.certificate.read_bytes()), key)
-
-
-def _still_good(files: RaFiles, issuer_certificate: x509.Certificate, now: dt.datetime) -> bool:
-    if not files.exists():
-        return False
-    try:
-        certificate = x509.load_pem_x509_certificate(files.certificate.read_bytes())
-        certificate.verify_directly_issued_by(issuer_certificate)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    lifetime = certificate.not_valid_after_utc - certificate.not_valid_before_utc
-    return now < certificate.not_valid_after_utc - lifetime / 3

@@ -1,4 +1,5 @@
-"""Settings of `fleetpki serve`: the `[server]`, `[est]` and `[scep]` tables of fleetpki.toml.
+"""Settings of `fleetpki serve`: the `[server]`, `[est]`, `[scep]` and `[cmp]` tables of
+fleetpki.toml.
 
 Kept apart from config.py (store, keys, logging) so that the CLI commands that never serve do
 not read or validate them twice; both use the same strict reader.
@@ -72,6 +73,29 @@ def read_scep_settings(scep: Section) -> ScepServerSettings:
     if not dt.timedelta(seconds=1) <= settings.callback_timeout <= dt.timedelta(seconds=60):
         raise scep.error("callback_timeout", "must be between 1s and 60s")
     scep.finish()
+    return settings
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CmpServerSettings:
+    max_clock_skew: dt.timedelta | None  # None: messageTime is not checked
+    # MAC iteration counts accepted (RFC 9810 §5.1.3.1 asks for a limit): OpenSSL 3.0 uses 500.
+    mac_min_iterations: int
+    mac_max_iterations: int
+
+
+def read_cmp_settings(cmp: Section) -> CmpServerSettings:
+    skew = cmp.string("max_clock_skew", "1d")
+    settings = CmpServerSettings(
+        max_clock_skew=None if skew == "off" else cmp.duration("max_clock_skew", "1d"),
+        mac_min_iterations=cmp.integer("mac_min_iterations", 500, minimum=100,
+                                       maximum=1_000_000),
+        mac_max_iterations=cmp.integer("mac_max_iterations", 100_000, minimum=100,
+                                       maximum=10_000_000),
+    )
+    if settings.mac_min_iterations > settings.mac_max_iterations:
+        raise cmp.error("mac_min_iterations", "must not exceed mac_max_iterations")
+    cmp.finish()
     return settings
 
 

@@ -20,6 +20,8 @@ from fleetpki.admin_operations import FleetOperations
 from fleetpki.ca.file_signers import CAKeyLocation, FileSignerSource
 from fleetpki.ca.keyfiles import write_private_file
 from fleetpki.challenge_callback import HttpChallengeCallback
+from fleetpki.cmp_identity import PROFILE_NAME as CMP_SERVER_PROFILE
+from fleetpki.cmp_identity import cmp_files, cmp_profile, ensure_cmp_server, load_cmp_identity
 from fleetpki.config import DEFAULT_PASSPHRASE_ENV, Settings, load_settings
 from fleetpki.core.clock import Clock, SystemClock
 from fleetpki.core.errors import ConfigError
@@ -27,6 +29,8 @@ from fleetpki.core.inventory_records import StoredSummary
 from fleetpki.core.profile import Profile
 from fleetpki.core.records import IssuedCertificate
 from fleetpki.core.serials import RandomSerials
+from fleetpki.derivation_key import FILE_NAME as DERIVATION_KEY_FILE
+from fleetpki.derivation_key import derivation_key
 from fleetpki.inventory.app import admin_app
 from fleetpki.inventory.context import AdminContext
 from fleetpki.metrics.collector import FleetCollector
@@ -46,6 +50,9 @@ from fleetpki.ocsp_identity import (
     responder_profile,
 )
 from fleetpki.profiles_loader import load_profiles
+from fleetpki.protocols.cmp.handler import CmpHandler, CmpIdentity, CmpSettings
+from fleetpki.protocols.cmp.protection import IterationBounds
+from fleetpki.protocols.cmp.server import CmpServer
 from fleetpki.protocols.est.handler import OPERATIONS as EST_OPERATIONS
 from fleetpki.protocols.est.server import PREFIX as EST_PREFIX
 from fleetpki.protocols.est.server import EstServer, ProxyTrust
@@ -63,7 +70,9 @@ from fleetpki.ra.enrollment import EnrollmentLimits, EnrollmentService
 from fleetpki.ra.manufacturers import ManufacturerAdmin
 from fleetpki.ra.renewal_advisories import RenewalAdvisoryAdmin
 from fleetpki.ra.revocations import RevocationDesk
+from fleetpki.ra.self_revocation import SelfRevocation
 from fleetpki.ra.service import IssuanceService
+from fleetpki.ra.shared_secrets import SecretDeriver, SharedSecrets
 from fleetpki.ra.transactions import TransactionalEnrollment
 from fleetpki.revocation.crl_http import CrlFiles
 from fleetpki.revocation.crl_publisher import CrlPublisher, CrlTiming, PublishedCrl
@@ -71,13 +80,14 @@ from fleetpki.revocation.ocsp_http import ocsp_app
 from fleetpki.revocation.ocsp_responder import OcspResponder, ResponderKey
 from fleetpki.revocation_runtime import ResponderKeys, publish_lock, revocation_loop
 from fleetpki.scep_identity import PROFILE_NAME as SCEP_RA_PROFILE
-from fleetpki.scep_identity import RaFiles, ensure_ra, load_identity, ra_profile
+from fleetpki.scep_identity import ensure_ra, load_identity, ra_files, ra_profile
 from fleetpki.server_identity import (
     PROFILE_NAME,
     ServerCredentials,
     ensure_server_certificate,
     server_profile,
 )
+from fleetpki.service_certificates import ServiceFiles
 from fleetpki.serving.workers import WorkerApps
 from fleetpki.store.sql.store import SqlStore
 from fleetpki.summary_runtime import summary_loop
@@ -142,7 +152,7 @@ class Fleet:
     def scep_issuers(self) -> list[str]:
         return sorted({p.issuer for p in self.profiles.values() if p.enrollment.scep})
 
-    def ensure_scep_identities(self) -> list[RaFiles]:
+    def ensure_scep_identities(self) -> list[ServiceFiles]:
         """The RA certificate of every issuing CA that serves SCEP, issued or rolled over."""
         passphrase = self.settings.passphrase.read()
         files = []
@@ -160,7 +170,7 @@ class Fleet:
 
         def identity(issuer: str) -> ScepIdentity:
             # Re-read after a rollover (the files change; their mtime says when).
-            stamp = RaFiles.of(directory, issuer).certificate.stat().st_mtime_ns
+            stamp = ra_files(directory, issuer).certificate.stat().st_mtime_ns
             cached = loaded.get(issuer)
             if cached is None or cached[0] != stamp:
                 cached = loaded[issuer] = (stamp, load_identity(directory, issuer, passphrase))
@@ -177,7 +187,57 @@ class Fleet:
         return ChallengeAdmin(self.store, self.profiles, self.clock, authorization.actor)
 
     def credential_admin(self, authorization: Authorization) -> CredentialAdmin:
-        return CredentialAdmin(self.store, self.profiles, self.clock, authorization.actor)
+        return CredentialAdmin(self.store, self.profiles, self.clock, authorization.actor,
+                               derive=self.secret_deriver.secret)
+
+    @functools.cached_property
+    def secret_deriver(self) -> SecretDeriver:
+        return SecretDeriver(derivation_key(self.settings.key_directory / DERIVATION_KEY_FILE,
+                                            self.settings.passphrase.read()))
+
+    # -- CMP -------------------------------------------------------------------------------
+
+    def cmp_issuers(self) -> list[str]:
+        """Every issuing CA of a profile: CMP is open to all of them (the RA decides)."""
+        return sorted({p.issuer for p in self.profiles.values()})
+
+    def ensure_cmp_identities(self) -> list[ServiceFiles]:
+        """The CMP server certificate of every issuing CA, issued or rolled over."""
+        passphrase = self.settings.passphrase.read()
+        files = []
+        for issuer in self.cmp_issuers():
+            issuance = IssuanceService(self.store, {CMP_SERVER_PROFILE: cmp_profile(issuer)},
+                                       self.signers, self.clock, RandomSerials())
+            files.append(ensure_cmp_server(self.settings.home / "cmp", issuer,
+                                           self.chain(issuer)[0], issuance, passphrase,
+                                           self.clock.now()))
+        return files
+
+    def cmp_handler(self, crls: CrlFiles) -> CmpHandler:
+        passphrase = self.settings.passphrase.read()
+        directory = self.settings.home / "cmp"
+        loaded: dict[str, tuple[int, CmpIdentity]] = {}
+
+        def identity(issuer: str) -> CmpIdentity:
+            stamp = cmp_files(directory, issuer).certificate.stat().st_mtime_ns
+            cached = loaded.get(issuer)
+            if cached is None or cached[0] != stamp:
+                cached = loaded[issuer] = (stamp, load_cmp_identity(directory, issuer,
+                                                                    passphrase))
+            return cached[1]
+
+        settings = self.settings.cmp
+        secrets = SharedSecrets(self.store, self.secret_deriver)
+        revocation = SelfRevocation(self.enrollment.identify, self.revocations)
+        return CmpHandler(
+            self.enrollment, TransactionalEnrollment(self.enrollment, self.store, self.clock),
+            revocation, secrets.secret_for, identity,
+            lambda issuer: crls.published(f"/crl/{issuer}.crl"),
+            CmpSettings(settings.max_clock_skew,
+                        IterationBounds(settings.mac_min_iterations,
+                                        settings.mac_max_iterations),
+                        self.secret_deriver.subkey("cmp nonces")),
+            self.clock.now)
 
     def renewal_advisories(self, authorization: Authorization) -> RenewalAdvisoryAdmin:
         return RenewalAdvisoryAdmin(self.store, self.profiles, self.clock, authorization.actor)
@@ -245,6 +305,7 @@ class Fleet:
         """publish_crls without the lock, for a caller that holds it."""
         self.ensure_ocsp_responders()
         self.ensure_scep_identities()
+        self.ensure_cmp_identities()
         return self.crl_publisher.publish(force=force)
 
     def revocations(self, authorization: Authorization) -> RevocationDesk:
@@ -301,12 +362,15 @@ class Fleet:
         self.store.close()
 
 
-def asgi_app(fleet: Fleet, scep: ScepServer | None = None) -> Starlette:
+def asgi_app(fleet: Fleet, scep: ScepServer | None = None, cmp: CmpServer | None = None
+             ) -> Starlette:
     """Every enrollment protocol on one ASGI app. A new protocol is one more line here."""
     proxies = fleet.settings.server.trusted_proxies
     routes = EstServer(fleet.enrollment, ProxyTrust(proxies) if proxies else None).routes()
-    scep = scep or ScepServer(fleet.scep_handler(CrlFiles(fleet.crl_directory, fleet.clock)))
-    return Starlette(routes=[*routes, *scep.routes()])
+    crls = CrlFiles(fleet.crl_directory, fleet.clock)
+    scep = scep or ScepServer(fleet.scep_handler(crls))
+    cmp = cmp or CmpServer(fleet.cmp_handler(crls))
+    return Starlette(routes=[*routes, *scep.routes(), *cmp.routes()])
 
 
 def worker_apps(fleet: Fleet) -> WorkerApps:
@@ -317,16 +381,18 @@ def worker_apps(fleet: Fleet) -> WorkerApps:
     timed = metrics.request_seconds
     crls = CrlFiles(fleet.crl_directory, fleet.clock)
     scep = ScepServer(fleet.scep_handler(crls))
-    enrollment = RequestTimer(asgi_app(fleet, scep), timed, "est", by_last_segment(
+    cmp = CmpServer(fleet.cmp_handler(crls))
+    enrollment = RequestTimer(asgi_app(fleet, scep, cmp), timed, "est", by_last_segment(
         EST_PREFIX, [operation.name for operation in EST_OPERATIONS], "other"))
     responder, keys = fleet.ocsp_responder()
     # OCSP first, as a bare ASGI app: it is the busiest thing a PKI serves, and Starlette's
     # router would cost a quarter of each answer. Everything else falls through to the CRLs.
-    # SCEP protects its own messages, and routers speak it over plain HTTP: it is served here
-    # too (docs/protocols.md).
+    # SCEP and CMP protect their own messages, and routers speak them over plain HTTP: they
+    # are served here too (docs/protocols.md).
     revocation = RequestTimer(ocsp_app(responder, fallback=Starlette(
-        routes=[*crls.routes(), *scep.routes()])), timed, "revocation",
-        by_prefix([("/ocsp", "ocsp"), ("/crl", "crl"), ("/scep", "scep")], "other"))
+        routes=[*crls.routes(), *scep.routes(), *cmp.routes()])), timed, "revocation",
+        by_prefix([("/ocsp", "ocsp"), ("/crl", "crl"), ("/scep", "scep"),
+                   ("/.well-known/cmp", "cmp")], "other"))
 
     def responder_certificates() -> list[tuple[str, x509.Certificate]]:
         found = []

@@ -44,6 +44,22 @@ def load_csr(data: bytes) -> x509.CertificateSigningRequest:
     return csr
 
 
+_EXTENSION_REQUEST = "1.2.840.113549.1.9.14"
+_ECDSA_WITH_SHA256 = "1.2.840.10045.4.3.2"
+
+
+def unsigned_request(subject: bytes, public_key: bytes, extensions: bytes | None) -> bytes:
+    """The PKCS#10 form of a request whose proof of possession was not a CSR signature (CRMF,
+    RFC 4211 §4.1): the RA plans, holds and stores every request as a CSR. `subject`,
+    `public_key` and `extensions` are DER (Name, SubjectPublicKeyInfo, Extensions). The
+    signature is empty and proves nothing: such a CSR travels with `possession_proven`."""
+    attributes = b"" if extensions is None else der.sequence(
+        der.oid(_EXTENSION_REQUEST), der.set_of(extensions))
+    info = der.sequence(der.integer(0), subject, public_key, der.context(0, attributes))
+    return der.sequence(info, der.sequence(der.oid(_ECDSA_WITH_SHA256)),
+                        der.tlv(der.BIT_STRING, b"\x00"))
+
+
 def malformed(exc: Exception) -> BadInput:
     """cryptography parses a CSR's parts lazily; a malformed part surfaces on first access."""
     return BadInput(f"malformed certificate request: {_short(exc)}")

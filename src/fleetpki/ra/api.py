@@ -70,6 +70,9 @@ class EnrollmentRequest:
     # when it is not self-signed (a factory identity, or the current certificate).
     challenge_password: str | None = dataclasses.field(default=None, repr=False)
     protocol: str = "est"  # what carried the request, for metrics and the audit log
+    # The front end proved possession of the key another way than the CSR's signature (CMP's
+    # CRMF proof, RFC 4211 §4.1) and sends the request as core/csr.py unsigned_request.
+    possession_proven: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -79,8 +82,9 @@ class Transaction:
 
     protocol: str
     transaction_id: str
-    # SHA-256 hex of the SubjectPublicKeyInfo that signed the message: the requester proves it
-    # holds that key, so only it may collect the outcome.
+    # SHA-256 hex of the SubjectPublicKeyInfo that signed the message (CMP: or of the MAC
+    # credential's id): the requester proves it holds that key (or secret), so only it may
+    # collect the outcome.
     requester: str
 
 

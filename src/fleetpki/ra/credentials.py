@@ -15,7 +15,7 @@ import hashlib
 import hmac
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from fleetpki.core.clock import Clock
 from fleetpki.core.enrollment_records import BootstrapCredential
@@ -47,11 +47,15 @@ class NewCredential:
 
 class CredentialAdmin:
     def __init__(self, store: BootstrapCredentials, profiles: Mapping[str, Profile], clock: Clock,
-                 actor: str) -> None:
+                 actor: str, *,
+                 derive: Callable[[str, dt.datetime], str] | None = None) -> None:
+        """`derive(id, created_at)`: make secrets the RA can compute again
+        (shared_secrets.py), so that they can key a MAC (CMP); else random ones."""
         self._store = store
         self._profiles = profiles
         self._clock = clock
         self._actor = actor
+        self._derive = derive
 
     def create(self, profile: str, *, lifetime: dt.timedelta, max_uses: int,
                device_id: str | None = None, credential_id: str | None = None) -> NewCredential:
@@ -70,7 +74,7 @@ class CredentialAdmin:
             raise BadInput(f"credential id '{name}' must be 1-128 letters, digits or ._@- "
                            "(it is the HTTP Basic user name; ':' is not allowed)")
         now = self._clock.now()
-        secret = new_secret()
+        secret = new_secret() if self._derive is None else self._derive(name, now)
         credential = BootstrapCredential(
             id=name, secret_hash=hash_secret(secret), profile=profile, device_id=device_id,
             max_uses=max_uses, uses=0, expires_at=now + lifetime, created_at=now,

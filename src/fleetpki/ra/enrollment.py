@@ -157,6 +157,7 @@ class EnrollmentService:
         csr, proven = canonical_csr(request.csr)
         if proven:  # the signature of the bytes as sent was checked: see canonical_csr
             request = dataclasses.replace(request, csr=csr)
+        proven = proven or request.possession_proven
         now = self._clock.now()
         counted = self._counted(request.label, UNKNOWN_PROFILE)
         try:

@@ -24,7 +24,7 @@ from fleetpki.core import der
 from fleetpki.core.clock import Clock
 from fleetpki.core.csr import canonical_csr, load_csr, without_challenge_password
 from fleetpki.core.enrollment_records import ApprovalState, EnrollmentTransaction
-from fleetpki.core.errors import BadInput, NotAuthorized, NotFound
+from fleetpki.core.errors import BadInput, Conflict, NotAuthorized, NotFound
 from fleetpki.core.records import IssuedCertificate
 from fleetpki.ra.api import (
     Enrolled,
@@ -87,8 +87,15 @@ class TransactionalEnrollment:
         self._store = store
         self._clock = clock
 
-    def enroll(self, request: EnrollmentRequest, transaction: Transaction
-               ) -> Enrolled | EnrollmentPending:
+    def enroll(self, request: EnrollmentRequest, transaction: Transaction, *,
+               retries: bool = True) -> Enrolled | EnrollmentPending:
+        """`retries`: a request under a name already used is a retry (SCEP). Without, the
+        name must be new (CMP, RFC 9810 §5.1.1: transactionIdInUse), and a reuse is refused
+        with Conflict before anything else is decided."""
+        if not retries and self._store.get_transaction(transaction.protocol,
+                                                       transaction.transaction_id):
+            raise Conflict(f"transactionID {transaction.transaction_id} is already in use: "
+                           "start each transaction with a fresh one")
         try:
             fingerprint, request_fingerprint = fingerprints(request.csr)
         except (BadInput, ValueError):
@@ -102,6 +109,8 @@ class TransactionalEnrollment:
             requester_fingerprint=transaction.requester,
             request_fingerprint=request_fingerprint, created_at=now)
         earlier = self._store.reserve_transaction(record, stale_before=now - STALE_AFTER)
+        if earlier is not None and not retries:  # raced with another request of that name
+            raise Conflict(f"transactionID {transaction.transaction_id} is already in use")
         if earlier is not None and earlier.key_fingerprint == fingerprint \
                 and _is_new_request(request, request_fingerprint, earlier):
             self._store.release_transaction(transaction.protocol, transaction.transaction_id)
