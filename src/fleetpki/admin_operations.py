@@ -9,6 +9,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING
 
+from fleetpki.cmp_identity import PROFILE_NAME as CMP_SERVER_PROFILE
+from fleetpki.cmp_identity import cmp_profile
 from fleetpki.core.api_tokens import ApiToken, Role
 from fleetpki.core.enrollment_records import BootstrapCredential
 from fleetpki.core.inventory_records import StoredSummary
@@ -82,10 +84,11 @@ class FleetOperations:
 
     def refresh_summary(self) -> StoredSummary:
         fleet = self._fleet
-        # fleetpki's own server, OCSP responder and SCEP RA certificates are judged by the
-        # profiles they are issued under, which profiles.toml does not list.
+        # fleetpki's own server, OCSP responder, SCEP RA and CMP server certificates are
+        # judged by the profiles they are issued under, which profiles.toml does not list.
         issuer = fleet.profiles[fleet.default_profile].issuer
         profiles = {**fleet.profiles, SERVER_PROFILE: server_profile(issuer),
-                    OCSP_PROFILE: responder_profile(issuer), SCEP_RA_PROFILE: ra_profile(issuer)}
+                    OCSP_PROFILE: responder_profile(issuer), SCEP_RA_PROFILE: ra_profile(issuer),
+                    CMP_SERVER_PROFILE: cmp_profile(issuer)}
         return refresh_summary(fleet.store, profiles, fleet.store.list_advisories(),
                                fleet.clock.now())

@@ -108,6 +108,8 @@ def run_server(state: CliState, listen: Address | None, workers: int | None,
                        f"http://{addresses['proxy']}")
         if "revocation" in addresses:
             click.echo(f"CRLs and OCSP on http://{addresses['revocation']}/crl/ and /ocsp")
+            click.echo(f"CMP on http://{addresses['revocation']}/.well-known/cmp/p/PROFILE and "
+                       "over HTTPS")
             if scep_profiles:
                 click.echo(f"SCEP on http://{addresses['revocation']}/scep/PROFILE and over "
                            f"HTTPS (profiles: {', '.join(scep_profiles)})")

@@ -36,6 +36,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from fleetpki.serving.http10_keep_alive import keep_http10_alive
+
 __all__ = ["ClientCertH11Protocol", "ClientCertHttpToolsProtocol"]
 
 # Protocol version numbers as they appear on the wire (RFC 5246 §6.2.1, RFC 8446 §5.1).
@@ -124,11 +126,16 @@ def _on_connection(protocol: HttpToolsProtocol | H11Protocol, transport: asyncio
 
 
 class ClientCertHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, plus the ASGI ``tls`` extension (the default)."""
+    """uvicorn's httptools protocol, plus the ASGI ``tls`` extension (the default), and
+    HTTP/1.0 keep-alive (http10_keep_alive.py)."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         _on_connection(self, transport)
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        keep_http10_alive(self)
 
 
 class ClientCertH11Protocol(H11Protocol):
