@@ -3,7 +3,8 @@ certificate of its own): one per issuing CA, issued by it and rolled over automa
 
 The CA key only signs certificates and CRLs (and can stay in an HSM); what the network sees
 signed in every CMP response is this P-256 key, with the id-kp-cmcRA extended key usage that
-marks a certificate authorised to speak CMP for the CA (RFC 6402 §2.10). Clients pin it
+marks a certificate authorised to speak CMP for the CA (RFC 6402 §2.10), and id-kp-cmKGA, since
+it also signs the centrally generated keys it hands out (RFC 9483 §4.1.6). Clients pin it
 (`openssl cmp -srvcert`) or check it against the root (`-trusted`).
 """
 
@@ -21,7 +22,7 @@ from fleetpki.core.keys import KeyPolicy
 from fleetpki.core.names import AttributeRule, SanPolicy, SubjectPolicy
 from fleetpki.core.profile import Profile, Renewal, Validity
 from fleetpki.core.revocation_policy import RevocationPolicy
-from fleetpki.protocols.cmp.asn1 import KP_CMC_RA
+from fleetpki.protocols.cmp.asn1 import KP_CM_KGA, KP_CMC_RA
 from fleetpki.protocols.cmp.handler import CmpIdentity
 from fleetpki.ra.service import IssuanceService
 from fleetpki.service_certificates import ServiceFiles, ServiceKind, ensure_service_certificate
@@ -51,7 +52,7 @@ def cmp_profile(issuer: str) -> Profile:
         subject=SubjectPolicy(rules=(("CN", AttributeRule(required=True)),)),
         san=SanPolicy(rules=(), max_count=0),
         key_usage=frozenset({"digitalSignature"}),
-        extended_key_usage=(ObjectIdentifier(KP_CMC_RA),),
+        extended_key_usage=(ObjectIdentifier(KP_CMC_RA), ObjectIdentifier(KP_CM_KGA)),
         revocation=RevocationPolicy(),
         renewal=Renewal(window_fraction=0.33),
     )

@@ -15,6 +15,7 @@ also what proves serving/http10_keep_alive.py.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -40,6 +41,7 @@ from fleetpki.protocols.cmp.asn1 import (
     IT_ROOT_CA_CERT,
     IT_ROOT_CA_KEY_UPDATE,
     decode,
+    encode,
 )
 from support import cmp_messages
 from support.cmp_messages import Mac
@@ -69,6 +71,16 @@ validity = { default = "30d", maximum = "30d" }
 subject.attributes.CN = { required = true }
 extensions = { key_usage = ["digitalSignature"], extended_key_usage = ["clientAuth"] }
 enrollment = { approval = "manual", retry_after = "1s" }
+
+[profiles.cmpkeygen]
+description = "keys made by the server (central key generation)"
+issuer = "issuing"
+device_id_from = "CN"
+keys.allowed = ["ec-p256", "ec-p384"]
+validity = { default = "30d", maximum = "30d" }
+subject.attributes.CN = { required = true }
+extensions = { key_usage = ["digitalSignature"], extended_key_usage = ["clientAuth"] }
+enrollment = { server_keygen = true }
 
 [profiles.factory]
 description = "devices enrolling with their IDevID"
@@ -483,3 +495,83 @@ def test_http10_keep_alive_is_honoured_and_only_when_asked(cmp: Cmp) -> None:
     assert b"connection: keep-alive" in kept[0].lower()
     closed = _exchange_twice(cmp.server.revocation_port, b"")
     assert b" 400 " in closed[0].split(b"\r\n")[0] and closed[1] == b"", closed
+
+
+def _ip(reply: bytes) -> Any:
+    message = decode(reply, rfc9810.PKIMessage(), "reply")
+    assert message["body"].getName() == "ip", message["body"].prettyPrint()[:600]
+    return message["body"]["ip"]["response"][0]
+
+
+def test_central_key_generation_with_a_mac(cmp: Cmp) -> None:
+    """The key comes back enveloped to the shared secret (PWRI) and signed by the CMP server
+    certificate; openssl, not fleetpki, opens and checks it."""
+    credential = _credential(cmp, "cmpkeygen")
+    status, reply = cmp_messages.post(cmp.url("cmpkeygen"), cmp_messages.request(
+        cmp_messages.ir_for_central_key("keygen-dev", "1.3.132.0.34"),
+        Mac(credential.id, credential.secret)))
+    assert status == 200
+    response = _ip(reply)
+    pair = response["certifiedKeyPair"]
+    certificate = x509.load_der_x509_certificate(
+        der.content(encode(pair["certOrEncCert"]["certificate"])))
+    enveloped = der.content(encode(pair["privateKey"]))  # [0] EXPLICIT EncryptedKey
+    assert enveloped[0] == 0xA0  # envelopedData [0] IMPLICIT
+    content_info = der.sequence(der.oid("1.2.840.113549.1.7.3"),  # as a SEQUENCE again
+                                der.context(0, bytes((der.SEQUENCE,)) + enveloped[1:]))
+    (cmp.work / "keygen-env.der").write_bytes(content_info)
+    signed = openssl("cms", "-decrypt", "-inform", "DER", "-in", str(cmp.work / "keygen-env.der"),
+                     "-pwri_password", credential.secret, "-binary")
+    (cmp.work / "keygen-signed.der").write_bytes(der.sequence(
+        der.oid("1.2.840.113549.1.7.2"), der.context(0, signed)))
+    # openssl 3.0 cms builds the signer's path only from -CAfile: root and issuing CA there.
+    anchors = cmp.work / "root-and-issuing.pem"
+    anchors.write_bytes(cmp.root.read_bytes() + cmp.issuing.read_bytes())
+    package = openssl("cms", "-verify", "-inform", "DER", "-in",
+                      str(cmp.work / "keygen-signed.der"), "-CAfile", str(anchors),
+                      "-purpose", "any", "-binary")
+    key = serialization.load_der_private_key(der.elements(package)[0], None)
+    assert _spki(key.public_key()) == _spki(certificate.public_key())
+    assert certificate.public_key().curve.name == "secp384r1"  # as the template asked
+    pem = cmp.work / "keygen-dev.pem"
+    pem.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    openssl_verify(pem, [cmp.issuing], cmp.root)
+
+
+def test_central_key_generation_needs_the_profile_to_allow_it(cmp: Cmp) -> None:
+    credential = _credential(cmp)
+    before = cmp.count()
+    status, reply = cmp_messages.post(cmp.url("cmpdev"), cmp_messages.request(
+        cmp_messages.ir_for_central_key("no-keygen-dev", None),
+        Mac(credential.id, credential.secret)))
+    bits, text = _error(reply)
+    assert status == 200 and _bit(bits, 23) and "server_keygen" in text, text  # notAuthorized
+    assert cmp.count() == before
+
+
+def test_mutated_messages_get_cmp_errors_and_change_nothing(cmp: Cmp) -> None:
+    """Byte flips, truncations and insertions in a real OpenSSL ir: every answer is a CMP error
+    message (HTTP 200 or 400), never a server error, and nothing is issued."""
+    credential = _credential(cmp)
+    saved = cmp.work / "mutated-source.der"
+    run = cmp.run("cmpdev", "-cmd", "ir", "-ref", credential.id, "-newkey",
+                  str(cmp.key("mutated-source")), "-subject", "/CN=mutated-source",
+                  "-reqout", f"{saved},{cmp.work / 'mutated-cc.der'}", secret=credential.secret)
+    assert run.returncode == 0, run.output
+    original = saved.read_bytes()
+    before = cmp.count()
+    generator = random.Random(9483)
+    for round_number in range(150):
+        data = bytearray(original)
+        position = generator.randrange(len(data))
+        if round_number % 3 == 0:
+            data[position] ^= 1 << generator.randrange(8)
+        elif round_number % 3 == 1:
+            del data[position:]
+        else:
+            data[position:position] = bytes([generator.randrange(256)])
+        status, reply = cmp_messages.post(cmp.url("cmpdev"), bytes(data))
+        assert status in (200, 400), (round_number, status, reply[:200])
+        message = decode(reply, rfc9810.PKIMessage(), "reply")
+        assert message["body"].getName() == "error", (round_number, message["body"].getName())
+    assert cmp.count() == before

@@ -107,6 +107,19 @@ def ir_with_bad_pop(subject_cn: str) -> bytes:
     return der.context(0, der.sequence(der.sequence(cert_request, popo)))
 
 
+def ir_for_central_key(subject_cn: str, curve: str | None = "1.2.840.10045.3.1.7") -> bytes:
+    """An ir asking the server to make the key (RFC 9483 §4.1.6): the template's publicKey
+    names the algorithm (EC on `curve`; None: no publicKey at all) with an empty key, and
+    there is no proof of possession."""
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject_cn)]).public_bytes()
+    fields = [der.context(5, name)]
+    if curve is not None:  # [6] IMPLICIT SubjectPublicKeyInfo with a zero-length key
+        fields.append(der.context(6, algorithm_identifier("1.2.840.10045.2.1", der.oid(curve))
+                                  + der.tlv(der.BIT_STRING, b"\x00")))
+    cert_request = der.sequence(der.integer(0), der.sequence(*fields))
+    return der.context(0, der.sequence(der.sequence(cert_request)))
+
+
 def post(url: str, body: bytes, content_type: str = CONTENT_TYPE) -> tuple[int, bytes]:
     # Only http URLs built by the tests from the server's port reach urllib (S310).
     call = urllib.request.Request(url, data=body, method="POST")  # noqa: S310

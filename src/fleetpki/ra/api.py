@@ -73,6 +73,10 @@ class EnrollmentRequest:
     # The front end proved possession of the key another way than the CSR's signature (CMP's
     # CRMF proof, RFC 4211 §4.1) and sends the request as core/csr.py unsigned_request.
     possession_proven: bool = False
+    # Server-side key generation: the key type the device asked for ("ec-p256", "ed25519",
+    # "rsa" for the profile's RSA size), when the CSR's own key does not say it (CMP central
+    # key generation, RFC 9483 §4.1.6). The profile must allow it.
+    server_key_type: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -238,7 +238,12 @@ class EnrollmentService:
                                         "key generation (enrollment.server_keygen)")
                 self._issuance.refuse(who.authorization, profile.name, refusal)
                 raise refusal
-            key = self._server_key_spec(request.csr, profile).generate()
+            try:
+                spec = self._server_key_spec(request, profile)
+            except PolicyViolation as refusal:
+                self._issuance.refuse(who.authorization, profile.name, refusal)
+                raise
+            key = spec.generate()
         plan = self._issuance.prepare_csr(request.csr, profile.name, who.authorization,
                                           server_key=key.public_key() if key else None,
                                           possession_checked=proven)
@@ -258,11 +263,13 @@ class EnrollmentService:
             serialization.NoEncryption()))
 
     @staticmethod
-    def _server_key_spec(csr_data: bytes, profile: Profile) -> KeySpec:
-        """The CSR's key type when the profile allows it (the device says what it can use),
-        else the profile's preferred key type."""
+    def _server_key_spec(request: EnrollmentRequest, profile: Profile) -> KeySpec:
+        """The key type the device asked for, else the CSR's key type when the profile allows
+        it (the device says what it can use), else the profile's preferred key type."""
+        if request.server_key_type is not None:
+            return _requested_key_spec(request.server_key_type, profile)
         try:
-            return profile.keys.check(load_csr(csr_data).public_key())
+            return profile.keys.check(load_csr(request.csr).public_key())
         except (BadInput, PolicyViolation, ValueError):
             return preferred_key_spec(profile.keys)
 
@@ -344,6 +351,19 @@ class EnrollmentService:
         if record is None:
             raise NotFound(f"the certificate of approved enrollment {earlier.id} is missing")
         return Enrolled(record)
+
+
+def _requested_key_spec(key_type: str, profile: Profile) -> KeySpec:
+    """PolicyViolation (field "key") unless the profile allows the key type asked for."""
+    if key_type == "rsa":
+        if "rsa" not in profile.keys.allowed:
+            raise PolicyViolation(f"RSA keys are not allowed by profile '{profile.name}' "
+                                  f"(allowed: {profile.keys.allowed_text()})", field="key")
+        return preferred_key_spec(dataclasses.replace(profile.keys, allowed=frozenset({"rsa"})))
+    if key_type not in profile.keys.allowed:
+        raise PolicyViolation(f"{key_type} keys are not allowed by profile '{profile.name}' "
+                              f"(allowed: {profile.keys.allowed_text()})", field="key")
+    return KeySpec.parse(key_type)
 
 
 def _advisory_details(who: Authenticated) -> dict[str, str]:

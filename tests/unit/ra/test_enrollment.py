@@ -415,6 +415,21 @@ def test_server_keygen_needs_the_profiles_consent(rig: Rig) -> None:
                kind=EnrollmentKind.server_keygen)
 
 
+def test_server_keygen_takes_the_key_type_asked_for_only_within_the_profile(rig: Rig) -> None:
+    secret = rig.secret("late", max_uses=2)
+    request = EnrollmentRequest(csr=der(make_csr("late-0002")[0]),
+                                kind=EnrollmentKind.server_keygen, client_address="192.0.2.7",
+                                basic=BasicCredentials(secret.credential.id, secret.secret),
+                                server_key_type="ec-p384")
+    with pytest.raises(PolicyViolation, match="ec-p384 keys are not allowed"):
+        rig.service.enroll(request)
+    assert rig.certificate_count() == 0
+    outcome = rig.service.enroll(dataclasses.replace(request, server_key_type="ec-p256"))
+    assert isinstance(outcome, Enrolled) and outcome.private_key_pkcs8 is not None
+    key = serialization.load_der_private_key(outcome.private_key_pkcs8, None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name == "secp256r1"
+
+
 def test_disabling_stops_a_credential_at_once_even_while_cached(rig: Rig) -> None:
     secret = rig.secret(max_uses=10)
     issued(enroll(rig, make_csr("sensor-0001")[0], basic=secret))  # now in the lookup cache

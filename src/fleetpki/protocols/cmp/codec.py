@@ -17,6 +17,7 @@ from pyasn1_alt_modules import rfc4211, rfc5280  # type: ignore[import-untyped, 
 from fleetpki.core import der
 from fleetpki.protocols.cmp.asn1 import (
     IT_IMPLICIT_CONFIRM,
+    READ_ERRORS,
     REASON_CODE,
     REG_CTRL_OLD_CERT_ID,
     FailInfo,
@@ -81,6 +82,9 @@ class CertificateRequest:
     possession: Possession | None
     signed_part: bytes  # the CertRequest DER a signature proof covers
     old_certificate: tuple[bytes | None, int] | None  # oldCertId control: (issuer, serial)
+    # Central key generation (no public key): the algorithm the template names, if any, as
+    # (OID, DER of the parameters or None).
+    key_algorithm: tuple[str, bytes | None] | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -142,7 +146,10 @@ def decode_request(data: bytes) -> CmpRequest:
         raise Malformed("the PKIMessage is not DER") from None
     if len(parts) < 2:
         raise Malformed("the PKIMessage lacks a header or body")
-    header = _header(message["header"])
+    try:
+        header = _header(message["header"])
+    except READ_ERRORS as error:
+        raise Malformed(f"the PKIHeader cannot be read: {str(error)[:160]}") from None
     body = message["body"]
     body_type = body.getName()
     if body_type not in BODIES:
@@ -159,7 +166,7 @@ def decode_request(data: bytes) -> CmpRequest:
         return _with_body(request, content, parts[1])
     except CmpRejected:
         raise
-    except (ValueError, IndexError, TypeError, Malformed) as error:
+    except (*READ_ERRORS, Malformed) as error:
         raise CmpRejected(FailInfo.bad_data_format, f"the {body_type} body cannot be read: "
                           f"{str(error)[:160]}", header) from None
 
@@ -172,7 +179,7 @@ def _header(value: Any) -> Header:
     if time.isValue:
         try:
             moment = time.asDateTime
-        except (ValueError, TypeError):
+        except READ_ERRORS:
             raise Malformed("messageTime is not a valid GeneralizedTime") from None
         moment = moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
     protection = value["protectionAlg"]
@@ -221,11 +228,14 @@ def _certificate_request(message: Any, signed_part: bytes) -> CertificateRequest
     template = request["certTemplate"]
     unsupported = tuple(name for name in ("serialNumber", "signingAlg", "issuerUID",
                                           "subjectUID") if template[name].isValue)
-    public_key = None
+    public_key, key_algorithm = None, None
     if template["publicKey"].isValue:
         spki = template["publicKey"]
         # RFC 9483 §4.1.6: an algorithm with an empty key asks the server to make the key.
-        public_key = as_sequence(spki) if len(bits(spki["subjectPublicKey"])) else None
+        if len(bits(spki["subjectPublicKey"])):
+            public_key = as_sequence(spki)
+        else:
+            key_algorithm = algorithm(spki["algorithm"])
     return CertificateRequest(
         cert_req_id=int(request["certReqId"]),
         subject=name_der(template["subject"]) if template["subject"].isValue else None,
@@ -234,7 +244,8 @@ def _certificate_request(message: Any, signed_part: bytes) -> CertificateRequest
         else None,
         issuer=name_der(template["issuer"]) if template["issuer"].isValue else None,
         unsupported=unsupported, possession=_possession(message["popo"]),
-        signed_part=signed_part, old_certificate=_old_certificate(request["controls"]))
+        signed_part=signed_part, old_certificate=_old_certificate(request["controls"]),
+        key_algorithm=key_algorithm)
 
 
 def _possession(popo: Any) -> Possession | None:
@@ -339,10 +350,16 @@ def message(header: bytes, body_der: bytes, protection: bytes | None,
     return der.sequence(*parts)
 
 
-def cert_response(cert_req_id: int, status: bytes, certificate: bytes | None = None) -> bytes:
-    """CertResponse; `certificate` DER goes into certifiedKeyPair.certOrEncCert [0]."""
-    pair = [] if certificate is None else [der.sequence(der.context(0, certificate))]
-    return der.sequence(der.signed_integer(cert_req_id), status, *pair)
+def cert_response(cert_req_id: int, status: bytes, certificate: bytes | None = None,
+                  enveloped_key: bytes | None = None) -> bytes:
+    """CertResponse; `certificate` DER goes into certifiedKeyPair.certOrEncCert [0], a
+    centrally generated key (EnvelopedData DER, key_delivery.py) into privateKey [0]."""
+    if certificate is None:
+        return der.sequence(der.signed_integer(cert_req_id), status)
+    parts = [der.context(0, certificate)]
+    if enveloped_key is not None:  # privateKey [0] EXPLICIT EncryptedKey: envelopedData [0]
+        parts.append(der.context(0, der.context(0, der.content(enveloped_key))))
+    return der.sequence(der.signed_integer(cert_req_id), status, der.sequence(*parts))
 
 
 def cert_rep(responses: Sequence[bytes], ca_pubs: Sequence[bytes] = ()) -> bytes:

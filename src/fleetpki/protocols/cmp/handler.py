@@ -34,7 +34,9 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from fleetpki.core import der
@@ -66,6 +68,11 @@ from fleetpki.protocols.cmp.codec import (
     revocation_reply,
 )
 from fleetpki.protocols.cmp.errors import to_fail_info
+from fleetpki.protocols.cmp.key_delivery import (
+    for_certificate,
+    for_password,
+    signed_key_package,
+)
 from fleetpki.protocols.cmp.protection import (
     IterationBounds,
     MacScheme,
@@ -205,6 +212,13 @@ class CmpHandler:
         self._now = now
 
     def handle(self, call: CmpCall) -> CmpReply:
+        try:
+            return self._handle(call)
+        except Exception:
+            log.exception("CMP request failed")
+            return _text(500, "the CMP server failed; the error is in its log")
+
+    def _handle(self, call: CmpCall) -> CmpReply:
         if call.method != "POST":
             return _text(405, "CMP messages are POSTed (RFC 6712 §3.3)", ("Allow", "POST"))
         if call.content_type.split(";")[0].strip().lower() != CONTENT_TYPE:
@@ -300,10 +314,11 @@ class CmpHandler:
                               "signer's certificate first in extraCerts (RFC 9483 §3.3)")
         try:
             signer = x509.load_der_x509_certificate(request.extra_certs[0])
-        except ValueError:
+            signer_key = signer.public_key()
+        except (ValueError, UnsupportedAlgorithm):
             raise CmpRejected(FailInfo.bad_message_check, "the first extraCerts certificate "
-                              "cannot be parsed") from None
-        verify_signature(header.protection_algorithm, signer.public_key(),
+                              "or its key cannot be read") from None
+        verify_signature(header.protection_algorithm, signer_key,
                          request.protected_part, request.protection, what="the protection")
         if header.sender is not None and header.sender != signer.subject.public_bytes():
             raise CmpRejected(FailInfo.bad_message_check, "sender is not the subject of the "
@@ -337,9 +352,11 @@ class CmpHandler:
                 raise CmpRejected(FailInfo.bad_request, "send one certificate request per "
                                   "message (RFC 9483 §4.1)")
             wanted = request.certificate_requests[0]
-            csr, cert_req_id = self._crmf(wanted), wanted.cert_req_id
             if kind == "kur":
                 self._check_update(wanted, exchange.auth)
+            if wanted.public_key is None:
+                return self._central_key(request, wanted, exchange, address)
+            csr, cert_req_id = self._crmf(wanted), wanted.cert_req_id
         enrollment = EnrollmentRequest(
             csr=csr, kind=EnrollmentKind.reenroll if kind == "kur" else EnrollmentKind.enroll,
             client_address=address, label=exchange.label,
@@ -352,17 +369,59 @@ class CmpHandler:
                                             retries=False)
         return self._outcome(outcome, exchange, REPLY_TO[kind], cert_req_id, kind)
 
+    def _central_key(self, request: CmpRequest, wanted: CertificateRequest,
+                     exchange: _Exchange, address: str) -> CmpReply:
+        """RFC 9483 §4.1.6: the template has no public key; the RA makes the key (if the
+        profile allows server-side key generation) and it goes back enveloped for the device
+        (key_delivery.py). The request's CSR form carries a throwaway public key: only its
+        names count."""
+        self._check_template(wanted)
+        signer = (x509.load_der_x509_certificate(exchange.auth.certificate)
+                  if isinstance(exchange.auth, _Signed) else None)
+        if signer is not None and not isinstance(
+                signer.public_key(), ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
+            raise CmpRejected(FailInfo.not_authorized, "a centrally generated key cannot be "
+                              "encrypted to the key of the signing certificate: protect the "
+                              "request with a MAC, or sign it with an EC or RSA certificate")
+        placeholder = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        enrollment = EnrollmentRequest(
+            csr=unsigned_request(wanted.subject or NULL_DN, placeholder, wanted.extensions),
+            kind=EnrollmentKind.server_keygen, client_address=address, label=exchange.label,
+            basic=BasicCredentials(exchange.auth.credential, exchange.auth.secret)
+            if isinstance(exchange.auth, _Mac) else None,
+            client_certificate=exchange.auth.certificate
+            if isinstance(exchange.auth, _Signed) else None,
+            protocol="cmp", possession_proven=True,
+            server_key_type=_key_type(wanted.key_algorithm))
+        outcome = self._transactions.enroll(enrollment, self._transaction(exchange),
+                                            retries=False)
+        kind = request.body_type
+        if not isinstance(outcome, Enrolled) or outcome.private_key_pkcs8 is None:
+            raise CmpRejected(FailInfo.system_failure, "the key was not generated")
+        package = signed_key_package(outcome.private_key_pkcs8, exchange.identity.certificate,
+                                     exchange.identity.key)
+        enveloped = (for_certificate(package, signer) if signer is not None else
+                     for_password(package, exchange.auth.secret.encode())
+                     if isinstance(exchange.auth, _Mac) else None)
+        content = cert_rep([cert_response(wanted.cert_req_id, status_info(PkiStatus.accepted),
+                                          outcome.certificate.der, enveloped)])
+        assert exchange.header is not None
+        return self._reply(exchange, REPLY_TO[kind], content, transaction_kind=kind,
+                           implicit_confirm=exchange.header.implicit_confirm)
+
     @staticmethod
-    def _crmf(wanted: CertificateRequest) -> bytes:
+    def _check_template(wanted: CertificateRequest) -> None:
         if wanted.unsupported:
             raise CmpRejected(FailInfo.bad_cert_template, f"the template sets "
                               f"{', '.join(wanted.unsupported)}, which the CA decides")
+
+    @staticmethod
+    def _crmf(wanted: CertificateRequest) -> bytes:
+        CmpHandler._check_template(wanted)
         # The template's issuer is a suggestion (RFC 4211 §5); OpenSSL fills in the issuer of
         # the signing certificate, a manufacturer CA for an IDevID. The profile decides.
-        if wanted.public_key is None:
-            raise CmpRejected(FailInfo.bad_cert_template, "the template has no public key: "
-                              "central key generation (RFC 9483 §4.1.6) is not offered over "
-                              "CMP; generate the key on the device (or use EST serverkeygen)")
+        assert wanted.public_key is not None  # else central key generation
         possession = wanted.possession
         if possession is None or possession.kind != "signature":
             raise CmpRejected(FailInfo.bad_pop, "a signature proof of possession is required "
@@ -561,6 +620,25 @@ def _cert_hash(certificate_der: bytes, algorithm: str | None) -> bytes:
     certificate = x509.load_der_x509_certificate(certificate_der)
     chosen = certificate.signature_hash_algorithm or hashes.SHA512()
     return hashlib.new(chosen.name, certificate_der).digest()
+
+
+_CURVES = {der.oid("1.2.840.10045.3.1.7"): "ec-p256", der.oid("1.3.132.0.34"): "ec-p384",
+           der.oid("1.3.132.0.35"): "ec-p521"}  # namedCurve parameters, as DER
+
+
+def _key_type(algorithm: tuple[str, bytes | None] | None) -> str | None:
+    """The key type a central key generation template names; None: the profile's choice."""
+    if algorithm is None:
+        return None
+    oid, parameters = algorithm
+    if oid == "1.3.101.112":
+        return "ed25519"
+    if oid == "1.2.840.113549.1.1.1":
+        return "rsa"
+    if oid == "1.2.840.10045.2.1" and parameters in _CURVES:
+        return _CURVES[parameters]
+    raise CmpRejected(FailInfo.bad_alg, f"central key generation for algorithm {oid} is not "
+                      "offered (EC P-256/384/521, Ed25519, RSA)")
 
 
 def _key_id(certificate: x509.Certificate) -> bytes:
