@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import logging
 import os
 import secrets
 from importlib import resources
@@ -73,6 +74,7 @@ from fleetpki.ra.revocations import RevocationDesk
 from fleetpki.ra.self_revocation import SelfRevocation
 from fleetpki.ra.service import IssuanceService
 from fleetpki.ra.shared_secrets import SecretDeriver, SharedSecrets
+from fleetpki.ra.transactions import RETENTION as TRANSACTION_RETENTION
 from fleetpki.ra.transactions import TransactionalEnrollment
 from fleetpki.revocation.crl_http import CrlFiles
 from fleetpki.revocation.crl_publisher import CrlPublisher, CrlTiming, PublishedCrl
@@ -91,6 +93,8 @@ from fleetpki.service_certificates import ServiceFiles
 from fleetpki.serving.workers import WorkerApps
 from fleetpki.store.sql.store import SqlStore
 from fleetpki.summary_runtime import summary_loop
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -306,7 +310,11 @@ class Fleet:
         self.ensure_ocsp_responders()
         self.ensure_scep_identities()
         self.ensure_cmp_identities()
-        return self.crl_publisher.publish(force=force)
+        published = self.crl_publisher.publish(force=force)
+        pruned = self.store.prune_transactions(self.clock.now() - TRANSACTION_RETENTION)
+        if pruned:
+            log.info("protocol transactions pruned", extra={"count": pruned})
+        return published
 
     def revocations(self, authorization: Authorization) -> RevocationDesk:
         def publish_now(record: IssuedCertificate) -> None:

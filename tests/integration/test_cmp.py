@@ -14,6 +14,8 @@ also what proves serving/http10_keep_alive.py.
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import os
 import random
 import shutil
@@ -33,6 +35,8 @@ from cryptography.x509.oid import NameOID
 from pyasn1_alt_modules import rfc9810  # type: ignore[import-untyped, unused-ignore]
 
 from fleetpki.core import der
+from fleetpki.core.clock import FakeClock
+from fleetpki.core.enrollment_records import EnrollmentTransaction
 from fleetpki.protocols.cmp.asn1 import (
     IT_CA_CERTS,
     IT_CERT_REQ_TEMPLATE,
@@ -43,6 +47,8 @@ from fleetpki.protocols.cmp.asn1 import (
     decode,
     encode,
 )
+from fleetpki.ra.transactions import RETENTION
+from fleetpki.wiring import open_fleet
 from support import cmp_messages
 from support.cmp_messages import Mac
 from support.est_home import Credential, Home, make_factory_pki, openssl
@@ -216,9 +222,10 @@ def test_ir_with_a_bootstrap_credential_mac(cmp: Cmp) -> None:
 def test_ir_with_a_factory_identity_signature(cmp: Cmp) -> None:
     serial = SERIALS[0]
     key, out = cmp.key("idevid-new"), cmp.work / "idevid-new.pem"
-    # openssl addresses an IDevID-signed ir to the IDevID's issuer unless told the CA's name.
-    issuing = x509.load_pem_x509_certificate(cmp.issuing.read_bytes()).subject
-    recipient = "".join(f"/{a.rfc4514_attribute_name}={a.value}" for a in issuing)
+    # openssl addresses an IDevID-signed ir to the IDevID's issuer unless told the CA's name,
+    # which `fleetpki cmp server` prints.
+    servers = json.loads(cmp.home.cli("cmp", "server", "--json"))
+    (recipient,) = [s["recipient"] for s in servers if "factory" in s["profiles"]]
     run = cmp.run("factory", "-cmd", "ir", "-recipient", recipient,
                   "-cert", str(cmp.factory / f"{serial}.pem"),
                   "-key", str(cmp.factory / f"{serial}.key"), "-newkey", str(key),
@@ -575,3 +582,23 @@ def test_mutated_messages_get_cmp_errors_and_change_nothing(cmp: Cmp) -> None:
         message = decode(reply, rfc9810.PKIMessage(), "reply")
         assert message["body"].getName() == "error", (round_number, message["body"].getName())
     assert cmp.count() == before
+
+
+def test_the_publishing_round_prunes_old_transactions(home: Path) -> None:
+    """Every CMP request leaves a transaction row (transactionIdInUse); the server's background
+    round forgets them after RETENTION, so the table does not grow with the fleet's age."""
+    clock = FakeClock(dt.datetime.now(dt.UTC))
+    fleet = open_fleet(home, clock=clock)
+    name = "ab" * 16
+    try:
+        fleet.store.reserve_transaction(EnrollmentTransaction(
+            protocol="cmp", transaction_id=name, profile="sensor", key_fingerprint="0" * 64,
+            requester_fingerprint="1" * 64, request_fingerprint="2" * 64,
+            created_at=clock.now()), stale_before=clock.now())
+        fleet.publish_due()
+        assert fleet.store.get_transaction("cmp", name) is not None
+        clock.advance(RETENTION + dt.timedelta(hours=1))
+        fleet.publish_due()
+        assert fleet.store.get_transaction("cmp", name) is None
+    finally:
+        fleet.close()

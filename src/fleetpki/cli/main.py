@@ -14,6 +14,7 @@ from fleetpki.cli import (
     batch_command,
     ca_commands,
     cert_commands,
+    cmp_commands,
     discover_command,
     enrollment_commands,
     issue_commands,
@@ -43,7 +44,7 @@ def cli(ctx: click.Context, home: Path) -> None:
 for module in (setup_commands, admin_commands, ca_commands, issue_commands, cert_commands,
                audit_commands, batch_command, backup_commands, enrollment_commands,
                revocation_commands, renewal_commands, serve_command, simulate_command,
-               discover_command, scep_commands):
+               discover_command, scep_commands, cmp_commands):
     module.register(cli)
 
 

@@ -43,6 +43,10 @@ from fleetpki.store.api import (
 STALE_AFTER = dt.timedelta(minutes=2)
 # What a client retrying while its first request is still being decided is told to wait.
 BUSY_RETRY_SECONDS = 5
+# How long a transaction is remembered: far longer than any retry, poll or clock skew a
+# client may have (SCEP polling, CMP certConf and pollReq, CMP's transactionIdInUse), short
+# enough that the table stays small. Pruned by the server's background publishing round.
+RETENTION = dt.timedelta(days=30)
 
 
 class TransactionStore(EnrollmentTransactions, PendingEnrollments, CertificateReader, Protocol):

@@ -26,22 +26,19 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
-import hmac
 import logging
-import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Protocol
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from fleetpki.core import der
 from fleetpki.core.csr import unsigned_request
-from fleetpki.core.errors import FleetPKIError, NotAuthorized, NotFound
+from fleetpki.core.errors import FleetPKIError, NotFound
 from fleetpki.core.profile import Profile
 from fleetpki.core.reasons import RevocationReason
 from fleetpki.core.records import IssuedCertificate
@@ -54,20 +51,24 @@ from fleetpki.protocols.cmp.codec import (
     CertificateRequest,
     CmpRejected,
     CmpRequest,
-    Header,
-    ReplyHeader,
-    body,
     cert_rep,
     cert_response,
     decode_request,
-    error_content,
-    message,
     pkiconf,
     poll_reply,
-    protected_part,
     revocation_reply,
 )
 from fleetpki.protocols.cmp.errors import to_fail_info
+from fleetpki.protocols.cmp.exchange import (
+    Auth,
+    CmpCall,
+    CmpIdentity,
+    CmpReply,
+    Exchange,
+    MacAuth,
+    SignedAuth,
+    transaction_of,
+)
 from fleetpki.protocols.cmp.key_delivery import (
     for_certificate,
     for_password,
@@ -75,14 +76,13 @@ from fleetpki.protocols.cmp.key_delivery import (
 )
 from fleetpki.protocols.cmp.protection import (
     IterationBounds,
-    MacScheme,
     ProtectionError,
     hash_name,
     is_mac,
     read_mac,
-    sign,
     verify_signature,
 )
+from fleetpki.protocols.cmp.replies import CONTENT_TYPE, Replies, text
 from fleetpki.ra.api import (
     BasicCredentials,
     Enrolled,
@@ -98,12 +98,8 @@ __all__ = ["CONTENT_TYPE", "PREFIX", "CmpCall", "CmpHandler", "CmpIdentity", "Cm
 log = logging.getLogger(__name__)
 
 PREFIX = "/.well-known/cmp"
-CONTENT_TYPE = "application/pkixcmp"
 MAX_MESSAGE_BYTES = 64 * 1024
 _LABEL = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
-_TEXT = "text/plain; charset=utf-8"
-_NONCE_BODY = {"ir": 1, "cr": 2, "p10cr": 3, "kur": 4}
-_BODY_OF_NONCE = {v: k for k, v in _NONCE_BODY.items()}
 _REASONS = {0: RevocationReason.unspecified, 1: RevocationReason.key_compromise,
             3: RevocationReason.affiliation_changed, 4: RevocationReason.superseded,
             5: RevocationReason.cessation_of_operation, 6: RevocationReason.certificate_hold,
@@ -136,62 +132,10 @@ class CmpRevocation(Protocol):
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class CmpIdentity:
-    """The CMP server certificate of one issuing CA (cmp_identity.py): signs responses."""
-
-    certificate: x509.Certificate
-    key: PrivateKeyTypes = dataclasses.field(repr=False)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
 class CmpSettings:
     max_clock_skew: dt.timedelta | None  # messageTime tolerance (badTime); None: not checked
     iterations: IterationBounds  # accepted MAC iteration counts
     nonce_key: bytes = dataclasses.field(repr=False)  # tags the nonces this server makes
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class CmpCall:
-    method: str
-    label: str | None
-    content_type: str
-    body: bytes | None  # None: larger than MAX_MESSAGE_BYTES
-    client_address: str
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class CmpReply:
-    status: int
-    body: bytes
-    headers: tuple[tuple[str, str], ...]
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Mac:
-    credential: str
-    secret: str = dataclasses.field(repr=False)
-    scheme: MacScheme = dataclasses.field(repr=False)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Signed:
-    certificate: bytes  # DER of the signer
-
-
-_Auth = _Mac | _Signed | None
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Exchange:
-    """One request being answered: what addresses and protects the reply."""
-
-    request: CmpRequest | None
-    header: Header | None
-    profile: Profile
-    label: str | None
-    identity: CmpIdentity
-    chain: Sequence[x509.Certificate]
-    auth: _Auth = None
 
 
 class CmpHandler:
@@ -210,36 +154,37 @@ class CmpHandler:
         self._crl = crl
         self._settings = settings
         self._now = now
+        self._replies = Replies(settings.nonce_key, now)
 
     def handle(self, call: CmpCall) -> CmpReply:
         try:
             return self._handle(call)
         except Exception:
             log.exception("CMP request failed")
-            return _text(500, "the CMP server failed; the error is in its log")
+            return text(500, "the CMP server failed; the error is in its log")
 
     def _handle(self, call: CmpCall) -> CmpReply:
         if call.method != "POST":
-            return _text(405, "CMP messages are POSTed (RFC 6712 §3.3)", ("Allow", "POST"))
+            return text(405, "CMP messages are POSTed (RFC 6712 §3.3)", ("Allow", "POST"))
         if call.content_type.split(";")[0].strip().lower() != CONTENT_TYPE:
-            return _text(415, f"send the PKIMessage as {CONTENT_TYPE} (RFC 6712 §3.4)")
+            return text(415, f"send the PKIMessage as {CONTENT_TYPE} (RFC 6712 §3.4)")
         if call.body is None:
-            return _text(413, f"a CMP message may be at most {MAX_MESSAGE_BYTES} bytes")
+            return text(413, f"a CMP message may be at most {MAX_MESSAGE_BYTES} bytes")
         if call.label is not None and not _LABEL.match(call.label):
-            return _text(404, "no such CMP label")
+            return text(404, "no such CMP label")
         try:
             profile = self._authority.profile_for(call.label)
             chain = self._authority.ca_certificates(call.label)
         except NotFound as missing:
-            return _text(404, str(missing))
-        exchange = _Exchange(None, None, profile, call.label, self._identity(profile.issuer),
+            return text(404, str(missing))
+        exchange = Exchange(None, None, profile, call.label, self._identity(profile.issuer),
                              chain)
         try:
             request = decode_request(call.body)
         except Malformed as error:
-            return self._error(exchange, FailInfo.bad_data_format, str(error), status=400)
+            return self._replies.error(exchange, FailInfo.bad_data_format, str(error), status=400)
         except CmpRejected as rejected:
-            return self._error(dataclasses.replace(exchange, header=rejected.header),
+            return self._replies.error(dataclasses.replace(exchange, header=rejected.header),
                                rejected.fail, str(rejected))
         exchange = dataclasses.replace(exchange, request=request, header=request.header)
         try:
@@ -247,20 +192,20 @@ class CmpHandler:
             exchange = dataclasses.replace(exchange, auth=self._authenticate(request))
             return self._dispatch(request, exchange, call.client_address)
         except CmpRejected as rejected:
-            return self._error(exchange, rejected.fail, str(rejected))
+            return self._replies.error(exchange, rejected.fail, str(rejected))
         except ProtectionError as bad:
-            return self._error(exchange, bad.fail, str(bad))
+            return self._replies.error(exchange, bad.fail, str(bad))
         except FleetPKIError as refusal:
             fail = to_fail_info(refusal, body_type=request.body_type)
             if fail is None:
                 log.error("CMP request failed", extra={"error": str(refusal)})
-                return self._error(exchange, FailInfo.system_failure,
+                return self._replies.error(exchange, FailInfo.system_failure,
                                    "the server could not complete the request; try again later")
-            return self._error(exchange, fail, str(refusal))
+            return self._replies.error(exchange, fail, str(refusal))
 
     # -- checks ------------------------------------------------------------------------------
 
-    def _check_header(self, request: CmpRequest, exchange: _Exchange) -> None:
+    def _check_header(self, request: CmpRequest, exchange: Exchange) -> None:
         header = request.header
         if header.pvno not in (2, 3):
             raise CmpRejected(FailInfo.unsupported_version, f"pvno {header.pvno}: this server "
@@ -283,11 +228,12 @@ class CmpHandler:
             raise CmpRejected(FailInfo.wrong_authority, "the recipient is neither this CA "
                               f"({exchange.chain[0].subject.rfc4514_string()}) nor its CMP "
                               "server; check the label or -recipient")
-        if request.body_type in ("certConf", "pollReq") and self._nonce_body(header) is None:
+        if request.body_type in ("certConf", "pollReq") \
+                and self._replies.transaction_kind(header) is None:
             raise CmpRejected(FailInfo.bad_recipient_nonce, "recipNonce is not the nonce of "
                               "this server's last reply in this transaction")
 
-    def _authenticate(self, request: CmpRequest) -> _Auth:
+    def _authenticate(self, request: CmpRequest) -> Auth:
         header = request.header
         if header.protection_algorithm is None or request.protection is None:
             raise CmpRejected(FailInfo.bad_message_check, "the message is not protected: "
@@ -308,7 +254,7 @@ class CmpHandler:
                                  request.protection):
                 raise CmpRejected(FailInfo.bad_message_check, "the MAC does not verify with "
                                   "any bootstrap credential named by senderKID")
-            return _Mac(credential, secret, scheme)
+            return MacAuth(credential, secret, scheme)
         if not request.extra_certs:
             raise CmpRejected(FailInfo.bad_message_check, "a signed message must carry its "
                               "signer's certificate first in extraCerts (RFC 9483 §3.3)")
@@ -323,11 +269,11 @@ class CmpHandler:
         if header.sender is not None and header.sender != signer.subject.public_bytes():
             raise CmpRejected(FailInfo.bad_message_check, "sender is not the subject of the "
                               "certificate that signed the message (RFC 9483 §3.1)")
-        return _Signed(request.extra_certs[0])
+        return SignedAuth(request.extra_certs[0])
 
     # -- dispatch ----------------------------------------------------------------------------
 
-    def _dispatch(self, request: CmpRequest, exchange: _Exchange, address: str) -> CmpReply:
+    def _dispatch(self, request: CmpRequest, exchange: Exchange, address: str) -> CmpReply:
         kind = request.body_type
         if kind in REQUESTS:
             return self._certificate_request(request, exchange, address)
@@ -339,9 +285,10 @@ class CmpHandler:
             return self._revoke(request, exchange)
         context = general.GeneralContext(exchange.profile, exchange.chain,
                                          lambda: self._crl(exchange.profile.issuer))
-        return self._reply(exchange, "genp", _sequence(general.answer(request.infos, context)))
+        answers = general.answer(request.infos, context)
+        return self._replies.reply(exchange, "genp", der.sequence(*answers))
 
-    def _certificate_request(self, request: CmpRequest, exchange: _Exchange,
+    def _certificate_request(self, request: CmpRequest, exchange: Exchange,
                              address: str) -> CmpReply:
         kind = request.body_type
         if kind == "p10cr":
@@ -361,23 +308,23 @@ class CmpHandler:
             csr=csr, kind=EnrollmentKind.reenroll if kind == "kur" else EnrollmentKind.enroll,
             client_address=address, label=exchange.label,
             basic=BasicCredentials(exchange.auth.credential, exchange.auth.secret)
-            if isinstance(exchange.auth, _Mac) else None,
+            if isinstance(exchange.auth, MacAuth) else None,
             client_certificate=exchange.auth.certificate
-            if isinstance(exchange.auth, _Signed) else None,
+            if isinstance(exchange.auth, SignedAuth) else None,
             protocol="cmp", possession_proven=kind != "p10cr")
-        outcome = self._transactions.enroll(enrollment, self._transaction(exchange),
+        outcome = self._transactions.enroll(enrollment, transaction_of(exchange),
                                             retries=False)
         return self._outcome(outcome, exchange, REPLY_TO[kind], cert_req_id, kind)
 
     def _central_key(self, request: CmpRequest, wanted: CertificateRequest,
-                     exchange: _Exchange, address: str) -> CmpReply:
+                     exchange: Exchange, address: str) -> CmpReply:
         """RFC 9483 §4.1.6: the template has no public key; the RA makes the key (if the
         profile allows server-side key generation) and it goes back enveloped for the device
         (key_delivery.py). The request's CSR form carries a throwaway public key: only its
         names count."""
         self._check_template(wanted)
         signer = (x509.load_der_x509_certificate(exchange.auth.certificate)
-                  if isinstance(exchange.auth, _Signed) else None)
+                  if isinstance(exchange.auth, SignedAuth) else None)
         if signer is not None and not isinstance(
                 signer.public_key(), ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
             raise CmpRejected(FailInfo.not_authorized, "a centrally generated key cannot be "
@@ -389,12 +336,12 @@ class CmpHandler:
             csr=unsigned_request(wanted.subject or NULL_DN, placeholder, wanted.extensions),
             kind=EnrollmentKind.server_keygen, client_address=address, label=exchange.label,
             basic=BasicCredentials(exchange.auth.credential, exchange.auth.secret)
-            if isinstance(exchange.auth, _Mac) else None,
+            if isinstance(exchange.auth, MacAuth) else None,
             client_certificate=exchange.auth.certificate
-            if isinstance(exchange.auth, _Signed) else None,
+            if isinstance(exchange.auth, SignedAuth) else None,
             protocol="cmp", possession_proven=True,
             server_key_type=_key_type(wanted.key_algorithm))
-        outcome = self._transactions.enroll(enrollment, self._transaction(exchange),
+        outcome = self._transactions.enroll(enrollment, transaction_of(exchange),
                                             retries=False)
         kind = request.body_type
         if not isinstance(outcome, Enrolled) or outcome.private_key_pkcs8 is None:
@@ -403,11 +350,11 @@ class CmpHandler:
                                      exchange.identity.key)
         enveloped = (for_certificate(package, signer) if signer is not None else
                      for_password(package, exchange.auth.secret.encode())
-                     if isinstance(exchange.auth, _Mac) else None)
+                     if isinstance(exchange.auth, MacAuth) else None)
         content = cert_rep([cert_response(wanted.cert_req_id, status_info(PkiStatus.accepted),
                                           outcome.certificate.der, enveloped)])
         assert exchange.header is not None
-        return self._reply(exchange, REPLY_TO[kind], content, transaction_kind=kind,
+        return self._replies.reply(exchange, REPLY_TO[kind], content, transaction_kind=kind,
                            implicit_confirm=exchange.header.implicit_confirm)
 
     @staticmethod
@@ -442,8 +389,8 @@ class CmpHandler:
         return unsigned_request(wanted.subject or NULL_DN, wanted.public_key, wanted.extensions)
 
     @staticmethod
-    def _check_update(wanted: CertificateRequest, auth: _Auth) -> None:
-        if not isinstance(auth, _Signed):
+    def _check_update(wanted: CertificateRequest, auth: Auth) -> None:
+        if not isinstance(auth, SignedAuth):
             raise CmpRejected(FailInfo.not_authorized, "a kur is signed with the certificate "
                               "it updates (RFC 9483 §4.1.3), not MAC-protected")
         if wanted.old_certificate is not None:
@@ -454,23 +401,23 @@ class CmpHandler:
                 raise CmpRejected(FailInfo.bad_cert_id, "oldCertId names another certificate "
                                   "than the one that signed the kur")
 
-    def _outcome(self, outcome: Enrolled | EnrollmentPending, exchange: _Exchange, reply: str,
+    def _outcome(self, outcome: Enrolled | EnrollmentPending, exchange: Exchange, reply: str,
                  cert_req_id: int, kind: str) -> CmpReply:
         if isinstance(outcome, EnrollmentPending):
             content = cert_rep([cert_response(cert_req_id, status_info(
                 PkiStatus.waiting, f"held for approval ({outcome.request_id}); poll"))])
-            return self._reply(exchange, reply, content, transaction_kind=kind)
+            return self._replies.reply(exchange, reply, content, transaction_kind=kind)
         certificate = outcome.certificate
         ca_pubs = [exchange.chain[-1].public_bytes(serialization.Encoding.DER)] \
-            if reply == "ip" and isinstance(exchange.auth, _Mac) else []
+            if reply == "ip" and isinstance(exchange.auth, MacAuth) else []
         content = cert_rep([cert_response(cert_req_id, status_info(PkiStatus.accepted),
                                           certificate.der)], ca_pubs)
         assert exchange.header is not None
-        return self._reply(exchange, reply, content, transaction_kind=kind,
+        return self._replies.reply(exchange, reply, content, transaction_kind=kind,
                            implicit_confirm=exchange.header.implicit_confirm)
 
-    def _confirm(self, request: CmpRequest, exchange: _Exchange) -> CmpReply:
-        found = self._transactions.poll(self._transaction(exchange))
+    def _confirm(self, request: CmpRequest, exchange: Exchange) -> CmpReply:
+        found = self._transactions.poll(transaction_of(exchange))
         if not isinstance(found, Enrolled):
             raise CmpRejected(FailInfo.bad_request, "no certificate was issued in this "
                               "transaction yet: poll for it first")
@@ -483,21 +430,21 @@ class CmpHandler:
                 self._revocation.refused_by_device(record)
                 log.info("certificate refused by the device", extra={
                     "serial": f"{record.serial:x}", "reason": confirmation.reason})
-        return self._reply(exchange, "pkiconf", pkiconf())
+        return self._replies.reply(exchange, "pkiconf", pkiconf())
 
-    def _poll(self, request: CmpRequest, exchange: _Exchange) -> CmpReply:
+    def _poll(self, request: CmpRequest, exchange: Exchange) -> CmpReply:
         assert exchange.header is not None
-        kind = self._nonce_body(exchange.header) or "ir"
-        outcome = self._transactions.poll(self._transaction(exchange))
+        kind = self._replies.transaction_kind(exchange.header) or "ir"
+        outcome = self._transactions.poll(transaction_of(exchange))
         cert_req_id = request.polled[0] if request.polled else 0
         if isinstance(outcome, EnrollmentPending):
-            return self._reply(exchange, "pollRep", poll_reply(
+            return self._replies.reply(exchange, "pollRep", poll_reply(
                 cert_req_id, outcome.retry_after, "waiting for an operator's approval"),
                 transaction_kind=kind)
         return self._outcome(outcome, exchange, REPLY_TO[kind], cert_req_id, kind)
 
-    def _revoke(self, request: CmpRequest, exchange: _Exchange) -> CmpReply:
-        if not isinstance(exchange.auth, _Signed):
+    def _revoke(self, request: CmpRequest, exchange: Exchange) -> CmpReply:
+        if not isinstance(exchange.auth, SignedAuth):
             raise CmpRejected(FailInfo.not_authorized, "an rr is signed with the certificate "
                               "to revoke (RFC 9483 §4.2), not MAC-protected")
         if len(request.revocations) != 1:
@@ -514,99 +461,8 @@ class CmpHandler:
             raise CmpRejected(FailInfo.bad_request, f"reasonCode {details.reason} is not one "
                               "a device may give")
         self._revocation.revoke_own(exchange.auth.certificate, details.serial, reason)
-        return self._reply(exchange, "rp", revocation_reply([status_info(PkiStatus.accepted)]))
-
-    # -- replies -----------------------------------------------------------------------------
-
-    def _transaction(self, exchange: _Exchange) -> Transaction:
-        assert exchange.header is not None and exchange.header.transaction_id is not None
-        auth = exchange.auth
-        if isinstance(auth, _Mac):
-            requester = hashlib.sha256(b"cmp-mac\x00" + auth.credential.encode()).hexdigest()
-        elif isinstance(auth, _Signed):
-            key = x509.load_der_x509_certificate(auth.certificate).public_key()
-            requester = hashlib.sha256(key.public_bytes(
-                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-            )).hexdigest()
-        else:
-            raise NotAuthorized("the request is not authenticated")
-        return Transaction("cmp", exchange.header.transaction_id.hex(), requester)
-
-    def _nonce(self, header: Header | None, kind: str | None) -> bytes:
-        """16 bytes: 7 random, the request kind this transaction began with, and a tag over
-        them and the transactionID, so that a later message of the transaction shows it
-        answers this server's reply (and says what the transaction was) without stored
-        state."""
-        head = os.urandom(7) + bytes((_NONCE_BODY.get(kind or "", 0),))
-        transaction = header.transaction_id if header and header.transaction_id else b""
-        return head + self._tag(transaction, head)
-
-    def _nonce_body(self, header: Header) -> str | None:
-        """The request kind named by a recipNonce this server made for this transaction;
-        None if it did not make it. ("ir" when the kind was not recorded.)"""
-        nonce = header.recip_nonce
-        if nonce is None or len(nonce) != 16 or header.transaction_id is None:
-            return None
-        if not hmac.compare_digest(nonce[8:], self._tag(header.transaction_id, nonce[:8])):
-            return None
-        return _BODY_OF_NONCE.get(nonce[7], "ir")
-
-    def _tag(self, transaction: bytes, head: bytes) -> bytes:
-        return hmac.new(self._settings.nonce_key, transaction + head, hashlib.sha256).digest()[:8]
-
-    def _reply(self, exchange: _Exchange, kind: str, content: bytes, *,
-               implicit_confirm: bool = False, transaction_kind: str | None = None
-               ) -> CmpReply:
-        """`transaction_kind`: the request kind that began the transaction, for the nonce."""
-        return self._protected(exchange, body(kind, content), 200, implicit_confirm,
-                               transaction_kind)
-
-    def _protected(self, exchange: _Exchange, body_der: bytes, status: int,
-                   implicit_confirm: bool, kind: str | None) -> CmpReply:
-        header = exchange.header
-        identity = exchange.identity
-        auth = exchange.auth
-        mac = auth.scheme.fresh() if isinstance(auth, _Mac) else None
-        sender = (exchange.chain[0].subject if mac is not None
-                  else identity.certificate.subject).public_bytes()
-        reply_header = ReplyHeader(
-            pvno=header.pvno if header is not None and header.pvno in (2, 3) else 2,
-            sender=sender,
-            recipient=header.sender_general_name if header is not None
-            else b"\xa4\x02" + NULL_DN,
-            protection_algorithm=None, sender_kid=None,
-            transaction_id=header.transaction_id if header is not None else None,
-            sender_nonce=self._nonce(header, kind),
-            recip_nonce=header.sender_nonce if header is not None else None,
-            implicit_confirm=implicit_confirm, message_time=self._now())
-        if mac is not None:
-            assert isinstance(auth, _Mac)
-            reply_header = dataclasses.replace(
-                reply_header, protection_algorithm=mac.algorithm_identifier(),
-                sender_kid=auth.credential.encode())
-            encoded = reply_header.encode()
-            protection = mac.mac(auth.secret.encode(), protected_part(encoded, body_der))
-            extra = [c.public_bytes(serialization.Encoding.DER) for c in exchange.chain]
-            return _pkix(status, message(encoded, body_der, protection, extra))
-        algorithm_der, _ = sign(identity.key, b"")
-        reply_header = dataclasses.replace(
-            reply_header, protection_algorithm=algorithm_der,
-            sender_kid=_key_id(identity.certificate))
-        encoded = reply_header.encode()
-        _, signature = sign(identity.key, protected_part(encoded, body_der))
-        extra = [identity.certificate.public_bytes(serialization.Encoding.DER),
-                 *(c.public_bytes(serialization.Encoding.DER) for c in exchange.chain)]
-        return _pkix(status, message(encoded, body_der, signature, extra))
-
-    def _error(self, exchange: _Exchange, fail: FailInfo, text: str, *,
-               status: int = 200) -> CmpReply:
-        log.info("CMP request refused", extra={"fail_info": fail.name, "reason": text})
-        return self._protected(exchange, body("error", error_content(fail, text)), status,
-                               False, None)
-
-
-def _sequence(parts: Sequence[bytes]) -> bytes:
-    return der.sequence(*parts)
+        return self._replies.reply(exchange, "rp",
+                                   revocation_reply([status_info(PkiStatus.accepted)]))
 
 
 def _cert_hash(certificate_der: bytes, algorithm: str | None) -> bytes:
@@ -641,17 +497,3 @@ def _key_type(algorithm: tuple[str, bytes | None] | None) -> str | None:
                       "offered (EC P-256/384/521, Ed25519, RSA)")
 
 
-def _key_id(certificate: x509.Certificate) -> bytes:
-    try:
-        return certificate.extensions.get_extension_for_class(
-            x509.SubjectKeyIdentifier).value.digest
-    except x509.ExtensionNotFound:
-        return x509.SubjectKeyIdentifier.from_public_key(certificate.public_key()).digest
-
-
-def _pkix(status: int, data: bytes) -> CmpReply:
-    return CmpReply(status, data, (("Content-Type", CONTENT_TYPE), ("Cache-Control", "no-store")))
-
-
-def _text(status: int, text: str, *extra: tuple[str, str]) -> CmpReply:
-    return CmpReply(status, (text + "\n").encode(), (("Content-Type", _TEXT), *extra))
