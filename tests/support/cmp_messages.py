@@ -68,22 +68,31 @@ class Mac:
         return hmac.new(key, data, hashlib.sha256).digest()
 
 
-def request(body: bytes, mac: Mac, *, transaction_id: bytes | None = None,
+def request(body: bytes, mac: Mac | None, *, transaction_id: bytes | None = None,
             sender_nonce: bytes | None = None, recip_nonce: bytes | None = None,
-            recipient: bytes | None = None, pvno: int = 2, tamper: bool = False) -> bytes:
-    """A MAC-protected PKIMessage around `body` (the tagged PKIBody DER). `tamper` flips a
-    bit of the MAC."""
+            recipient: bytes | None = None, pvno: int = 2, tamper: bool = False,
+            message_time: dt.datetime | None = None, implicit_confirm: bool = False) -> bytes:
+    """A PKIMessage around `body` (the tagged PKIBody DER), MAC-protected unless `mac` is None.
+    `tamper` flips a bit of the MAC."""
     salt = os.urandom(16)
     parts = [der.integer(pvno), directory_name(der.sequence()),
              directory_name(recipient if recipient is not None else der.sequence()),
-             der.context(0, der.generalized_time(dt.datetime.now(dt.UTC))),
-             der.context(1, mac.algorithm(salt)),
-             der.context(2, der.octet_string(mac.kid.encode())),
-             der.context(4, der.octet_string(transaction_id or os.urandom(16))),
-             der.context(5, der.octet_string(sender_nonce or os.urandom(16)))]
+             der.context(0, der.generalized_time(message_time or dt.datetime.now(dt.UTC)))]
+    if mac is not None:
+        parts += [der.context(1, mac.algorithm(salt)),
+                  der.context(2, der.octet_string(mac.kid.encode()))]
+    parts += [der.context(4, der.octet_string(
+                  os.urandom(16) if transaction_id is None else transaction_id)),
+              der.context(5, der.octet_string(
+                  os.urandom(16) if sender_nonce is None else sender_nonce))]
     if recip_nonce is not None:
         parts.append(der.context(6, der.octet_string(recip_nonce)))
+    if implicit_confirm:
+        parts.append(der.context(8, der.sequence(itav("1.3.6.1.5.5.7.4.13",
+                                                      der.tlv(der.NULL, b"")))))
     header = der.sequence(*parts)
+    if mac is None:
+        return der.sequence(header, body)
     tag = mac.tag(salt, der.sequence(header, body))
     if tamper:
         tag = bytes([tag[0] ^ 1]) + tag[1:]
@@ -94,17 +103,29 @@ def genm(*infos: tuple[str, bytes | None]) -> bytes:
     return der.context(21, der.sequence(*(itav(oid, value) for oid, value in infos)))
 
 
-def ir_with_bad_pop(subject_cn: str) -> bytes:
-    """An ir whose proof of possession is signed with another key than the template's."""
-    key, other = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+def cert_request(subject_cn: str, key: ec.EllipticCurvePrivateKey, *, body_tag: int = 0,
+                 pop_key: ec.EllipticCurvePrivateKey | None = None,
+                 popo: bytes | None = None, requests: int = 1) -> bytes:
+    """An ir (body_tag 0; cr 2, kur 7) for `key` with a signature proof of possession made
+    with `pop_key` (default: `key` itself), or the given ProofOfPossession DER."""
     spki = key.public_key().public_bytes(serialization.Encoding.DER,
                                          serialization.PublicFormat.SubjectPublicKeyInfo)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject_cn)]).public_bytes()
     template = der.sequence(der.context(5, name), b"\xa6" + spki[1:])
-    cert_request = der.sequence(der.integer(0), template)
-    signature = other.sign(cert_request, ec.ECDSA(hashes.SHA256()))
-    popo = der.context(1, algorithm_identifier("1.2.840.10045.4.3.2") + bit_string(signature))
-    return der.context(0, der.sequence(der.sequence(cert_request, popo)))
+    messages = []
+    for number in range(requests):
+        certificate_request = der.sequence(der.integer(number), template)
+        signature = (pop_key or key).sign(certificate_request, ec.ECDSA(hashes.SHA256()))
+        proof = popo if popo is not None else der.context(
+            1, algorithm_identifier("1.2.840.10045.4.3.2") + bit_string(signature))
+        messages.append(der.sequence(certificate_request, proof))
+    return der.context(body_tag, der.sequence(*messages))
+
+
+def ir_with_bad_pop(subject_cn: str) -> bytes:
+    """An ir whose proof of possession is signed with another key than the template's."""
+    return cert_request(subject_cn, ec.generate_private_key(ec.SECP256R1()),
+                        pop_key=ec.generate_private_key(ec.SECP256R1()))
 
 
 def ir_for_central_key(subject_cn: str, curve: str | None = "1.2.840.10045.3.1.7") -> bytes:
