@@ -117,7 +117,7 @@ def up(state: CliState, check_only: bool, listen: str | None,
     if check_only:
         return
     _first_admin_token(fleet)
-    click.echo("Devices enroll over EST or SCEP; create a credential for them with `fleetpki "
+    click.echo("Devices enroll over EST, SCEP or CMP; create a credential for them with `fleetpki "
                "bootstrap create --profile PROFILE` (docs/protocols.md). Ctrl-C stops the "
                "server.")
     sys.exit(run_server(state, parse_address(listen), None,
