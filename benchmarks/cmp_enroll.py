@@ -27,7 +27,6 @@ import json
 import multiprocessing
 import os
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,7 +39,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from est_enroll import fleet_server, fleetpki
+from est_enroll import bench_home, fleet_server, fleetpki, free_port
 from pyasn1_alt_modules import rfc9810  # type: ignore[import-untyped, unused-ignore]
 
 from fleetpki.core import der
@@ -80,12 +79,6 @@ _FORK = multiprocessing.get_context("fork")
 _SHA256 = "2.16.840.1.101.3.4.2.1"
 _HMAC_SHA256 = "1.2.840.113549.2.9"
 _ECDSA_SHA256 = "1.2.840.10045.4.3.2"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _cert_request(cn: str, key: ec.EllipticCurvePrivateKey, body_tag: int) -> bytes:
@@ -201,12 +194,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="fleetpki-cmp-bench-") as tmp:
         home = Path(tmp) / "home"
-        subprocess.run(fleetpki(home, "init"), capture_output=True, check=True, timeout=120)
-        with (home / "profiles.toml").open("a", encoding="utf-8") as handle:
-            handle.write(PROFILE)
         http_port = free_port()
-        (home / "fleetpki.toml").write_text(SETTINGS.format(workers=args.workers,
-                                                            http_port=http_port))
+        bench_home(home, PROFILE, SETTINGS.format(workers=args.workers, http_port=http_port))
         made = json.loads(subprocess.run(
             fleetpki(home, "bootstrap", "create", "--profile", "bench", "--uses",
                      str(args.enrollments + 100), "--json"),

@@ -41,6 +41,7 @@ import pstats
 import selectors
 import shutil
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -98,6 +99,20 @@ console = Console(highlight=False, stderr=True, width=None if sys.stderr.isatty(
 
 def fleetpki(home: Path, *args: str) -> list[str]:
     return [str(Path(sys.executable).with_name("fleetpki")), "--home", str(home), *args]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def bench_home(home: Path, profiles: str, settings: str) -> None:
+    """`fleetpki init`, then the benchmark's profiles appended and its settings written."""
+    subprocess.run(fleetpki(home, "init"), capture_output=True, check=True, timeout=120)
+    with (home / "profiles.toml").open("a", encoding="utf-8") as handle:
+        handle.write(profiles)
+    (home / "fleetpki.toml").write_text(settings, encoding="utf-8")
 
 
 def prepare_home(home: Path, workers: int, uses: int) -> tuple[str, str]:

@@ -28,7 +28,6 @@ import json
 import multiprocessing
 import os
 import re
-import socket
 import ssl
 import statistics
 import subprocess
@@ -42,7 +41,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
-from est_enroll import fleet_server, fleetpki
+from est_enroll import bench_home, fleet_server, fleetpki, free_port
 
 from fleetpki.core import der
 from fleetpki.protocols.scep.cms import attribute, open_signed, seal_envelope, sign
@@ -70,12 +69,6 @@ listen = "off"
 """
 _PKI_STATUS = "2.16.840.1.113733.1.9.3"
 _FORK = multiprocessing.get_context("fork")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def scep_message(cn: str, challenge: str, ra: x509.Certificate) -> bytes:
@@ -174,12 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="fleetpki-scep-bench-") as tmp:
         home = Path(tmp) / "home"
-        subprocess.run(fleetpki(home, "init"), capture_output=True, check=True, timeout=120)
-        with (home / "profiles.toml").open("a", encoding="utf-8") as handle:
-            handle.write(PROFILE)
         http_port = free_port()
-        (home / "fleetpki.toml").write_text(SETTINGS.format(workers=args.workers,
-                                                            http_port=http_port))
+        bench_home(home, PROFILE, SETTINGS.format(workers=args.workers, http_port=http_port))
         challenge = subprocess.run(fleetpki(home, "scep", "challenge", "set", "bench"),
                                    capture_output=True, text=True, check=True,
                                    timeout=60).stdout.strip()
