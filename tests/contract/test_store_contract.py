@@ -21,7 +21,7 @@ from fleetpki.core.errors import Conflict, FleetPKIError, NotFound, StoreError
 from fleetpki.core.reasons import RevocationReason
 from fleetpki.core.records import CARecord, CARole, CertificateStatus, IssuedCertificate
 from fleetpki.store.api import AuditEvent, CertificateQuery, SerialCollision, SerialReservation
-from fleetpki.store.sql import name_search, schema
+from fleetpki.store.sql import schema
 from fleetpki.store.sql.store import _AUDIT_PAGE, SqlStore
 
 # Microseconds on purpose: both backends must keep them.
@@ -478,24 +478,6 @@ def test_find_by_subject_and_san_substring(store: SqlStore) -> None:
     assert find(store, san_contains="10.1.2") == [2]  # matches a second SAN, not only the first
     assert sorted(find(store, san_contains="acme.example")) == [1, 2]
     assert find(store, san_contains="urn:pump") == [3]
-
-
-@pytest.mark.parametrize("probe_limit", [1, 2000])
-def test_substring_search_finds_the_same_by_index_or_by_walk(
-        store: SqlStore, probe_limit: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A rare term is looked up in the trigram index, a common one (PROBE_LIMIT matches or
-    more) found by walking the expiry index: the same rows, in the same order, either way."""
-    monkeypatch.setattr(name_search, "PROBE_LIMIT", probe_limit)
-    with_cas(store)
-    issue(store, *(cert(n, subject=f"CN=Meter-{n:04d},O=Acme",
-                        sans=(f"dns:meter-{n:04d}.acme.example",),
-                        not_after=NOW + n * DAY) for n in range(1, 6)))
-    assert find(store, subject_contains="meter-") == [1, 2, 3, 4, 5]  # LIKE ignores case
-    assert find(store, subject_contains="Meter-0003") == [3]
-    assert find(store, san_contains="0004.acme") == [4]
-    assert find(store, subject_contains="meter-", san_contains="0002") == [2]
-    assert find(store, subject_contains='"') == []  # no FTS syntax leaks through
-    assert find(store, subject_contains='r-0" OR "x') == []
 
 
 def test_find_treats_like_wildcards_in_search_text_literally(store: SqlStore) -> None:

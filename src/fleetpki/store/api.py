@@ -72,7 +72,6 @@ class CertificateQuery:
     issuer: str | None = None
     status: CertificateStatus | None = None
     expiring_before: dt.datetime | None = None
-    # Substrings of the subject / the SANs, taken literally and ignoring case.
     subject_contains: str | None = None
     san_contains: str | None = None
     key_spec: str | None = None

@@ -12,7 +12,6 @@ from fleetpki.core.reasons import RevocationReason
 from fleetpki.core.records import AuditEntry, CARecord, CertificateStatus, IssuedCertificate
 from fleetpki.core.serials import serial_hex
 from fleetpki.store.api import AuditEvent, CertificateQuery, SerialCollision, SerialReservation
-from fleetpki.store.sql import name_search
 from fleetpki.store.sql.audit_append import append_events
 from fleetpki.store.sql.bulk import (
     PointReads,
@@ -168,12 +167,10 @@ class SqlStore(EnrollmentTables, RevocationTables, RenewalAdvisoryTables, Invent
             select = select.where(sa.or_(
                 t.not_after > after_time,
                 sa.and_(t.not_after == after_time, t.serial > after_serial)))
-        names = [(column, term) for column, term in (("subject", query.subject_contains),
-                                                     ("sans", query.san_contains)) if term]
-        if names:
-            with translate_errors(), self._reader.connect() as c:
-                for column, term in names:
-                    select = select.where(name_search.contains(c, column, term))
+        if query.subject_contains:
+            select = select.where(t.subject.contains(query.subject_contains, autoescape=True))
+        if query.san_contains:
+            select = select.where(t.sans.contains(query.san_contains, autoescape=True))
         if query.status is CertificateStatus.revoked:
             select = select.where(t.revoked_at.is_not(None))
         elif query.status is CertificateStatus.expired:
