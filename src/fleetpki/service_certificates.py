@@ -10,6 +10,7 @@ import dataclasses
 import datetime as dt
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -73,6 +74,25 @@ def ensure_service_certificate(kind: ServiceKind, directory: Path, issuer: str,
     write_private_file(files.certificate, x509.load_der_x509_certificate(record.der)
                        .public_bytes(serialization.Encoding.PEM))
     return files
+
+
+_Loaded = TypeVar("_Loaded")
+
+
+def following_rollover(files_of: Callable[[str], ServiceFiles],
+                       load: Callable[[str], _Loaded]) -> Callable[[str], _Loaded]:
+    """The service identity of an issuer, loaded once and loaded again when its certificate
+    file changes (a rollover by another process: the file's mtime says when)."""
+    loaded: dict[str, tuple[int, _Loaded]] = {}
+
+    def identity(issuer: str) -> _Loaded:
+        stamp = files_of(issuer).certificate.stat().st_mtime_ns
+        cached = loaded.get(issuer)
+        if cached is None or cached[0] != stamp:
+            cached = loaded[issuer] = (stamp, load(issuer))
+        return cached[1]
+
+    return identity
 
 
 def _still_good(files: ServiceFiles, issuer_certificate: x509.Certificate,

@@ -51,13 +51,13 @@ from fleetpki.ocsp_identity import (
     responder_profile,
 )
 from fleetpki.profiles_loader import load_profiles
-from fleetpki.protocols.cmp.handler import CmpHandler, CmpIdentity, CmpSettings
+from fleetpki.protocols.cmp.handler import CmpHandler, CmpSettings
 from fleetpki.protocols.cmp.protection import IterationBounds
 from fleetpki.protocols.cmp.server import CmpServer
 from fleetpki.protocols.est.handler import OPERATIONS as EST_OPERATIONS
 from fleetpki.protocols.est.server import PREFIX as EST_PREFIX
 from fleetpki.protocols.est.server import EstServer, ProxyTrust
-from fleetpki.protocols.scep.handler import ScepHandler, ScepIdentity, ScepSettings
+from fleetpki.protocols.scep.handler import ScepHandler, ScepSettings
 from fleetpki.protocols.scep.server import ScepServer
 from fleetpki.ra.api import Authorization
 from fleetpki.ra.api_tokens import OperatorCertificateAdmin, TokenAdmin, TokenAuthenticator
@@ -89,7 +89,7 @@ from fleetpki.server_identity import (
     ensure_server_certificate,
     server_profile,
 )
-from fleetpki.service_certificates import ServiceFiles
+from fleetpki.service_certificates import ServiceFiles, following_rollover
 from fleetpki.serving.workers import WorkerApps
 from fleetpki.store.sql.store import SqlStore
 from fleetpki.summary_runtime import summary_loop
@@ -170,15 +170,8 @@ class Fleet:
     def scep_handler(self, crls: CrlFiles) -> ScepHandler:
         passphrase = self.settings.passphrase.read()
         directory = self.settings.home / "scep"
-        loaded: dict[str, tuple[int, ScepIdentity]] = {}
-
-        def identity(issuer: str) -> ScepIdentity:
-            # Re-read after a rollover (the files change; their mtime says when).
-            stamp = ra_files(directory, issuer).certificate.stat().st_mtime_ns
-            cached = loaded.get(issuer)
-            if cached is None or cached[0] != stamp:
-                cached = loaded[issuer] = (stamp, load_identity(directory, issuer, passphrase))
-            return cached[1]
+        identity = following_rollover(lambda issuer: ra_files(directory, issuer),
+                                      lambda issuer: load_identity(directory, issuer, passphrase))
 
         scep = self.settings.scep
         return ScepHandler(
@@ -220,15 +213,9 @@ class Fleet:
     def cmp_handler(self, crls: CrlFiles) -> CmpHandler:
         passphrase = self.settings.passphrase.read()
         directory = self.settings.home / "cmp"
-        loaded: dict[str, tuple[int, CmpIdentity]] = {}
-
-        def identity(issuer: str) -> CmpIdentity:
-            stamp = cmp_files(directory, issuer).certificate.stat().st_mtime_ns
-            cached = loaded.get(issuer)
-            if cached is None or cached[0] != stamp:
-                cached = loaded[issuer] = (stamp, load_cmp_identity(directory, issuer,
-                                                                    passphrase))
-            return cached[1]
+        identity = following_rollover(
+            lambda issuer: cmp_files(directory, issuer),
+            lambda issuer: load_cmp_identity(directory, issuer, passphrase))
 
         settings = self.settings.cmp
         secrets = SharedSecrets(self.store, self.secret_deriver)

@@ -77,7 +77,6 @@ class CertificateRequest:
     subject: bytes | None  # Name DER
     public_key: bytes | None  # SubjectPublicKeyInfo DER; None: the server is to make the key
     extensions: bytes | None  # Extensions DER
-    issuer: bytes | None  # Name DER
     unsupported: tuple[str, ...]  # template fields a client may not set (serialNumber, ...)
     possession: Possession | None
     signed_part: bytes  # the CertRequest DER a signature proof covers
@@ -242,7 +241,6 @@ def _certificate_request(message: Any, signed_part: bytes) -> CertificateRequest
         public_key=public_key,
         extensions=as_sequence(template["extensions"]) if template["extensions"].isValue
         else None,
-        issuer=name_der(template["issuer"]) if template["issuer"].isValue else None,
         unsupported=unsupported, possession=_possession(message["popo"]),
         signed_part=signed_part, old_certificate=_old_certificate(request["controls"]),
         key_algorithm=key_algorithm)

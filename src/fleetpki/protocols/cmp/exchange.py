@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from fleetpki.core.errors import NotAuthorized
 from fleetpki.core.profile import Profile
-from fleetpki.protocols.cmp.codec import CmpRequest, Header
+from fleetpki.protocols.cmp.codec import Header
 from fleetpki.protocols.cmp.protection import MacScheme
 from fleetpki.ra.api import Transaction
 
@@ -61,7 +61,6 @@ Auth = MacAuth | SignedAuth | None
 class Exchange:
     """One request being answered: what addresses and protects the reply."""
 
-    request: CmpRequest | None
     header: Header | None
     profile: Profile
     label: str | None

@@ -43,7 +43,7 @@ from fleetpki.core.profile import Profile
 from fleetpki.core.reasons import RevocationReason
 from fleetpki.core.records import IssuedCertificate
 from fleetpki.protocols.cmp import general
-from fleetpki.protocols.cmp.asn1 import FailInfo, Malformed, PkiStatus, status_info
+from fleetpki.protocols.cmp.asn1 import DIGESTS, FailInfo, Malformed, PkiStatus, status_info
 from fleetpki.protocols.cmp.codec import (
     NULL_DN,
     REPLY_TO,
@@ -77,7 +77,6 @@ from fleetpki.protocols.cmp.key_delivery import (
 from fleetpki.protocols.cmp.protection import (
     IterationBounds,
     ProtectionError,
-    hash_name,
     is_mac,
     read_mac,
     verify_signature,
@@ -177,7 +176,7 @@ class CmpHandler:
             chain = self._authority.ca_certificates(call.label)
         except NotFound as missing:
             return text(404, str(missing))
-        exchange = Exchange(None, None, profile, call.label, self._identity(profile.issuer),
+        exchange = Exchange(None, profile, call.label, self._identity(profile.issuer),
                              chain)
         try:
             request = decode_request(call.body)
@@ -186,7 +185,7 @@ class CmpHandler:
         except CmpRejected as rejected:
             return self._replies.error(dataclasses.replace(exchange, header=rejected.header),
                                rejected.fail, str(rejected))
-        exchange = dataclasses.replace(exchange, request=request, header=request.header)
+        exchange = dataclasses.replace(exchange, header=request.header)
         try:
             self._check_header(request, exchange)
             exchange = dataclasses.replace(exchange, auth=self._authenticate(request))
@@ -469,7 +468,7 @@ def _cert_hash(certificate_der: bytes, algorithm: str | None) -> bytes:
     """certHash (RFC 9810 §5.3.18): with the hash of the certificate's signature algorithm,
     unless the certConf names one (hashAlg, CMP v3); SHA-512 for Ed25519 (RFC 9481 §2)."""
     if algorithm is not None:
-        name = hash_name(algorithm)
+        name = DIGESTS.get(algorithm)
         if name is None:
             raise CmpRejected(FailInfo.bad_alg, f"certConf hashAlg {algorithm} is not supported")
         return hashlib.new(name, certificate_der).digest()

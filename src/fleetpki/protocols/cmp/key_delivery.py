@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.keywrap import aes_key_wrap
 from fleetpki.core import der
 from fleetpki.protocols.cmp.asn1 import algorithm_identifier
 from fleetpki.protocols.cmp.protection import sign
+from fleetpki.protocols.cms_parts import attribute, issuer_and_serial
 
 ID_SIGNED_DATA = "1.2.840.113549.1.7.2"
 ID_ENVELOPED_DATA = "1.2.840.113549.1.7.3"
@@ -57,11 +58,11 @@ def signed_key_package(pkcs8: bytes, signer: x509.Certificate, key: PrivateKeyTy
     """SignedData (RFC 5652 §5) of an AsymmetricKeyPackage holding the one key."""
     content = der.sequence(pkcs8)  # AsymmetricKeyPackage ::= SEQUENCE OF OneAsymmetricKey
     attributes = der.set_of(
-        _attribute(_CONTENT_TYPE, der.oid(ASYMMETRIC_KEY_PACKAGE)),
-        _attribute(_MESSAGE_DIGEST, der.octet_string(hashlib.sha256(content).digest())))
+        attribute(_CONTENT_TYPE, der.oid(ASYMMETRIC_KEY_PACKAGE)),
+        attribute(_MESSAGE_DIGEST, der.octet_string(hashlib.sha256(content).digest())))
     signature_algorithm, signature = sign(key, attributes)
     signer_info = der.sequence(
-        der.integer(1), _issuer_and_serial(signer), algorithm_identifier(_SHA256),
+        der.integer(1), issuer_and_serial(signer), algorithm_identifier(_SHA256),
         der.context(0, der.content(attributes)),  # [0] IMPLICIT SET OF Attribute
         signature_algorithm, der.octet_string(signature))
     return der.sequence(
@@ -99,7 +100,7 @@ def for_certificate(content: bytes, certificate: x509.Certificate) -> bytes:
             der.context(1, algorithm_identifier(_MGF1, algorithm_identifier(_SHA256))))
         encrypted = public_key.encrypt(cek, asymmetric_padding.OAEP(
             asymmetric_padding.MGF1(hashes.SHA256()), hashes.SHA256(), None))
-        recipient = der.sequence(der.integer(0), _issuer_and_serial(certificate),
+        recipient = der.sequence(der.integer(0), issuer_and_serial(certificate),
                                  algorithm_identifier(_RSAES_OAEP, oaep),
                                  der.octet_string(encrypted))
         return _enveloped(2, recipient, content, cek)
@@ -120,7 +121,7 @@ def _key_agreement(certificate: x509.Certificate, public_key: ec.EllipticCurvePu
                                                 serialization.PublicFormat.UncompressedPoint)
     originator = der.context(0, der.context(1, b"".join((  # [0] { originatorKey [1] }
         algorithm_identifier(_EC_PUBLIC_KEY), der.tlv(der.BIT_STRING, b"\x00" + point)))))
-    encrypted_key = der.sequence(_issuer_and_serial(certificate),
+    encrypted_key = der.sequence(issuer_and_serial(certificate),
                                  der.octet_string(aes_key_wrap(kek, cek)))
     return der.context(1, b"".join((  # kari [1] IMPLICIT KeyAgreeRecipientInfo
         der.integer(3), originator, algorithm_identifier(_ECDH_SHA256_KDF, wrap),
@@ -149,12 +150,3 @@ def _pwri_wrap(kek: bytes, iv: bytes, cek: bytes) -> bytes:
     body += os.urandom(size - len(body))
     first = Cipher(algorithms.AES(kek), modes.CBC(iv)).encryptor().update(body)
     return Cipher(algorithms.AES(kek), modes.CBC(first[-block:])).encryptor().update(first)
-
-
-def _attribute(oid: str, value: bytes) -> bytes:
-    return der.sequence(der.oid(oid), der.set_of(value))
-
-
-def _issuer_and_serial(certificate: x509.Certificate) -> bytes:
-    return der.sequence(certificate.issuer.public_bytes(),
-                        der.signed_integer(certificate.serial_number))

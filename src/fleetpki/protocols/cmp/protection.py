@@ -233,7 +233,3 @@ def sign(key: PrivateKeyTypes, data: bytes) -> tuple[bytes, bytes]:
     if isinstance(key, ed25519.Ed25519PrivateKey):
         return algorithm_identifier("1.3.101.112"), key.sign(data)
     raise TypeError(f"cannot sign CMP messages with a {type(key).__name__}")
-
-
-def hash_name(oid: str) -> str | None:
-    return DIGESTS.get(oid)

@@ -53,10 +53,10 @@ class Replies:
         return self._protected(exchange, body(kind, content), 200, implicit_confirm,
                                transaction_kind)
 
-    def error(self, exchange: Exchange, fail: FailInfo, text: str, *,
+    def error(self, exchange: Exchange, fail: FailInfo, reason: str, *,
               status: int = 200) -> CmpReply:
-        log.info("CMP request refused", extra={"fail_info": fail.name, "reason": text})
-        return self._protected(exchange, body("error", error_content(fail, text)), status,
+        log.info("CMP request refused", extra={"fail_info": fail.name, "reason": reason})
+        return self._protected(exchange, body("error", error_content(fail, reason)), status,
                                False, None)
 
     def _nonce(self, header: Header | None, kind: str | None) -> bytes:

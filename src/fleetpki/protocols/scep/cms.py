@@ -33,6 +33,7 @@ from pyasn1.error import PyAsn1Error  # type: ignore[import-untyped, unused-igno
 from pyasn1_alt_modules import rfc4055, rfc5652  # type: ignore[import-untyped, unused-ignore]
 
 from fleetpki.core import der
+from fleetpki.protocols.cms_parts import attribute, issuer_and_serial
 
 __all__ = [
     "CIPHERS", "SINGLE_DES", "CmsError", "CmsProblem", "Opened", "RsaRecipient",
@@ -245,11 +246,6 @@ def open_envelope(data: bytes, recipients: Sequence[RsaRecipient]) -> Opened:
 
 # -- writing ---------------------------------------------------------------------------------
 
-def attribute(oid: str, *values: bytes) -> bytes:
-    """An Attribute (RFC 5652 §5.3): its type and the DER of each value."""
-    return der.sequence(der.oid(oid), der.set_of(*values))
-
-
 def sign(content: bytes | None, attributes: Sequence[bytes], signer: x509.Certificate,
          key: rsa.RSAPrivateKey, digest: hashes.HashAlgorithm,
          certificates: Sequence[x509.Certificate] = ()) -> bytes:
@@ -301,11 +297,6 @@ def seal_envelope(content: bytes, recipient: x509.Certificate, cipher: str = AES
         der.context(0, ciphertext, constructed=False))  # [0] IMPLICIT OCTET STRING
     enveloped = der.sequence(der.integer(0), der.set_of(recipient_info), encrypted_content)
     return der.sequence(der.oid(ID_ENVELOPED_DATA), der.context(0, enveloped))
-
-
-def issuer_and_serial(certificate: x509.Certificate) -> bytes:
-    return der.sequence(certificate.issuer.public_bytes(),
-                        der.signed_integer(certificate.serial_number))
 
 
 # -- internals -------------------------------------------------------------------------------
