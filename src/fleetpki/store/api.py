@@ -14,6 +14,17 @@ import datetime as dt
 from collections.abc import Iterator, Sequence
 from typing import Protocol
 
+from fleetpki.core.acme_records import (
+    AccountStatus,
+    AcmeAccount,
+    AcmeAuthorization,
+    AcmeChallenge,
+    AcmeOrder,
+    AuthorizationStatus,
+    EabKey,
+    Identifier,
+    OrderStatus,
+)
 from fleetpki.core.api_tokens import ApiToken, OperatorCertificate
 from fleetpki.core.audit_chain import canonical_details
 from fleetpki.core.discovery_records import DiscoveredCertificate
@@ -446,4 +457,110 @@ class DiscoveredCertificates(Protocol):
                         expiring_before: dt.datetime | None = None, limit: int = 100,
                         offset: int = 0) -> list[DiscoveredCertificate]:
         """Soonest to expire first."""
+        ...
+
+
+class AcmeAccounts(Protocol):
+    """ACME accounts and their external account binding keys (core/acme_records.py)."""
+
+    def add_eab_key(self, key: EabKey, event: AuditEvent, *, at: dt.datetime) -> None:
+        """Conflict if the key id exists."""
+
+    def get_eab_key(self, key_id: str) -> EabKey | None: ...
+
+    def list_eab_keys(self, *, include_disabled: bool = False) -> list[EabKey]:
+        """By creation time, oldest first."""
+        ...
+
+    def disable_eab_key(self, key_id: str, event: AuditEvent, *, at: dt.datetime) -> EabKey:
+        """NotFound if unknown; Conflict if already disabled."""
+        ...
+
+    def add_account(self, account: AcmeAccount, event: AuditEvent, *, at: dt.datetime
+                    ) -> None:
+        """Insert the account; with `account.eab_key_id`, bind that key to it in the same
+        transaction, only if the key is still unbound and not disabled (Conflict otherwise,
+        and nothing is written). Conflict too if an account has the same key thumbprint."""
+
+    def get_account(self, account_id: str) -> AcmeAccount | None: ...
+
+    def find_account(self, key_thumbprint: str) -> AcmeAccount | None: ...
+
+    def update_account(self, account_id: str, event: AuditEvent, *, at: dt.datetime,
+                       contact: tuple[str, ...] | None = None,
+                       status: AccountStatus | None = None) -> AcmeAccount:
+        """Change what is given; NotFound if unknown."""
+        ...
+
+    def change_account_key(self, account_id: str, key_thumbprint: str, key_jwk: str,
+                           event: AuditEvent, *, at: dt.datetime) -> AcmeAccount:
+        """RFC 8555 §7.3.5. Conflict if another account holds that key; NotFound if unknown."""
+        ...
+
+
+class AcmeOrders(Protocol):
+    """ACME orders, authorizations, challenges and spent nonces. Orders are not audited on
+    their own: the issuance, refusal or revocation they lead to is."""
+
+    def add_order(self, order: AcmeOrder, authorizations: Sequence[AcmeAuthorization], *,
+                  at: dt.datetime) -> None:
+        """The order and its new authorizations (with their challenges), in one transaction.
+        `order.authorization_ids` may also name existing authorizations (reused)."""
+
+    def get_order(self, order_id: str) -> AcmeOrder | None: ...
+
+    def list_orders(self, account_id: str, *, after: str | None = None, limit: int = 100
+                    ) -> list[AcmeOrder]:
+        """The account's orders by id, from after `after`."""
+        ...
+
+    def find_order_by_certificate(self, issuer: str, serial: int) -> AcmeOrder | None: ...
+
+    def transition_order(self, order_id: str, from_status: OrderStatus,
+                         to_status: OrderStatus, *, error: str | None = None,
+                         serial: int | None = None, issuer: str | None = None) -> bool:
+        """Compare and set: change the status (and set what is given) only if the order is
+        still in `from_status`. True if it changed. Two finalize requests race here and only
+        one wins."""
+        ...
+
+    def get_authorization(self, authorization_id: str) -> AcmeAuthorization | None: ...
+
+    def get_authorizations(self, authorization_ids: Sequence[str]
+                           ) -> list[AcmeAuthorization]:
+        """Those that exist, in the order asked for."""
+        ...
+
+    def find_reusable_authorizations(self, account_id: str,
+                                     identifiers: Sequence[Identifier], *, valid_after: dt.datetime
+                                     ) -> dict[Identifier, AcmeAuthorization]:
+        """For each identifier, the account's valid authorization of it that expires last,
+        if it expires after `valid_after` (RFC 8555 §7.4 lets an order reuse them)."""
+        ...
+
+    def get_challenge(self, challenge_id: str) -> AcmeChallenge | None: ...
+
+    def start_challenge(self, challenge_id: str) -> bool:
+        """pending -> processing, only if still pending (one validation at a time)."""
+        ...
+
+    def settle_challenge(self, challenge_id: str, *, valid: bool, at: dt.datetime,
+                         error: str | None = None) -> None:
+        """processing -> valid or invalid, and the authorization with it, in one transaction
+        (RFC 8555 §7.1.6: one valid challenge makes the authorization valid, a failed one
+        makes it invalid). The authorization changes only if it is still pending."""
+
+    def set_authorization_status(self, authorization_id: str, from_status: AuthorizationStatus,
+                                 to_status: AuthorizationStatus) -> bool:
+        """Compare and set, as transition_order."""
+        ...
+
+    def spend_nonce(self, nonce: str, *, expires: dt.datetime) -> bool:
+        """Record a nonce as used; False if it was used before (RFC 8555 §6.5: each nonce is
+        accepted once). `expires`: when it could no longer be accepted anyway."""
+        ...
+
+    def prune_acme(self, now: dt.datetime, *, keep_orders: dt.timedelta) -> int:
+        """Delete spent nonces past their expiry, and orders (with authorizations no order
+        uses any more) that expired more than `keep_orders` ago; returns how many rows."""
         ...

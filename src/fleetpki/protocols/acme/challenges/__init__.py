@@ -1,0 +1,1 @@
+"""ACME challenge validation (RFC 8555 §8): one module per challenge type."""

@@ -1,0 +1,1 @@
+"""The RA's ACME service: accounts, orders, authorizations, finalization (RFC 8555)."""
