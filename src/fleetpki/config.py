@@ -11,6 +11,7 @@ import stat
 import tomllib
 from pathlib import Path
 
+from fleetpki.acme_settings import AcmeSettings, read_acme_settings
 from fleetpki.admin_settings import AdminSettings, read_admin_settings
 from fleetpki.config_reader import Section
 from fleetpki.core.errors import ConfigError, KeyAccessError
@@ -70,6 +71,7 @@ class Settings:
     est: EstSettings
     scep: ScepServerSettings
     cmp: CmpServerSettings
+    acme: AcmeSettings
     revocation: RevocationSettings
     admin: AdminSettings
 
@@ -107,6 +109,7 @@ def load_settings(home: Path) -> Settings:
         est=read_est_settings(root.section("est")),
         scep=read_scep_settings(root.section("scep")),
         cmp=read_cmp_settings(root.section("cmp")),
+        acme=read_acme_settings(root.section("acme")),
         revocation=read_revocation_settings(root.section("revocation"), server),
         admin=read_admin_settings(root.section("admin")),
     )

@@ -206,9 +206,9 @@ def _san(s: Section) -> SanPolicy:
 
 def _device_id_from(s: Section) -> str:
     value: str = s.string("device_id_from", "CN")
-    if value != "san:uri" and value not in SUBJECT_ATTRIBUTES:
-        raise s.error("device_id_from", "must be a subject attribute (CN, serialNumber, ...) "
-                                        "or \"san:uri\"")
+    if value not in ("san", "san:uri") and value not in SUBJECT_ATTRIBUTES:
+        raise s.error("device_id_from", "must be a subject attribute (CN, serialNumber, ...), "
+                                        "\"san:uri\" or \"san\" (the first subjectAltName)")
     return value
 
 
@@ -337,8 +337,12 @@ def _enrollment(s: Section) -> Enrollment:
         raise s.error("challenge_callback", "must be an http:// or https:// URL")
     enrollment = Enrollment(manual_approval=approval == "manual", retry_after=retry_after,
                             server_keygen=s.boolean("server_keygen", False),
-                            scep=s.boolean("scep", False), challenge_callback=callback)
+                            scep=s.boolean("scep", False), challenge_callback=callback,
+                            acme=s.boolean("acme", False))
     if callback is not None and not enrollment.scep:
         raise s.error("challenge_callback", "is used by SCEP only: set scep = true as well")
+    if enrollment.acme and enrollment.manual_approval:
+        raise s.error("acme", "ACME finalizes an order in one request and cannot wait for an "
+                              "operator: set approval = \"automatic\" or acme = false")
     s.finish()
     return enrollment

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
 import functools
 import logging
 import os
@@ -17,6 +18,7 @@ from fastapi import FastAPI
 from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
+from fleetpki.acme_setup import AcmeParts, acme_profiles, acme_server
 from fleetpki.admin_operations import FleetOperations
 from fleetpki.ca.file_signers import CAKeyLocation, FileSignerSource
 from fleetpki.ca.keyfiles import write_private_file
@@ -51,6 +53,7 @@ from fleetpki.ocsp_identity import (
     responder_profile,
 )
 from fleetpki.profiles_loader import load_profiles
+from fleetpki.protocols.acme.server import AcmeServer
 from fleetpki.protocols.cmp.handler import CmpHandler, CmpSettings
 from fleetpki.protocols.cmp.protection import IterationBounds
 from fleetpki.protocols.cmp.server import CmpServer
@@ -59,6 +62,7 @@ from fleetpki.protocols.est.server import PREFIX as EST_PREFIX
 from fleetpki.protocols.est.server import EstServer, ProxyTrust
 from fleetpki.protocols.scep.handler import ScepHandler, ScepSettings
 from fleetpki.protocols.scep.server import ScepServer
+from fleetpki.ra.acme.eab import EabKeyAdmin
 from fleetpki.ra.api import Authorization
 from fleetpki.ra.api_tokens import OperatorCertificateAdmin, TokenAdmin, TokenAuthenticator
 from fleetpki.ra.approvals import ApprovalDesk
@@ -95,6 +99,8 @@ from fleetpki.store.sql.store import SqlStore
 from fleetpki.summary_runtime import summary_loop
 
 log = logging.getLogger(__name__)
+# ACME orders are kept this long after they expire: a client may still fetch a certificate.
+ACME_ORDER_RETENTION = dt.timedelta(days=30)
 
 
 @dataclasses.dataclass
@@ -191,6 +197,20 @@ class Fleet:
     def secret_deriver(self) -> SecretDeriver:
         return SecretDeriver(derivation_key(self.settings.key_directory / DERIVATION_KEY_FILE,
                                             self.settings.passphrase.read()))
+
+    # -- ACME ------------------------------------------------------------------------------
+
+    def acme_server(self) -> AcmeServer:
+        return acme_server(AcmeParts(
+            self.store, self.issuance, self.profiles, self.clock, self.settings.acme,
+            self.secret_deriver, self.enrollment.identify, self.revocations,
+            str(self.settings.settings_file)))
+
+    def eab_admin(self, authorization: Authorization) -> EabKeyAdmin:
+        return EabKeyAdmin(self.store, self.secret_deriver, self.clock, authorization.actor)
+
+    def acme_profiles(self) -> frozenset[str]:
+        return frozenset(acme_profiles(self.profiles))
 
     # -- CMP -------------------------------------------------------------------------------
 
@@ -301,6 +321,9 @@ class Fleet:
         pruned = self.store.prune_transactions(self.clock.now() - TRANSACTION_RETENTION)
         if pruned:
             log.info("protocol transactions pruned", extra={"count": pruned})
+        pruned = self.store.prune_acme(self.clock.now(), keep_orders=ACME_ORDER_RETENTION)
+        if pruned:
+            log.info("ACME orders and nonces pruned", extra={"count": pruned})
         return published
 
     def revocations(self, authorization: Authorization) -> RevocationDesk:
@@ -365,7 +388,8 @@ def asgi_app(fleet: Fleet, scep: ScepServer | None = None, cmp: CmpServer | None
     crls = CrlFiles(fleet.crl_directory, fleet.clock)
     scep = scep or ScepServer(fleet.scep_handler(crls))
     cmp = cmp or CmpServer(fleet.cmp_handler(crls))
-    return Starlette(routes=[*routes, *scep.routes(), *cmp.routes()])
+    return Starlette(routes=[*routes, *scep.routes(), *cmp.routes(),
+                             *fleet.acme_server().routes()])
 
 
 def worker_apps(fleet: Fleet) -> WorkerApps:

@@ -8,6 +8,7 @@ import click
 
 from fleetpki import __version__
 from fleetpki.cli import (
+    acme_commands,
     admin_commands,
     audit_commands,
     backup_commands,
@@ -44,7 +45,7 @@ def cli(ctx: click.Context, home: Path) -> None:
 for module in (setup_commands, admin_commands, ca_commands, issue_commands, cert_commands,
                audit_commands, batch_command, backup_commands, enrollment_commands,
                revocation_commands, renewal_commands, serve_command, simulate_command,
-               discover_command, scep_commands, cmp_commands):
+               discover_command, scep_commands, cmp_commands, acme_commands):
     module.register(cli)
 
 

@@ -135,3 +135,22 @@ class AcmeOrder:
     issuer: str | None = None
     # RFC 9773 §5: the certificate (ARI certID) this order renews, if the client said so.
     replaces: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AuthorizationView:
+    """An authorization as a client sees it now (expiry computed: ra/acme/lifecycle.py)."""
+
+    authorization: AcmeAuthorization
+    status: AuthorizationStatus
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class OrderView:
+    """An order as a client sees it now: its computed status, its authorizations, and for an
+    invalid order the problem document (JSON text) saying why."""
+
+    order: AcmeOrder
+    status: OrderStatus
+    authorizations: tuple[AcmeAuthorization, ...]
+    error: str | None = None

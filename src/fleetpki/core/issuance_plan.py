@@ -118,7 +118,13 @@ def plan_issuance(profile: Profile, request: Request, *, now: dt.datetime,
 
 
 def device_id_of(subject: x509.Name, sans: tuple[x509.GeneralName, ...], attribute: str) -> str:
-    """The device identity a certificate names: a subject attribute, or the first URI SAN."""
+    """The device identity a certificate names: a subject attribute, the first URI SAN, or
+    the first SAN (its value without the type: a host name or an address)."""
+    if attribute == "san":
+        if not sans:
+            raise PolicyViolation("the profile identifies devices by their first "
+                                  "subjectAltName, and the request has none", field="san")
+        return san_text(sans[0])[1]
     if attribute == "san:uri":
         for name in sans:
             san_type, value = san_text(name)

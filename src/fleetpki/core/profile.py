@@ -77,6 +77,9 @@ class Enrollment:
     scep: bool = False
     # An HTTP(S) service that says whether a SCEP challengePassword is good (ra/challenges.py).
     challenge_callback: str | None = None
+    # ACME (RFC 8555) for this profile: off unless asked, since ACME proves control of a DNS
+    # name or an IP address, which identifies a server, not a device.
+    acme: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -107,7 +110,8 @@ class Profile:
     ocsp_no_check: bool = False
     renewal: Renewal = Renewal()
     enrollment: Enrollment = Enrollment()
-    # Which name identifies the device: a subject attribute ("CN", "serialNumber") or "san:uri".
+    # Which name identifies the device: a subject attribute ("CN", "serialNumber"), "san:uri"
+    # (the first URI subjectAltName) or "san" (the first subjectAltName of any type: ACME).
     device_id_from: str = "CN"
     description: str = ""
 

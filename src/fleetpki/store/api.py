@@ -538,7 +538,9 @@ class AcmeOrders(Protocol):
         if it expires after `valid_after` (RFC 8555 §7.4 lets an order reuse them)."""
         ...
 
-    def get_challenge(self, challenge_id: str) -> AcmeChallenge | None: ...
+    def get_acme_challenge(self, challenge_id: str) -> AcmeChallenge | None:
+        """Named apart from EnrollmentChallenges.get_challenge (SCEP): one store serves both."""
+        ...
 
     def start_challenge(self, challenge_id: str) -> bool:
         """pending -> processing, only if still pending (one validation at a time)."""

@@ -252,3 +252,97 @@ operator_certificates = sa.Table(
     sa.Column("created_by", sa.String(256), nullable=False),
     sa.Column("revoked_at", UtcDateTime(), nullable=True),
 )
+
+# -- ACME (RFC 8555): migration 0008. Unlike the tables above, these declare their indexes
+# too, so that a contract test can hold the migration to this file.
+
+acme_eab_keys = sa.Table(
+    "acme_eab_keys", metadata,
+    sa.Column("key_id", sa.String(128), primary_key=True),
+    sa.Column("profile", sa.String(64), nullable=True),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("created_by", sa.String(256), nullable=False),
+    sa.Column("expires_at", UtcDateTime(), nullable=False),
+    sa.Column("account_id", sa.String(64), nullable=True),
+    sa.Column("disabled_at", UtcDateTime(), nullable=True),
+)
+
+acme_accounts = sa.Table(
+    "acme_accounts", metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("key_thumbprint", sa.String(64), nullable=False),
+    sa.Column("key_jwk", sa.Text, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("contact", sa.Text, nullable=False),  # JSON array of URLs
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("eab_key_id", sa.String(128), sa.ForeignKey("acme_eab_keys.key_id"),
+              nullable=True),
+    sa.Column("profile", sa.String(64), nullable=True),
+    sa.Index("ix_acme_accounts_key_thumbprint", "key_thumbprint", unique=True),
+    sa.Index("ix_acme_accounts_eab_key_id", "eab_key_id", unique=True),
+)
+
+acme_orders = sa.Table(
+    "acme_orders", metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("account_id", sa.String(64), sa.ForeignKey("acme_accounts.id"), nullable=False),
+    sa.Column("profile", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("identifiers", sa.Text, nullable=False),  # JSON array of {"type", "value"}
+    sa.Column("expires", UtcDateTime(), nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("serial", sa.String(40), nullable=True),
+    sa.Column("issuer", sa.String(64), nullable=True),
+    sa.Column("replaces", sa.Text, nullable=True),
+    sa.Index("ix_acme_orders_account", "account_id", "id"),
+    sa.Index("ix_acme_orders_certificate", "issuer", "serial"),
+    sa.Index("ix_acme_orders_expires", "expires"),
+)
+
+acme_authorizations = sa.Table(
+    "acme_authorizations", metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("account_id", sa.String(64), sa.ForeignKey("acme_accounts.id"), nullable=False),
+    sa.Column("identifier_type", sa.String(16), nullable=False),
+    sa.Column("identifier_value", sa.String(255), nullable=False),
+    sa.Column("wildcard", sa.Boolean, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("expires", UtcDateTime(), nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Index("ix_acme_authorizations_reuse", "account_id", "identifier_type",
+             "identifier_value", "wildcard", "status", "expires"),
+)
+
+# Which authorizations an order needs, in the order of its identifiers. A table rather than
+# a list in the order row, so that the database itself keeps every reference pointing at an
+# authorization that exists, and pruning asks "used by no order" with an index.
+acme_order_authorizations = sa.Table(
+    "acme_order_authorizations", metadata,
+    sa.Column("order_id", sa.String(64), sa.ForeignKey("acme_orders.id"), primary_key=True),
+    sa.Column("position", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("authorization_id", sa.String(64), sa.ForeignKey("acme_authorizations.id"),
+              nullable=False),
+    sa.Index("ix_acme_order_authorizations_authorization", "authorization_id"),
+)
+
+acme_challenges = sa.Table(
+    "acme_challenges", metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("authorization_id", sa.String(64), sa.ForeignKey("acme_authorizations.id"),
+              nullable=False),
+    sa.Column("position", sa.Integer, nullable=False),  # in its authorization's list
+    sa.Column("type", sa.String(32), nullable=False),
+    sa.Column("token", sa.String(128), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("validated_at", UtcDateTime(), nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Index("ix_acme_challenges_authorization", "authorization_id"),
+)
+
+acme_nonces = sa.Table(
+    "acme_nonces", metadata,
+    sa.Column("nonce", sa.String(128), primary_key=True),
+    sa.Column("expires", UtcDateTime(), nullable=False),
+    sa.Index("ix_acme_nonces_expires", "expires"),
+)

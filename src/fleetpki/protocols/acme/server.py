@@ -1,0 +1,113 @@
+"""ACME over HTTPS (RFC 8555 §6.1): the Starlette adapter of handler.py, under /acme.
+
+URLs are absolute and built from the origin the client used (scheme and Host), so that the
+JWS `url` header can be compared with the URL actually requested (RFC 8555 §6.4).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from fleetpki.core.acme_problems import AcmeProblem
+from fleetpki.protocols.acme.errors import problem_json
+from fleetpki.protocols.acme.handler import AcmeHandler
+from fleetpki.protocols.acme.requests import MAX_BODY_BYTES
+from fleetpki.protocols.acme.service_api import AcmeCall, AcmeReply
+from fleetpki.protocols.acme.urls import PREFIX, AcmeUrls
+from fleetpki.protocols.http_adapter import read_bounded, response
+
+Operation = Callable[[AcmeCall], Awaitable[AcmeReply]]
+
+
+async def blocking(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """The handler's way to call the RA, which reads and writes the store, off the loop."""
+    return await run_in_threadpool(function, *args, **kwargs)
+
+
+class AcmeServer:
+    def __init__(self, handler: AcmeHandler, profiles: tuple[str, ...],
+                 default_profile: str | None) -> None:
+        """`profiles`: those with enrollment.acme = true; `default_profile`: the one at
+        /acme/directory (None: no ACME profile, and every ACME URL answers 404)."""
+        self._handler = handler
+        self._profiles = profiles
+        self._default = default_profile
+
+    def routes(self) -> list[Route]:
+        h = self._handler
+        posted: Mapping[str, Operation] = {
+            "/new-account": h.new_account, "/key-change": h.key_change,
+            "/revoke-cert": h.revoke, "/new-order": h.new_order,
+            "/p/{profile}/new-order": h.new_order, "/acct/{id}": h.account,
+            "/acct/{id}/orders": h.orders, "/order/{id}": h.order,
+            "/order/{id}/finalize": h.finalize, "/order/{id}/cert": h.certificate,
+            "/authz/{id}": h.authorization, "/chall/{id}": h.challenge}
+        routes = [Route(PREFIX + path, self._post(operation), methods=["GET", "POST"])
+                  for path, operation in posted.items()]
+        routes += [
+            Route(PREFIX + "/directory", self._get(h.directory), methods=["GET"]),
+            Route(PREFIX + "/p/{profile}/directory", self._get(h.directory), methods=["GET"]),
+            Route(PREFIX + "/renewal-info/{id}", self._get(h.renewal_info), methods=["GET"]),
+            Route(PREFIX + "/new-nonce", self._nonce, methods=["GET", "HEAD"]),
+        ]
+        return routes
+
+    def _call(self, request: Request, body: bytes | None = b"") -> AcmeCall | None:
+        profile = request.path_params.get("profile", self._default)
+        if profile is None or profile not in self._profiles:
+            return None
+        origin = f"{request.url.scheme}://{request.url.netloc}"
+        url = origin + request.url.path + (f"?{request.url.query}" if request.url.query
+                                           else "")
+        return AcmeCall(url=url, urls=AcmeUrls(origin, self._default), profile=profile,
+                        content_type=request.headers.get("content-type", ""), body=body,
+                        resource_id=str(request.path_params.get("id", "")))
+
+    def _unknown(self, request: Request) -> Response:
+        profile = request.path_params.get("profile")
+        detail = (f"no ACME directory for profile {profile!r}" if profile else
+                  "this server has no profile with enrollment.acme = true")
+        problem = AcmeProblem("malformed", detail, status=404)
+        return response(404, problem_json(problem),
+                        [("Content-Type", "application/problem+json")])
+
+    def _post(self, operation: Operation) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            body = await read_bounded(request, MAX_BODY_BYTES) \
+                if request.method == "POST" else b""
+            call = self._call(request, body)
+            if call is None:
+                return self._unknown(request)
+            if request.method != "POST":
+                # RFC 8555 §6.3: resources other than the directory and newNonce are read
+                # with POST-as-GET.
+                reply = self._handler.problem(call, AcmeProblem(
+                    "malformed", "use POST (POST-as-GET to read this resource)", status=405))
+                return response(reply.status, reply.body, (*reply.headers, ("Allow", "POST")))
+            reply = await self._handler.run(call, operation)
+            return response(reply.status, reply.body, reply.headers)
+
+        return endpoint
+
+    def _get(self, operation: Operation) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            call = self._call(request)
+            if call is None:
+                return self._unknown(request)
+            reply = await self._handler.run(call, operation)
+            return response(reply.status, reply.body, reply.headers)
+
+        return endpoint
+
+    async def _nonce(self, request: Request) -> Response:
+        call = self._call(request)
+        if call is None:
+            return self._unknown(request)
+        reply = await self._handler.new_nonce(call, get=request.method == "GET")
+        return response(reply.status, reply.body, reply.headers)
