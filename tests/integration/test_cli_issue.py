@@ -131,7 +131,7 @@ def test_pem_certificate_instead_of_csr_is_named(fleetpki, tmp_path: Path) -> No
 def test_unknown_profile_lists_the_known_ones(fleetpki, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     result = fleetpki("issue", "--profile", "nope", "--csr", str(write_csr(tmp_path)))
     assert result.exit_code == 5
-    assert "no profile named 'nope' (profiles: gateway, sensor)" in result.stderr
+    assert "no profile named 'nope' (profiles: edge, gateway, sensor)" in result.stderr
 
 
 def test_missing_csr_file(fleetpki, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

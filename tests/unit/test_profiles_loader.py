@@ -35,7 +35,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_default_profiles_load(tmp_path: Path) -> None:
     profiles = load_profiles(write(tmp_path, DEFAULTS), known_issuers={"issuing"})
-    assert set(profiles) == {"sensor", "gateway"}
+    assert set(profiles) == {"sensor", "gateway", "edge"}
     assert profiles["sensor"].validity.maximum.days == 398
 
 

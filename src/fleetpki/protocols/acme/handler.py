@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 from fleetpki.core.acme_problems import AcmeProblem
-from fleetpki.core.acme_records import AcmeAccount, AcmeOrder
+from fleetpki.core.acme_records import AccountStatus, AcmeAccount, AcmeOrder
 from fleetpki.core.errors import Conflict
 from fleetpki.protocols.acme import codec
 from fleetpki.protocols.acme.base import JSON_TYPE
@@ -77,6 +77,9 @@ class AcmeHandler(OrderOperations):
         existing: AcmeAccount | None = await self._blocking(self._s.accounts.find,
                                                             verified.thumbprint)
         if existing is not None:
+            if existing.status is not AccountStatus.valid:
+                raise AcmeProblem("unauthorized", f"the account of this key is "
+                                  f"{existing.status.value} (RFC 8555 §7.3.6)", status=403)
             # RFC 8555 §7.3.1: the key's account, unchanged, with 200.
             return self._json(call, 200, codec.account_resource(existing, call.urls),
                               ("Location", call.urls.account(existing.id)))

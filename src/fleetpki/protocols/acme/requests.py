@@ -22,7 +22,9 @@ MAX_BODY_BYTES = 64 * 1024  # a CSR, a certificate or an EAB binding fit many ti
 
 
 class AccountLookup(Protocol):
-    def authenticated(self, account_id: str) -> AcmeAccount: ...
+    def active(self, account_id: str) -> AcmeAccount: ...
+
+    def throttle(self, account: AcmeAccount) -> None: ...
 
 
 class NonceLedger(Protocol):
@@ -72,7 +74,7 @@ class RequestVerifier:
             if account_id is None:
                 raise AcmeProblem("accountDoesNotExist", f"kid {jws.kid[:200]!r} is not an "
                                   "account URL of this server")
-            account = self._accounts.authenticated(account_id)
+            account = self._accounts.active(account_id)
             key: Mapping[str, object] = json.loads(account.key_jwk)
         elif not jwk_allowed:
             raise AcmeProblem("malformed", "this request must name its account with kid, not "
@@ -81,6 +83,8 @@ class RequestVerifier:
             assert jws.jwk is not None
             key = jws.jwk
         jws.verify(key)
+        if account is not None:
+            self._accounts.throttle(account)
         expires = self._mint.expiry(jws.nonce)
         if expires is None or not self._ledger.spend(jws.nonce, expires):
             raise AcmeProblem("badNonce", "the nonce is unknown, expired or already used: "

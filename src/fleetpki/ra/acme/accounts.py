@@ -40,18 +40,23 @@ class AccountService:
         self.eab_required = eab_required
         self._by_account = RateLimiter(per_account)
 
-    def authenticated(self, account_id: str) -> AcmeAccount:
-        """The account a request names by its URL (`kid`), if it may act: it exists, is
-        valid, and is within its rate limit (RFC 8555 §6.6: rateLimited with Retry-After)."""
+    def active(self, account_id: str) -> AcmeAccount:
+        """The account a request names by its URL (`kid`), if it may still act
+        (RFC 8555 §7.3.6: a deactivated account's key authorizes nothing)."""
         account = self.get(account_id)
         if account.status is not AccountStatus.valid:
             raise AcmeProblem("unauthorized", f"account {account_id} is "
                               f"{account.status.value}", status=403)
+        return account
+
+    def throttle(self, account: AcmeAccount) -> None:
+        """Spend one of the account's requests (RFC 8555 §6.6: rateLimited, Retry-After).
+        Called once the request's signature checked out, so that nobody else can spend
+        an account's budget by naming it."""
         wait = self._by_account.take(account.id)
         if wait is not None:
             raise AcmeProblem("rateLimited", f"too many requests for account {account.id}; "
                               f"retry in {wait} s", status=429, retry_after=wait)
-        return account
 
     def eab_mac_key(self, key_id: str) -> bytes | None:
         """The MAC key of an EAB key that can still bind an account; None otherwise (the
