@@ -24,7 +24,7 @@ import ipaddress
 
 from fleetpki.config_reader import Section
 from fleetpki.ra.rate_limits import RateLimit
-from fleetpki.server_settings import Address
+from fleetpki.server_settings import Address, read_rate_limit
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -62,8 +62,8 @@ def read_acme_settings(acme: Section) -> AcmeSettings:
                                         dt.timedelta(minutes=5), dt.timedelta(days=90)),
         nonce_lifetime=_bounded(acme, "nonce_lifetime", "1h", dt.timedelta(seconds=30),
                                 dt.timedelta(days=1)),
-        per_account=_limit(limits, "per_account", "300/min"),
-        orders_per_identifier=_limit(limits, "orders_per_identifier", "100/hour"),
+        per_account=read_rate_limit(limits, "per_account", "300/min"),
+        orders_per_identifier=read_rate_limit(limits, "orders_per_identifier", "100/hour"),
         validation=_validation(acme.section("validation")),
     )
     limits.finish()
@@ -109,12 +109,3 @@ def _bounded(section: Section, key: str, default: str, least: dt.timedelta,
         raise section.error(key, f"must be between {least} and {most}")
     return value
 
-
-def _limit(section: Section, key: str, default: str) -> RateLimit | None:
-    text: str = section.string(key, default)
-    if text in ("", "off", "none"):
-        return None
-    try:
-        return RateLimit.parse(text)
-    except ValueError as exc:
-        raise section.error(key, str(exc)) from None

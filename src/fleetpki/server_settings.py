@@ -122,8 +122,8 @@ def read_est_settings(est: Section) -> EstSettings:
     limits = est.section("rate_limits")
     settings = EstSettings(
         default_profile=est.string("default_profile", None),
-        per_credential=_limit(limits, "per_credential", "600/min"),
-        per_address=_limit(limits, "per_address", "1200/min"),
+        per_credential=read_rate_limit(limits, "per_credential", "600/min"),
+        per_address=read_rate_limit(limits, "per_address", "1200/min"),
     )
     limits.finish()
     est.finish()
@@ -144,7 +144,8 @@ def _network(section: Section, text: str) -> IPv4Network | IPv6Network:
         raise section.error("trusted", f"{text!r} is not an IP address or network") from None
 
 
-def _limit(section: Section, key: str, default: str) -> RateLimit | None:
+def read_rate_limit(section: Section, key: str, default: str) -> RateLimit | None:
+    """A rate limit setting: \"600/min\"-like text, or \"off\"."""
     text: str = section.string(key, default)
     if text in ("", "off", "none"):
         return None

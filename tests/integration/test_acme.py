@@ -36,7 +36,7 @@ from fleetpki.core.reasons import RevocationReason
 from fleetpki.core.records import IssuedCertificate
 from fleetpki.wiring import open_fleet
 from support.acme_client import AcmeTestClient, Reply, b64url
-from support.est_home import Home
+from support.est_home import Home, write_ca_files
 from support.fleet_server import RunningServer, fleet_server
 from support.lint import lint_certificate, openssl_verify, require_tool
 from support.ports import free_port
@@ -95,12 +95,8 @@ def acme(initialised_home_template: Path, tmp_path_factory: pytest.TempPathFacto
         f"tls_alpn_port = {tls_port}\ntimeout = \"5s\"\n")
     work = base / "work"
     work.mkdir()
-    chain = home.cli("ca", "export-chain", "issuing")
-    blocks = [b + "-----END CERTIFICATE-----\n" for b in chain.split("-----END CERTIFICATE-----")
-              if "BEGIN" in b]
-    (work / "issuing.pem").write_text(blocks[0].lstrip())
-    (work / "root.pem").write_text(blocks[-1].lstrip())
-    (work / "chain.pem").write_text("".join(b.lstrip() for b in blocks))
+    issuing, root = write_ca_files(home, work)
+    (work / "chain.pem").write_text(issuing.read_text() + root.read_text())
     with fleet_server(home.path, workers=2) as server:
         yield Acme(home, server, work, work / "root.pem", work / "chain.pem", http_port,
                    tls_port)

@@ -51,7 +51,7 @@ from fleetpki.ra.transactions import RETENTION
 from fleetpki.wiring import open_fleet
 from support import cmp_messages
 from support.cmp_messages import Mac
-from support.est_home import Credential, Home, make_factory_pki, openssl
+from support.est_home import Credential, Home, make_factory_pki, openssl, write_ca_files
 from support.fleet_server import RunningServer, fleet_server
 from support.lint import openssl_verify, require_tool
 
@@ -176,11 +176,7 @@ def cmp(initialised_home_template: Path, tmp_path_factory: pytest.TempPathFactor
              "--device-id-from", "serialNumber")
     work = base / "work"
     work.mkdir()
-    chain = home.cli("ca", "export-chain", "issuing")
-    blocks = [b + "-----END CERTIFICATE-----\n" for b in chain.split("-----END CERTIFICATE-----")
-              if "BEGIN" in b]
-    (work / "issuing.pem").write_text(blocks[0].lstrip())
-    (work / "root.pem").write_text(blocks[-1].lstrip())
+    write_ca_files(home, work)
     with fleet_server(home.path, workers=2) as server:
         yield Cmp(home, server, work, work / "root.pem", work / "issuing.pem", factory)
 

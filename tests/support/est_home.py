@@ -118,3 +118,14 @@ def new_csr(directory: Path, name: str, cn: str, *, curve: str = "P-256") -> tup
     openssl("req", "-new", "-newkey", "ec", "-pkeyopt", f"ec_paramgen_curve:{curve}", "-nodes",
             "-keyout", str(key), "-outform", "DER", "-out", str(csr), "-subj", f"/CN={cn}")
     return key, csr
+
+
+def write_ca_files(home: Home, directory: Path) -> tuple[Path, Path]:
+    """The issuing CA and the root, each in its own PEM file under `directory` (issuing.pem,
+    root.pem), as exported by `fleetpki ca export-chain`; returns (issuing, root)."""
+    chain = home.cli("ca", "export-chain", "issuing")
+    blocks = [b + "-----END CERTIFICATE-----\n" for b in chain.split("-----END CERTIFICATE-----")
+              if "BEGIN" in b]
+    (directory / "issuing.pem").write_text(blocks[0].lstrip())
+    (directory / "root.pem").write_text(blocks[-1].lstrip())
+    return directory / "issuing.pem", directory / "root.pem"
