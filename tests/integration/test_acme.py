@@ -30,12 +30,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from joserfc.jwk import OctKey, RSAKey, thumbprint
+from joserfc.jwk import ECKey, OctKey, RSAKey, thumbprint
 
 from fleetpki.core.reasons import RevocationReason
 from fleetpki.core.records import IssuedCertificate
 from fleetpki.wiring import open_fleet
 from support.acme_client import AcmeTestClient, Reply, b64url
+from support.acme_loopback import DnsServer
 from support.est_home import Home, write_ca_files
 from support.fleet_server import RunningServer, fleet_server
 from support.lint import lint_certificate, openssl_verify, require_tool
@@ -56,6 +57,7 @@ class Acme:
     chain: Path  # issuing CA + root: what clients trust for the server's TLS certificate
     http_port: int
     tls_port: int
+    dns: DnsServer
 
     @property
     def directory(self) -> str:
@@ -90,16 +92,22 @@ def acme(initialised_home_template: Path, tmp_path_factory: pytest.TempPathFacto
     home = Home(base / "home")
     http_port, tls_port = free_port(), free_port()
     hosts = ", ".join(f'"{n}.{DOMAIN}" = "127.0.0.1"' for n in NAMES)
+    dns = DnsServer()  # dns-01 TXT records, through [acme.validation] resolver
     (home.path / "fleetpki.toml").write_text(
         f"[acme.validation]\nhosts = {{ {hosts} }}\nhttp_port = {http_port}\n"
-        f"tls_alpn_port = {tls_port}\ntimeout = \"5s\"\n")
+        f"tls_alpn_port = {tls_port}\ntimeout = \"5s\"\n"
+        f"resolver = \"127.0.0.1:{dns.address[1]}\"\n"
+        "[acme.rate_limits]\norders_per_identifier = \"3/hour\"\n")
     work = base / "work"
     work.mkdir()
     issuing, root = write_ca_files(home, work)
     (work / "chain.pem").write_text(issuing.read_text() + root.read_text())
-    with fleet_server(home.path, workers=2) as server:
-        yield Acme(home, server, work, work / "root.pem", work / "chain.pem", http_port,
-                   tls_port)
+    try:
+        with fleet_server(home.path, workers=1) as server:
+            yield Acme(home, server, work, work / "root.pem", work / "chain.pem", http_port,
+                       tls_port, dns)
+    finally:
+        dns.stop()
 
 
 def _run(argv: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -395,5 +403,86 @@ def test_renewal_info_follows_the_profile_and_advisories(acme: Acme) -> None:
             time.sleep(2)
         assert moved["start"] < window["start"], moved
         assert client.http.get(f"{client.directory['renewalInfo']}/AAAA.AQ").status_code == 404
+    finally:
+        client.close()
+
+
+def _finalized(acme: Acme, client: AcmeTestClient, order: Reply, names: list[str],
+               key: ec.EllipticCurvePrivateKey) -> x509.Certificate:
+    csr = (x509.CertificateSigningRequestBuilder().subject_name(x509.Name([]))
+           .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]),
+                          critical=False).sign(key, hashes.SHA256()))
+    done = client.post(order.json()["finalize"], {"csr": b64url(
+        csr.public_bytes(serialization.Encoding.DER))})
+    assert done.status == 200 and done.json()["status"] == "valid", done.body
+    chain = client.post(done.json()["certificate"], None)
+    pem = acme.work / f"{names[0].replace('*', 'star')}.pem"
+    pem.write_bytes(chain.body)
+    openssl_verify(pem, [acme.work / "issuing.pem"], acme.root)
+    return x509.load_pem_x509_certificates(chain.body)[0]
+
+
+def test_dns01_wildcard_key_rollover_revocation_by_certificate_key_and_rate_limit(
+        acme: Acme) -> None:
+    client = acme.client()
+    try:
+        key_id, mac = acme.eab()
+        assert client.register(key_id, mac).status == 201
+        wildcard = f"*.wild.{DOMAIN}"
+        order = client.post(client.directory["newOrder"],
+                            {"identifiers": [{"type": "dns", "value": wildcard}]})
+        assert order.status == 201, order.body
+        authorization = client.post(order.json()["authorizations"][0], None).json()
+        assert authorization["wildcard"] is True
+        assert authorization["identifier"]["value"] == f"wild.{DOMAIN}"
+        assert [c["type"] for c in authorization["challenges"]] == ["dns-01"]
+        challenge = authorization["challenges"][0]
+        answer = f"{challenge['token']}.{thumbprint(client.jwk())}".encode()
+        digest = hashes.Hash(hashes.SHA256())
+        digest.update(answer)
+        acme.dns.add(f"_acme-challenge.wild.{DOMAIN}", "TXT",
+                     f'"{b64url(digest.finalize())}"')
+        validated = client.post(challenge["url"], {})
+        assert validated.json()["status"] == "valid", validated.body
+        certificate_key = ec.generate_private_key(ec.SECP256R1())
+        issued = _finalized(acme, client, order, [wildcard], certificate_key)
+        assert issued.extensions.get_extension_for_class(
+            x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName) == [wildcard]
+
+        # Key rollover (RFC 8555 §7.3.5): the old key no longer speaks for the account.
+        old_key, new_key = client.key, ECKey.generate_key("P-256")
+        changed = client.post(client.directory["keyChange"], client.key_change(new_key))
+        assert changed.status == 200, changed.body
+        client.key = new_key
+        assert client.post(client.account_url, None).status == 200
+        client.key = old_key
+        _refused(acme, 403, "unauthorized", client.post(client.account_url, None))
+        client.key = new_key
+
+        # Revocation signed with the certificate's own key (jwk), reason superseded.
+        jwk_client = AcmeTestClient(acme.directory, acme.chain,
+                                    key=ECKey.import_key(certificate_key.private_bytes(
+                                        serialization.Encoding.PEM,
+                                        serialization.PrivateFormat.PKCS8,
+                                        serialization.NoEncryption())))
+        try:
+            reply = jwk_client.post(jwk_client.directory["revokeCert"], {
+                "certificate": b64url(issued.public_bytes(serialization.Encoding.DER)),
+                "reason": 4})
+            assert reply.status == 200, reply.body
+            again = jwk_client.post(jwk_client.directory["revokeCert"], {
+                "certificate": b64url(issued.public_bytes(serialization.Encoding.DER)),
+                "reason": 4})
+            _refused(acme, 400, "alreadyRevoked", again)
+        finally:
+            jwk_client.close()
+        assert _stored(acme, issued).revocation_reason is RevocationReason.superseded
+
+        # orders_per_identifier = 3/hour: the fourth order for one name waits.
+        identifiers = {"identifiers": [{"type": "dns", "value": f"gw5.{DOMAIN}"}]}
+        statuses = [client.post(client.directory["newOrder"], identifiers) for _ in range(4)]
+        assert [r.status for r in statuses[:3]] == [201, 201, 201]
+        _refused(acme, 429, "rateLimited", statuses[3])
+        assert int(statuses[3].headers["Retry-After"]) > 0
     finally:
         client.close()

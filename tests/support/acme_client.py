@@ -92,6 +92,15 @@ class AcmeTestClient:
             {"protected": {"alg": alg, "kid": key_id, "url": self.directory["newAccount"]}},
             payload, mac, algorithms=[alg], registry=_REGISTRY))
 
+    def key_change(self, new_key: ECKey) -> dict[str, Any]:
+        """RFC 8555 §7.3.5: the inner JWS, signed by the new key, naming the old one."""
+        url = self.directory["keyChange"]
+        payload = json.dumps({"account": self.account_url, "oldKey": self.jwk()}).encode()
+        return dict(jws.serialize_json(
+            {"protected": {"alg": "ES256", "jwk": dict(new_key.as_dict(private=False)),
+                           "url": url}}, payload, new_key, algorithms=["ES256"],
+            registry=_REGISTRY))
+
     def register(self, key_id: str, mac_key: str) -> Reply:
         reply = self.post(self.directory["newAccount"], {
             "termsOfServiceAgreed": True, "contact": ["mailto:ops@example.com"],

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from unit.protocols.acme.challenges.loopback import AlpnServer, DnsServer, HttpServer
+from support.acme_loopback import AlpnServer, DnsServer, HttpServer
 
 
 @pytest.fixture

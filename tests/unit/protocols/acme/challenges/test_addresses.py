@@ -11,7 +11,7 @@ import pytest
 from fleetpki.core.acme_problems import AcmeProblem
 from fleetpki.protocols.acme.challenges import ValidationSettings
 from fleetpki.protocols.acme.challenges.addresses import resolve
-from unit.protocols.acme.challenges.loopback import DnsServer
+from support.acme_loopback import DnsServer
 
 
 def addresses(host: str, **settings: Any) -> tuple[str, ...]:

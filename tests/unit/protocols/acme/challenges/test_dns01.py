@@ -13,7 +13,7 @@ from fleetpki.core.acme_problems import AcmeProblem
 from fleetpki.core.acme_records import Identifier
 from fleetpki.protocols.acme.challenges import ValidationSettings, validate
 from fleetpki.protocols.acme.challenges.keyauth import dns_txt_value
-from unit.protocols.acme.challenges.loopback import KEY_AUTH, THUMBPRINT, TOKEN, DnsServer
+from support.acme_loopback import KEY_AUTH, THUMBPRINT, TOKEN, DnsServer
 
 GATEWAY = Identifier("dns", "gw.example")
 RECORD = "_acme-challenge.gw.example"

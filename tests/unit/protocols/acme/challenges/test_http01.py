@@ -18,7 +18,7 @@ from cryptography import x509
 from fleetpki.core.acme_problems import AcmeProblem
 from fleetpki.core.acme_records import Identifier
 from fleetpki.protocols.acme.challenges import ValidationSettings, validate
-from unit.protocols.acme.challenges.loopback import (
+from support.acme_loopback import (
     KEY_AUTH,
     THUMBPRINT,
     TOKEN,

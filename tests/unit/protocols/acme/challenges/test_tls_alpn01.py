@@ -23,7 +23,7 @@ from fleetpki.protocols.acme.challenges.alpn_certificate import (
     expected_extension_value,
 )
 from fleetpki.protocols.acme.challenges.target import parse_identifier
-from unit.protocols.acme.challenges.loopback import (
+from support.acme_loopback import (
     DIGEST,
     THUMBPRINT,
     TOKEN,

@@ -18,7 +18,7 @@ from fleetpki.protocols.acme.challenges import (
     offered_challenge_types,
     validate,
 )
-from unit.protocols.acme.challenges.loopback import THUMBPRINT, TOKEN, closed_port
+from support.acme_loopback import THUMBPRINT, TOKEN, closed_port
 
 DNS = Identifier("dns", "gw.example")
 IP = Identifier("ip", "192.0.2.1")

@@ -1,6 +1,7 @@
 """Real servers on the loopback for the challenge validators: HTTP (and HTTPS), a TLS server
 answering acme-tls/1, and a DNS server over UDP built with dnspython's message API; and the
-certificates the TLS servers present. conftest.py wraps the servers in fixtures.
+certificates the TLS servers present. The validators' tests (their conftest.py) and the ACME
+integration tests use them.
 
 Each server runs in daemon threads of the test process, binds port 0 (the kernel picks a free
 port, so there is no race), polls its stop flag at least every 0.1 s, and is stopped and
