@@ -13,6 +13,7 @@ support/acme_client.py; each gets its problem type and stores nothing.
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import json
 import os
 import shutil
@@ -484,5 +485,42 @@ def test_dns01_wildcard_key_rollover_revocation_by_certificate_key_and_rate_limi
         assert [r.status for r in statuses[:3]] == [201, 201, 201]
         _refused(acme, 429, "rateLimited", statuses[3])
         assert int(statuses[3].headers["Retry-After"]) > 0
+    finally:
+        client.close()
+
+
+def test_ip_identifier_with_http01_and_account_contact_update(acme: Acme) -> None:
+    """RFC 8738: an "ip" identifier is validated at the address itself and lands in an
+    iPAddress subjectAltName (lego 4.9 and certbot 2.1 cannot order one)."""
+    client = acme.client()
+    try:
+        key_id, mac = acme.eab()
+        assert client.register(key_id, mac).status == 201
+        updated = client.post(client.account_url, {"contact": ["mailto:noc@example.com"]})
+        assert updated.json()["contact"] == ["mailto:noc@example.com"], updated.body
+        _refused(acme, 400, "unsupportedContact",
+                 client.post(client.account_url, {"contact": ["tel:+1555"]}))
+        order = client.post(client.directory["newOrder"],
+                            {"identifiers": [{"type": "ip", "value": "127.0.0.1"}]})
+        assert order.status == 201, order.body
+        authorization = client.post(order.json()["authorizations"][0], None).json()
+        assert sorted(c["type"] for c in authorization["challenges"]) == ["http-01",
+                                                                          "tls-alpn-01"]
+        _validate_http(acme, client, order.json()["authorizations"][0])
+        key = ec.generate_private_key(ec.SECP256R1())
+        csr = (x509.CertificateSigningRequestBuilder().subject_name(x509.Name([]))
+               .add_extension(x509.SubjectAlternativeName(
+                   [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+               .sign(key, hashes.SHA256()))
+        done = client.post(order.json()["finalize"], {"csr": b64url(
+            csr.public_bytes(serialization.Encoding.DER))})
+        assert done.json()["status"] == "valid", done.body
+        chain = client.post(done.json()["certificate"], None)
+        (acme.work / "ip.pem").write_bytes(chain.body)
+        openssl_verify(acme.work / "ip.pem", [acme.work / "issuing.pem"], acme.root)
+        leaf = x509.load_pem_x509_certificates(chain.body)[0]
+        sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert sans.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("127.0.0.1")]
+        assert lint_certificate(leaf.public_bytes(serialization.Encoding.DER)) == []
     finally:
         client.close()
