@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
-from fleetpki.acme_setup import AcmeParts, acme_profiles, acme_server
+from fleetpki.acme_setup import AcmeParts, acme_profiles, acme_server, default_acme_profile
 from fleetpki.admin_operations import FleetOperations
 from fleetpki.ca.file_signers import CAKeyLocation, FileSignerSource
 from fleetpki.ca.keyfiles import write_private_file
@@ -211,6 +211,12 @@ class Fleet:
 
     def acme_profiles(self) -> frozenset[str]:
         return frozenset(acme_profiles(self.profiles))
+
+    @functools.cached_property
+    def acme_default_profile(self) -> str | None:
+        """The profile at /acme/directory; a bad acme.default_profile refuses to start."""
+        return default_acme_profile(self.profiles, self.settings.acme,
+                                    str(self.settings.settings_file))
 
     # -- CMP -------------------------------------------------------------------------------
 

@@ -72,6 +72,7 @@ def list_keys(state: CliState, include_disabled: bool, as_json: bool) -> None:
                 "disabled_at": key.disabled_at.isoformat() if key.disabled_at else None}))
         return
     table = Table("key id", "profile", "account", "expires", "state")
+    table.columns[0].no_wrap = table.columns[2].no_wrap = True  # ids are copied from here
     for key in keys:
         state_text = ("disabled" if key.disabled_at else "bound" if key.account_id
                       else "unused")

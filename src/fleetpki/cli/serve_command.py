@@ -66,7 +66,9 @@ def run_server(state: CliState, listen: Address | None, workers: int | None,
     settings = fleet.settings
     fleet.default_profile  # noqa: B018 - a bad est.default_profile refuses to start, here
     fleet.scep_default_profile  # noqa: B018 - and so does a bad scep.default_profile
+    fleet.acme_default_profile  # noqa: B018 - and a bad acme.default_profile
     scep_profiles = sorted(name for name, p in fleet.profiles.items() if p.enrollment.scep)
+    acme_profiles = sorted(fleet.acme_profiles())
     credentials = fleet.server_credentials()
     trust = fleet.client_trust_pem()
     # Before forking: responders and CRLs exist when the first request arrives.
@@ -103,6 +105,9 @@ def run_server(state: CliState, listen: Address | None, workers: int | None,
                      for listener, where in zip(listeners, bound, strict=True)}
         click.echo(f"fleetpki serving EST on https://{addresses['https']}/.well-known/est/ "
                    f"({workers or settings.server.workers} workers)")
+        if acme_profiles:
+            click.echo(f"ACME on https://{addresses['https']}/acme/directory (profiles: "
+                       f"{', '.join(acme_profiles)}; EAB keys: `fleetpki acme eab create`)")
         if "proxy" in addresses:
             click.echo(f"proxy listener (plain HTTP, trusted proxies only) on "
                        f"http://{addresses['proxy']}")

@@ -118,8 +118,8 @@ def up(state: CliState, check_only: bool, listen: str | None,
         return
     _first_admin_token(fleet)
     click.echo("Devices enroll over EST, SCEP or CMP; create a credential for them with `fleetpki "
-               "bootstrap create --profile PROFILE` (docs/protocols.md). Ctrl-C stops the "
-               "server.")
+               "bootstrap create --profile PROFILE`. Servers enroll over ACME with an EAB key "
+               "from `fleetpki acme eab create` (docs/protocols.md). Ctrl-C stops the server.")
     sys.exit(run_server(state, parse_address(listen), None,
                         parse_address(revocation_listen, "--revocation-listen"),
                         parse_address(admin_listen, "--admin-listen")))
