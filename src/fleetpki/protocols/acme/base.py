@@ -62,8 +62,15 @@ class AcmeBase:
 
     async def run(self, call: AcmeCall, operation: Callable[[AcmeCall], Awaitable[AcmeReply]]
                   ) -> AcmeReply:
-        """Any failure becomes a problem document; nothing else reaches the client."""
+        """Any failure becomes a problem document; nothing else reaches the client. A
+        failure of ours is logged with its traceback, and the client gets serverInternal
+        with a fresh nonce (RFC 8555 §6.5), as for every other problem."""
         try:
             return await operation(call)
         except FleetPKIError as error:
             return self.problem(call, error)
+        except Exception:
+            log.exception("ACME request failed", extra={"url": call.url})
+            return self.problem(call, AcmeProblem(
+                "serverInternal", "the server could not complete the request; the operator's "
+                "log has the details", status=500))

@@ -14,11 +14,10 @@ from typing import Any
 
 from fleetpki.core.acme_problems import AcmeProblem
 from fleetpki.core.acme_records import AccountStatus, AcmeAccount, AcmeOrder
-from fleetpki.core.errors import Conflict
 from fleetpki.protocols.acme import codec
+from fleetpki.protocols.acme.account_keys import thumbprint
 from fleetpki.protocols.acme.base import JSON_TYPE
 from fleetpki.protocols.acme.jws import (
-    thumbprint,
     verify_external_account_binding,
     verify_key_change,
 )
@@ -141,15 +140,17 @@ class AcmeHandler(OrderOperations):
         inner = codec.json_object(verified.payload, "keyChange")
         new_jwk = verify_key_change(inner, verified.jws, call.urls.account(account.id),
                                     verified.jwk)
-        try:
-            changed = await self._blocking(self._s.accounts.change_key, account,
-                                           json.dumps(new_jwk, sort_keys=True),
-                                           thumbprint(new_jwk))
-        except Conflict as holder:
+        new_thumbprint = thumbprint(new_jwk)
+        holder: AcmeAccount | None = await self._blocking(self._s.accounts.find,
+                                                          new_thumbprint)
+        if holder is not None:
             # RFC 8555 §7.3.5: 409 with the Location of the account that has the key.
             reply = self.problem(call, AcmeProblem(
                 "malformed", "the new key already belongs to an account", status=409))
             return dataclasses.replace(reply, headers=(
-                *reply.headers, ("Location", call.urls.account(str(holder)))))
+                *reply.headers, ("Location", call.urls.account(holder.id))))
+        # A request racing for the same key loses in the store: Conflict, 409 as well.
+        changed = await self._blocking(self._s.accounts.change_key, account,
+                                       json.dumps(new_jwk, sort_keys=True), new_thumbprint)
         return self._json(call, 200, codec.account_resource(changed, call.urls),
                           ("Location", call.urls.account(changed.id)))

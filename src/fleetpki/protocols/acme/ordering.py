@@ -27,10 +27,10 @@ from fleetpki.core.csr import load_csr
 from fleetpki.core.errors import BadInput, FleetPKIError
 from fleetpki.core.records import IssuedCertificate
 from fleetpki.protocols.acme import codec
+from fleetpki.protocols.acme.account_keys import jwk_of, thumbprint
 from fleetpki.protocols.acme.base import AcmeBase
 from fleetpki.protocols.acme.challenges import validate
 from fleetpki.protocols.acme.errors import to_problem
-from fleetpki.protocols.acme.jws import jwk_of, thumbprint
 from fleetpki.protocols.acme.service_api import AcmeCall, AcmeReply
 
 PEM_CHAIN_TYPE = "application/pem-certificate-chain"

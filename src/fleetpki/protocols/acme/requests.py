@@ -13,12 +13,12 @@ from typing import Protocol
 
 from fleetpki.core.acme_problems import AcmeProblem
 from fleetpki.core.acme_records import AcmeAccount
-from fleetpki.protocols.acme.jws import SignedRequest, parse_jws, thumbprint
+from fleetpki.protocols.acme.account_keys import thumbprint
+from fleetpki.protocols.acme.jws import MAX_BODY_BYTES, SignedRequest, parse_jws
 from fleetpki.protocols.acme.nonces import NonceMint
 from fleetpki.protocols.acme.urls import AcmeUrls
 
 JOSE_TYPE = "application/jose+json"
-MAX_BODY_BYTES = 64 * 1024  # a CSR, a certificate or an EAB binding fit many times over
 
 
 class AccountLookup(Protocol):
@@ -46,7 +46,7 @@ class Verified:
 
     @property
     def post_as_get(self) -> bool:
-        return self.jws.payload == b""
+        return self.jws.is_post_as_get
 
 
 class RequestVerifier:

@@ -17,7 +17,7 @@ from starlette.routing import Route
 from fleetpki.core.acme_problems import AcmeProblem
 from fleetpki.protocols.acme.errors import problem_json
 from fleetpki.protocols.acme.handler import AcmeHandler
-from fleetpki.protocols.acme.requests import MAX_BODY_BYTES
+from fleetpki.protocols.acme.jws import MAX_BODY_BYTES
 from fleetpki.protocols.acme.service_api import AcmeCall, AcmeReply
 from fleetpki.protocols.acme.urls import PREFIX, AcmeUrls
 from fleetpki.protocols.http_adapter import read_bounded, response

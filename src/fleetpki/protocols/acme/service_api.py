@@ -36,7 +36,7 @@ class AcmeCall:
     urls: AcmeUrls
     profile: str  # the directory's profile (for newOrder and the directory)
     content_type: str = ""
-    body: bytes | None = b""  # None: larger than requests.MAX_BODY_BYTES
+    body: bytes | None = b""  # None: larger than jws.MAX_BODY_BYTES
     resource_id: str = ""  # the id in the path, for per-resource URLs
 
 

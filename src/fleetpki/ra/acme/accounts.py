@@ -119,11 +119,8 @@ class AccountService:
 
     def change_key(self, account: AcmeAccount, key_jwk: str, key_thumbprint: str
                    ) -> AcmeAccount:
-        """RFC 8555 §7.3.5; Conflict (with the holder's URL at the edge) if the new key
-        already belongs to an account."""
-        holder = self._store.find_account(key_thumbprint)
-        if holder is not None:
-            raise Conflict(holder.id)
+        """RFC 8555 §7.3.5; Conflict if the new key already belongs to an account (the
+        store's unique key, so that two accounts racing for one key cannot both have it)."""
         return self._store.change_account_key(account.id, key_thumbprint, key_jwk, AuditEvent(
             actor=actor(account.id), action="acme.account.key_changed", subject=account.id,
             details={"key_thumbprint": key_thumbprint}), at=self._clock.now())

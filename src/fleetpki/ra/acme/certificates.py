@@ -124,9 +124,6 @@ class AcmeCertificates:
                               "profile this server no longer has", status=404)
         return advise(record, profile, self._advisories(), self._clock.now())
 
-    def refresh_advisories(self) -> None:
-        self._advisories.refresh()
-
 
 def _sans(record: IssuedCertificate) -> list[x509.GeneralName]:
     certificate = x509.load_der_x509_certificate(record.der)

@@ -12,7 +12,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from fleetpki.core.errors import StoreError
+from fleetpki.core.errors import Conflict, StoreError
 from fleetpki.store.migrations import SCHEMA_HEAD
 
 _MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
@@ -145,6 +145,17 @@ def translate_errors() -> Iterator[None]:
         raise StoreError(_explain(str(exc.orig))) from None
     except sa.exc.DatabaseError as exc:
         raise StoreError(f"database error: {str(exc.orig).splitlines()[0]}") from None
+
+
+@contextlib.contextmanager
+def integrity_is_conflict(message: str) -> Iterator[None]:
+    """A constraint violation (most often a row that a racing request inserted first) as
+    Conflict. Enter it inside translate_errors and outside the transaction, so that the
+    transaction has rolled back when Conflict is raised."""
+    try:
+        yield
+    except sa.exc.IntegrityError:
+        raise Conflict(message) from None
 
 
 def _explain(message: str) -> str:

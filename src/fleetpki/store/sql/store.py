@@ -12,7 +12,8 @@ from fleetpki.core.reasons import RevocationReason
 from fleetpki.core.records import AuditEntry, CARecord, CertificateStatus, IssuedCertificate
 from fleetpki.core.serials import serial_hex
 from fleetpki.store.api import AuditEvent, CertificateQuery, SerialCollision, SerialReservation
-from fleetpki.store.sql.acme import AcmeTables
+from fleetpki.store.sql.acme_accounts import AcmeAccountTables
+from fleetpki.store.sql.acme_orders import AcmeOrderTables
 from fleetpki.store.sql.audit_append import append_events
 from fleetpki.store.sql.bulk import (
     PointReads,
@@ -48,7 +49,7 @@ _MARK_ISSUED = "UPDATE serials SET state = 'issued' WHERE issuer = ? AND serial 
 
 
 class SqlStore(EnrollmentTables, RevocationTables, RenewalAdvisoryTables, InventoryTables,
-               DiscoveryTables, TransactionTables, AcmeTables):
+               DiscoveryTables, TransactionTables, AcmeAccountTables, AcmeOrderTables):
     def __init__(self, url: str, *, durable: bool = True) -> None:
         self.url = url
         self._writer, self._reader = create_engines(url, durable=durable)

@@ -32,16 +32,13 @@ from joserfc.jwk import ECKey, OctKey, OKPKey, RSAKey
 from joserfc.registry import HeaderParameter
 
 from fleetpki.core.acme_problems import AcmeProblem
+from fleetpki.protocols.acme.account_keys import MAX_JWK_BYTES, jwk_of, public_key_of, thumbprint
 from fleetpki.protocols.acme.jws import (
     ACCOUNT_ALGORITHMS,
     EAB_ALGORITHMS,
-    MAX_JWK_BYTES,
     BadSignatureAlgorithm,
     SignedRequest,
-    jwk_of,
     parse_jws,
-    public_key_of,
-    thumbprint,
     verify_external_account_binding,
     verify_key_change,
 )

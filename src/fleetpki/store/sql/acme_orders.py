@@ -1,47 +1,39 @@
-"""The ACME tables (RFC 8555): external account binding keys, accounts, orders, their
-authorizations and challenges, and spent nonces.
+"""The ACME order tables (RFC 8555 §7.1, §7.4-7.5): orders, their authorizations and
+challenges, and spent nonces.
 
-A mixin of SqlStore, so that one store object serves every Protocol of store/api.py. Changes
-to accounts and EAB keys are written in one transaction with their audit entry; orders and
+A mixin of SqlStore, so that one store object serves every Protocol of store/api.py. Orders and
 their parts are not audited on their own (the issuance, refusal or revocation they lead to
-is). Whatever two requests can race for (finalizing an order, starting a validation, binding
-an EAB key) is one conditional UPDATE: the database lets exactly one through, and the row
-count tells each caller which one it was.
+is). Whatever two requests can race for (finalizing an order, starting a validation) is one
+conditional UPDATE: the database lets exactly one through, and the row count tells each caller
+which one it was.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from fleetpki.core.acme_records import (
-    AccountStatus,
-    AcmeAccount,
     AcmeAuthorization,
     AcmeChallenge,
     AcmeOrder,
     AuthorizationStatus,
     ChallengeStatus,
-    EabKey,
     Identifier,
     OrderStatus,
 )
 from fleetpki.core.errors import Conflict, NotFound
 from fleetpki.core.serials import serial_hex
-from fleetpki.store.api import AuditEvent
-from fleetpki.store.sql.audit_append import append_events
-from fleetpki.store.sql.engine import translate_errors
+from fleetpki.store.sql.engine import integrity_is_conflict, translate_errors
 from fleetpki.store.sql.schema import (
     acme_accounts,
     acme_authorizations,
     acme_challenges,
-    acme_eab_keys,
     acme_nonces,
     acme_order_authorizations,
     acme_orders,
@@ -53,96 +45,9 @@ _PRUNE_CHUNK = 500
 _ORDER_LINKS = acme_order_authorizations
 
 
-class AcmeTables:
+class AcmeOrderTables:
     _writer: sa.Engine
     _reader: sa.Engine
-
-    # -- external account binding keys (RFC 8555 §7.3.4) ----------------------------------
-
-    def add_eab_key(self, key: EabKey, event: AuditEvent, *, at: dt.datetime) -> None:
-        clash = f"an EAB key with id '{key.key_id}' exists already; choose another id"
-        with translate_errors(), _integrity_is_conflict(clash), self._writer.begin() as c:
-            c.execute(acme_eab_keys.insert().values(**_eab_key_values(key)))
-            append_events(c, [event], at)
-
-    def get_eab_key(self, key_id: str) -> EabKey | None:
-        t = acme_eab_keys
-        with translate_errors(), self._reader.connect() as c:
-            row = c.execute(sa.select(t).where(t.c.key_id == key_id)).first()
-        return _eab_key(row) if row else None
-
-    def list_eab_keys(self, *, include_disabled: bool = False) -> list[EabKey]:
-        t = acme_eab_keys
-        query = sa.select(t).order_by(t.c.created_at, t.c.key_id)
-        if not include_disabled:
-            query = query.where(t.c.disabled_at.is_(None))
-        with translate_errors(), self._reader.connect() as c:
-            return [_eab_key(r) for r in c.execute(query)]
-
-    def disable_eab_key(self, key_id: str, event: AuditEvent, *, at: dt.datetime) -> EabKey:
-        t = acme_eab_keys
-        with translate_errors(), self._writer.begin() as c:
-            done = c.execute(t.update().where(t.c.key_id == key_id, t.c.disabled_at.is_(None))
-                             .values(disabled_at=at))
-            row = c.execute(sa.select(t).where(t.c.key_id == key_id)).first()
-            if row is None:
-                raise NotFound(f"no EAB key with id '{key_id}'; nothing was disabled")
-            if done.rowcount != 1:
-                raise Conflict(f"EAB key '{key_id}' was disabled already, on "
-                               f"{row.disabled_at:%Y-%m-%d %H:%M}")
-            append_events(c, [event], at)
-            return _eab_key(row)
-
-    # -- accounts ----------------------------------------------------------------------------
-
-    def add_account(self, account: AcmeAccount, event: AuditEvent, *, at: dt.datetime
-                    ) -> None:
-        t = acme_accounts
-        raced = (f"another account with the key {account.key_thumbprint} (or the id "
-                 f"'{account.id}') was created at the same time; nothing was written")
-        with translate_errors(), _integrity_is_conflict(raced), self._writer.begin() as c:
-            if c.execute(sa.select(t.c.id)
-                         .where(t.c.key_thumbprint == account.key_thumbprint)).first():
-                # RFC 8555 §7.3.1: a key registers one account; newAccount finds it instead.
-                raise Conflict(f"an account with the key {account.key_thumbprint} exists "
-                               "already; nothing was written")
-            if account.eab_key_id is not None:
-                _bind_eab_key(c, account.eab_key_id, account.id, at)
-            c.execute(t.insert().values(**_account_values(account)))
-            append_events(c, [event], at)
-
-    def get_account(self, account_id: str) -> AcmeAccount | None:
-        t = acme_accounts
-        with translate_errors(), self._reader.connect() as c:
-            row = c.execute(sa.select(t).where(t.c.id == account_id)).first()
-        return _account(row) if row else None
-
-    def find_account(self, key_thumbprint: str) -> AcmeAccount | None:
-        t = acme_accounts
-        with translate_errors(), self._reader.connect() as c:
-            row = c.execute(sa.select(t).where(t.c.key_thumbprint == key_thumbprint)).first()
-        return _account(row) if row else None
-
-    def update_account(self, account_id: str, event: AuditEvent, *, at: dt.datetime,
-                       contact: tuple[str, ...] | None = None,
-                       status: AccountStatus | None = None) -> AcmeAccount:
-        changes: dict[str, Any] = {}
-        if contact is not None:
-            changes["contact"] = json.dumps(list(contact))
-        if status is not None:
-            changes["status"] = status.value
-        with translate_errors(), self._writer.begin() as c:
-            return _rewrite_account(c, account_id, changes, event, at)
-
-    def change_account_key(self, account_id: str, key_thumbprint: str, key_jwk: str,
-                           event: AuditEvent, *, at: dt.datetime) -> AcmeAccount:
-        # RFC 8555 §7.3.5: the new key must not be any other account's. The unique index
-        # decides, also between two rollovers racing to the same key.
-        held = (f"another account holds the key {key_thumbprint}; the account key was not "
-                "changed")
-        with translate_errors(), _integrity_is_conflict(held), self._writer.begin() as c:
-            return _rewrite_account(c, account_id, {"key_thumbprint": key_thumbprint,
-                                                    "key_jwk": key_jwk}, event, at)
 
     # -- orders ------------------------------------------------------------------------------
 
@@ -153,7 +58,7 @@ class AcmeTables:
         reused = [i for i in dict.fromkeys(order.authorization_ids) if i not in new_ids]
         raced = (f"order '{order.id}' or one of its authorizations exists already, or a "
                  "reused authorization was deleted meanwhile; nothing was written, retry")
-        with translate_errors(), _integrity_is_conflict(raced), self._writer.begin() as c:
+        with translate_errors(), integrity_is_conflict(raced), self._writer.begin() as c:
             _require_account(c, order.account_id)
             _lock_reused(c, order.account_id, reused)
             c.execute(acme_orders.insert().values(**_order_values(order)))
@@ -318,44 +223,6 @@ class AcmeTables:
 
 # -- helpers that run inside a caller's transaction ------------------------------------------
 
-@contextlib.contextmanager
-def _integrity_is_conflict(message: str) -> Iterator[None]:
-    """A constraint violation (most often a row that a racing request inserted first) as
-    Conflict. Enter it inside translate_errors and outside the transaction, so that the
-    transaction has rolled back when Conflict is raised."""
-    try:
-        yield
-    except sa.exc.IntegrityError:
-        raise Conflict(message) from None
-
-
-def _bind_eab_key(c: sa.Connection, key_id: str, account_id: str, at: dt.datetime) -> None:
-    """RFC 8555 §7.3.4: an EAB key creates one account. A conditional UPDATE, so that of two
-    accounts racing for one key the database lets one bind it."""
-    t = acme_eab_keys
-    done = c.execute(t.update().where(t.c.key_id == key_id, t.c.account_id.is_(None),
-                                      t.c.disabled_at.is_(None)).values(account_id=account_id))
-    if done.rowcount == 1:
-        return
-    row = c.execute(sa.select(t).where(t.c.key_id == key_id)).first()
-    if row is None:
-        raise NotFound(f"no EAB key with id '{key_id}'; nothing was written")
-    reason = _eab_key(row).unusable_reason(at) or f"EAB key '{key_id}' cannot be bound"
-    raise Conflict(f"{reason}; nothing was written")
-
-
-def _rewrite_account(c: sa.Connection, account_id: str, changes: dict[str, Any],
-                     event: AuditEvent, at: dt.datetime) -> AcmeAccount:
-    t = acme_accounts
-    if changes:
-        c.execute(t.update().where(t.c.id == account_id).values(changes))
-    row = c.execute(sa.select(t).where(t.c.id == account_id)).first()
-    if row is None:
-        raise NotFound(f"no ACME account with id '{account_id}'")
-    append_events(c, [event], at)
-    return _account(row)
-
-
 def _check_new_authorizations(order: AcmeOrder, authorizations: Sequence[AcmeAuthorization]
                               ) -> set[str]:
     """Refuse what would leave rows no order could reach: pruning relies on every
@@ -479,32 +346,6 @@ def _authorizations(c: sa.Connection, query: sa.Select[Any]) -> list[AcmeAuthori
                          .order_by(t.c.authorization_id, t.c.position)):
         challenges[row.authorization_id].append(_challenge(row))
     return [_authorization(row, tuple(challenges[row.id])) for row in rows]
-
-
-def _eab_key_values(key: EabKey) -> dict[str, Any]:
-    return {"key_id": key.key_id, "profile": key.profile, "created_at": key.created_at,
-            "created_by": key.created_by, "expires_at": key.expires_at,
-            "account_id": key.account_id, "disabled_at": key.disabled_at}
-
-
-def _eab_key(row: Any) -> EabKey:
-    return EabKey(key_id=row.key_id, profile=row.profile, created_at=row.created_at,
-                  created_by=row.created_by, expires_at=row.expires_at,
-                  account_id=row.account_id, disabled_at=row.disabled_at)
-
-
-def _account_values(account: AcmeAccount) -> dict[str, Any]:
-    return {"id": account.id, "key_thumbprint": account.key_thumbprint,
-            "key_jwk": account.key_jwk, "status": account.status.value,
-            "contact": json.dumps(list(account.contact)), "created_at": account.created_at,
-            "eab_key_id": account.eab_key_id, "profile": account.profile}
-
-
-def _account(row: Any) -> AcmeAccount:
-    return AcmeAccount(id=row.id, key_thumbprint=row.key_thumbprint, key_jwk=row.key_jwk,
-                       status=AccountStatus(row.status), contact=tuple(json.loads(row.contact)),
-                       created_at=row.created_at, eab_key_id=row.eab_key_id,
-                       profile=row.profile)
 
 
 def _order_values(order: AcmeOrder) -> dict[str, Any]:
