@@ -292,6 +292,17 @@ def test_bad_jws_requests_get_their_problem_and_store_nothing(acme: Acme) -> Non
         _refused(acme, 403, "unauthorized", client.register(key_id, b64url(b"x" * 32)))
         assert acme.rows("acme_accounts") == accounts
         assert acme.rows("acme_nonces") >= nonces  # spent nonces are all that was written
+        # An EAB key binds one account: a second account is told why it cannot have it.
+        key_id, mac = acme.eab()
+        assert client.register(key_id, mac).status == 201
+        second = acme.client()
+        try:
+            reused = second.register(key_id, mac)
+            _refused(acme, 403, "unauthorized", reused)
+            assert "already bound" in reused.json()["detail"], reused.body
+        finally:
+            second.close()
+        assert acme.rows("acme_accounts") == accounts + 1
     finally:
         client.close()
 

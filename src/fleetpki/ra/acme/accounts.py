@@ -59,10 +59,10 @@ class AccountService:
                               f"retry in {wait} s", status=429, retry_after=wait)
 
     def eab_mac_key(self, key_id: str) -> bytes | None:
-        """The MAC key of an EAB key that can still bind an account; None otherwise (the
-        binding is then refused as if the MAC were wrong, naming the key id)."""
-        key = self._store.get_eab_key(key_id)
-        if key is None or key.unusable_reason(self._clock.now()) is not None:
+        """The MAC key of an EAB key this server made; None for an unknown key id. A key
+        that can no longer bind (used, disabled, expired) still answers, so that the MAC
+        proves who asks and `register` refuses with the reason."""
+        if self._store.get_eab_key(key_id) is None:
             return None
         return mac_key(self._deriver, key_id)
 
