@@ -95,6 +95,7 @@ from fleetpki.server_identity import (
 )
 from fleetpki.service_certificates import ServiceFiles, following_rollover
 from fleetpki.serving.workers import WorkerApps
+from fleetpki.store.sql.name_search import INDEX_CHUNK as NAME_INDEX_CHUNK
 from fleetpki.store.sql.store import SqlStore
 from fleetpki.summary_runtime import summary_loop
 
@@ -330,7 +331,22 @@ class Fleet:
         pruned = self.store.prune_acme(self.clock.now(), keep_orders=ACME_ORDER_RETENTION)
         if pruned:
             log.info("ACME orders and nonces pruned", extra={"count": pruned})
+        self.index_certificate_names()
         return published
+
+    def index_certificate_names(self) -> int:
+        """Bring the subject and SAN search index up to date, a chunk per transaction so
+        that enrollments wait for half a second at most. Stops at a short chunk, so that a
+        steady stream of issuance cannot keep it going."""
+        total = 0
+        while True:
+            added = self.store.index_certificate_names()
+            total += added
+            if added < NAME_INDEX_CHUNK:
+                break
+        if total:
+            log.info("certificates added to the name search index", extra={"count": total})
+        return total
 
     def revocations(self, authorization: Authorization) -> RevocationDesk:
         def publish_now(record: IssuedCertificate) -> None:

@@ -21,7 +21,7 @@ from fleetpki.core.errors import Conflict, FleetPKIError, NotFound, StoreError
 from fleetpki.core.reasons import RevocationReason
 from fleetpki.core.records import CARecord, CARole, CertificateStatus, IssuedCertificate
 from fleetpki.store.api import AuditEvent, CertificateQuery, SerialCollision, SerialReservation
-from fleetpki.store.sql import schema
+from fleetpki.store.sql import name_search, schema
 from fleetpki.store.sql.store import _AUDIT_PAGE, SqlStore
 
 # Microseconds on purpose: both backends must keep them.
@@ -478,6 +478,80 @@ def test_find_by_subject_and_san_substring(store: SqlStore) -> None:
     assert find(store, san_contains="10.1.2") == [2]  # matches a second SAN, not only the first
     assert sorted(find(store, san_contains="acme.example")) == [1, 2]
     assert find(store, san_contains="urn:pump") == [3]
+
+
+def meters(*numbers: int) -> list[IssuedCertificate]:
+    return [cert(n, subject=f"CN=Meter-{n:04d},O=Acme", sans=(f"dns:meter-{n:04d}.acme.example",),
+                 not_after=NOW + n * DAY) for n in numbers]
+
+
+def index_names(store: SqlStore) -> int:
+    total = 0
+    while added := store.index_certificate_names(limit=2):  # small chunks: the loop is tested
+        total += added
+    return total
+
+
+@pytest.mark.parametrize("probe_limit", [1, 2000])
+@pytest.mark.parametrize("indexed", [False, True])
+def test_substring_search_finds_the_same_by_index_or_by_walk(
+        store: SqlStore, probe_limit: int, indexed: bool,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rare term is looked up in the trigram index (where the store has one), a common one
+    (PROBE_LIMIT matches or more) found by walking the expiry index: the same rows, in the
+    same order, either way, and whether or not the index has caught up."""
+    monkeypatch.setattr(name_search, "PROBE_LIMIT", probe_limit)
+    with_cas(store)
+    issue(store, *meters(1, 2, 3, 4, 5))
+    if indexed:
+        index_names(store)
+    assert find(store, subject_contains="meter-") == [1, 2, 3, 4, 5]  # case ignored
+    assert find(store, subject_contains="Meter-0003") == [3]
+    assert find(store, san_contains="0004.ACME") == [4]
+    assert find(store, subject_contains="meter-", san_contains="0002") == [2]
+    assert find(store, subject_contains='"') == []  # no FTS syntax leaks through
+    assert find(store, subject_contains='r-0" OR "x') == []
+    assert find(store, subject_contains="meter-", status=CertificateStatus.valid,
+                expiring_before=NOW + 3 * DAY + dt.timedelta(hours=1)) == [1, 2, 3]
+
+
+def test_substring_search_reads_past_the_index_watermark(store: SqlStore) -> None:
+    """Certificates issued since the last indexing round are found too: the index is an
+    accelerator, never the only source."""
+    with_cas(store)
+    issue(store, *meters(1, 2, 3))
+    indexed = index_names(store)
+    issue(store, *meters(4, 5))
+    assert find(store, subject_contains="meter-00") == [1, 2, 3, 4, 5]
+    assert find(store, subject_contains="meter-0005") == [5]
+    assert find(store, san_contains="0002.acme") == [2]
+    if store.url.startswith("sqlite"):
+        assert indexed == 3
+        assert index_names(store) == 2  # only the new ones
+        assert index_names(store) == 0
+    else:
+        assert indexed == 0  # PostgreSQL's trigram indexes follow every insert
+    assert find(store, subject_contains="meter-00") == [1, 2, 3, 4, 5]
+
+
+def test_substring_index_is_rebuilt_when_rowids_move(store: SqlStore) -> None:
+    """SQLite may renumber rowids (VACUUM); a watermark that no longer names the same
+    certificate is not trusted by searches, and the next round rebuilds the index."""
+    if not store.url.startswith("sqlite"):
+        pytest.skip("rowids and the FTS5 index are SQLite's")
+    with_cas(store)
+    issue(store, *meters(1, 2, 3))
+    index_names(store)
+    engine = sa.create_engine(store.url)
+    try:
+        with engine.begin() as c:  # what a renumbering looks like from the watermark
+            c.execute(schema.name_index.update().values(last_serial="ff"))
+            c.execute(sa.text("DELETE FROM certificate_names WHERE rowid = 2"))
+    finally:
+        engine.dispose()
+    assert find(store, subject_contains="meter-0002") == [2]  # not from the broken index
+    assert index_names(store) == 3
+    assert find(store, subject_contains="meter-0002") == [2]
 
 
 def test_find_treats_like_wildcards_in_search_text_literally(store: SqlStore) -> None:

@@ -83,6 +83,7 @@ class CertificateQuery:
     issuer: str | None = None
     status: CertificateStatus | None = None
     expiring_before: dt.datetime | None = None
+    # Substrings of the subject / the SANs, taken literally and ignoring case.
     subject_contains: str | None = None
     san_contains: str | None = None
     key_spec: str | None = None
@@ -441,6 +442,15 @@ class SummaryLedger(Protocol):
         ...
 
     def latest_summary(self) -> StoredSummary | None: ...
+
+
+class CertificateNameIndex(Protocol):
+    """The subject and SAN search index, filled off the issuance path by the background
+    round; searches stay correct however far behind it is, only slower."""
+
+    def index_certificate_names(self, *, limit: int = ...) -> int:
+        """Index up to `limit` more certificates in one transaction; how many."""
+        ...
 
 
 class DiscoveredCertificates(Protocol):

@@ -189,6 +189,16 @@ crl_publications = sa.Table(
     sa.Column("size", sa.Integer, nullable=False),
 )
 
+# How far the SQLite trigram index of subjects and SANs (certificate_names, migration 0009;
+# a virtual table, so not declared here) is filled: store/sql/name_search.py.
+name_index = sa.Table(
+    "name_index", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("last_rowid", sa.BigInteger, nullable=False),
+    sa.Column("last_issuer", sa.String(64), nullable=True),
+    sa.Column("last_serial", sa.String(40), nullable=True),
+)
+
 renewal_advisories = sa.Table(
     "renewal_advisories", metadata,
     sa.Column("id", sa.String(32), primary_key=True),

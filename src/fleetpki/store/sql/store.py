@@ -26,6 +26,7 @@ from fleetpki.store.sql.engine import create_engines, migrate, translate_errors
 from fleetpki.store.sql.enrollment import EnrollmentTables
 from fleetpki.store.sql.group_commit import GroupCommitter
 from fleetpki.store.sql.inventory import InventoryTables
+from fleetpki.store.sql.name_search import NameIndexTables, contains
 from fleetpki.store.sql.renewal_advisories import RenewalAdvisoryTables
 from fleetpki.store.sql.revocation import RevocationTables
 from fleetpki.store.sql.rows import (
@@ -49,7 +50,8 @@ _MARK_ISSUED = "UPDATE serials SET state = 'issued' WHERE issuer = ? AND serial 
 
 
 class SqlStore(EnrollmentTables, RevocationTables, RenewalAdvisoryTables, InventoryTables,
-               DiscoveryTables, TransactionTables, AcmeAccountTables, AcmeOrderTables):
+               DiscoveryTables, TransactionTables, AcmeAccountTables, AcmeOrderTables,
+               NameIndexTables):
     def __init__(self, url: str, *, durable: bool = True) -> None:
         self.url = url
         self._writer, self._reader = create_engines(url, durable=durable)
@@ -169,10 +171,6 @@ class SqlStore(EnrollmentTables, RevocationTables, RenewalAdvisoryTables, Invent
             select = select.where(sa.or_(
                 t.not_after > after_time,
                 sa.and_(t.not_after == after_time, t.serial > after_serial)))
-        if query.subject_contains:
-            select = select.where(t.subject.contains(query.subject_contains, autoescape=True))
-        if query.san_contains:
-            select = select.where(t.sans.contains(query.san_contains, autoescape=True))
         if query.status is CertificateStatus.revoked:
             select = select.where(t.revoked_at.is_not(None))
         elif query.status is CertificateStatus.expired:
@@ -189,6 +187,10 @@ class SqlStore(EnrollmentTables, RevocationTables, RenewalAdvisoryTables, Invent
             select = select.where(t.not_after < moment if strict else t.not_after <= moment)
         select = select.order_by(t.not_after, t.serial).limit(query.limit).offset(query.offset)
         with translate_errors(), self._reader.connect() as c:
+            for column, term in (("subject", query.subject_contains),
+                                 ("sans", query.san_contains)):
+                if term:
+                    select = select.where(contains(c, column, term))
             return [certificate_record(r) for r in c.execute(select)]
 
     def current_certificate(self, device_id: str, profile: str, *, now: dt.datetime
