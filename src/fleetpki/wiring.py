@@ -9,6 +9,7 @@ import functools
 import logging
 import os
 import secrets
+import time
 from importlib import resources
 from pathlib import Path
 
@@ -82,7 +83,8 @@ from fleetpki.ra.transactions import RETENTION as TRANSACTION_RETENTION
 from fleetpki.ra.transactions import TransactionalEnrollment
 from fleetpki.revocation.crl_http import CrlFiles
 from fleetpki.revocation.crl_publisher import CrlPublisher, CrlTiming, PublishedCrl
-from fleetpki.revocation.ocsp_http import ocsp_app
+from fleetpki.revocation.ocsp_http import MAX_REQUEST_BYTES as MAX_OCSP_REQUEST_BYTES
+from fleetpki.revocation.ocsp_http import OcspEndpoint, ocsp_app
 from fleetpki.revocation.ocsp_responder import OcspResponder, ResponderKey
 from fleetpki.revocation_runtime import ResponderKeys, publish_lock, revocation_loop
 from fleetpki.scep_identity import PROFILE_NAME as SCEP_RA_PROFILE
@@ -94,6 +96,7 @@ from fleetpki.server_identity import (
     server_profile,
 )
 from fleetpki.service_certificates import ServiceFiles, following_rollover
+from fleetpki.serving.direct import DirectRequest, DirectResponse, DirectRoute
 from fleetpki.serving.workers import WorkerApps
 from fleetpki.store.sql.name_search import INDEX_CHUNK as NAME_INDEX_CHUNK
 from fleetpki.store.sql.store import SqlStore
@@ -426,14 +429,28 @@ def worker_apps(fleet: Fleet) -> WorkerApps:
     enrollment = RequestTimer(asgi_app(fleet, scep, cmp), timed, "est", by_last_segment(
         EST_PREFIX, [operation.name for operation in EST_OPERATIONS], "other"))
     responder, keys = fleet.ocsp_responder()
+    ocsp = OcspEndpoint(responder)
     # OCSP first, as a bare ASGI app: it is the busiest thing a PKI serves, and Starlette's
     # router would cost a quarter of each answer. Everything else falls through to the CRLs.
     # SCEP and CMP protect their own messages, and routers speak them over plain HTTP: they
-    # are served here too (docs/protocols.md).
-    revocation = RequestTimer(ocsp_app(responder, fallback=Starlette(
+    # are served here too (docs/protocols.md). Most OCSP GETs and POSTs skip ASGI altogether
+    # (serving/direct.py); the app answers the rest (other methods, pipelined requests).
+    revocation = RequestTimer(ocsp_app(ocsp, fallback=Starlette(
         routes=[*crls.routes(), *scep.routes(), *cmp.routes()])), timed, "revocation",
         by_prefix([("/ocsp", "ocsp"), ("/crl", "crl"), ("/scep", "scep"),
                    ("/.well-known/cmp", "cmp")], "other"))
+
+    def answer_ocsp(request: DirectRequest) -> DirectResponse:
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = ocsp.answer_read_request(
+                request.method, request.raw_path, request.headers, request.body,
+                body_too_long=request.body_too_long)
+            status = response[0]
+            return response
+        finally:
+            revocation.observe(ocsp.prefix, status, started)
 
     def responder_certificates() -> list[tuple[str, x509.Certificate]]:
         found = []
@@ -462,7 +479,8 @@ def worker_apps(fleet: Fleet) -> WorkerApps:
 
     apps: dict[str, ASGIApp] = {"https": enrollment, "proxy": enrollment,
                                 "revocation": revocation, "admin": administration}
-    return WorkerApps(apps, background)
+    return WorkerApps(apps, background, direct={"revocation": DirectRoute(
+        ocsp.prefix, MAX_OCSP_REQUEST_BYTES, answer_ocsp)})
 
 
 def open_fleet(home: Path, *, clock: Clock | None = None, durable: bool = True) -> Fleet:

@@ -127,18 +127,24 @@ class RequestTimer:
         try:
             await self._app(scope, receive, timed_send)
         finally:
-            elapsed = time.perf_counter() - started
-            key = (self._route_of(scope["path"]), status // 100)
-            tally = self._tallies.get(key)
-            if tally is None:
-                tally = self._tally(key)
-            tally.counts[bisect.bisect_left(self._bounds, elapsed)] += 1
-            tally.total += elapsed
-            if self._due is None:
-                self._due = started + FLUSH_SECONDS
-                asyncio.get_running_loop().call_later(FLUSH_SECONDS, self.flush)
-            elif started > self._due + FLUSH_SECONDS:  # its loop ended before it ran
-                self.flush()
+            self.observe(scope["path"], status, started)
+
+    def observe(self, path: str, status: int, started: float) -> None:
+        """Count a request to `path` that began at `started` (time.perf_counter()) and ends
+        now; for requests answered outside the app too (serving/direct.py). Call it on the
+        event loop."""
+        elapsed = time.perf_counter() - started
+        key = (self._route_of(path), status // 100)
+        tally = self._tallies.get(key)
+        if tally is None:
+            tally = self._tally(key)
+        tally.counts[bisect.bisect_left(self._bounds, elapsed)] += 1
+        tally.total += elapsed
+        if self._due is None:
+            self._due = started + FLUSH_SECONDS
+            asyncio.get_running_loop().call_later(FLUSH_SECONDS, self.flush)
+        elif started > self._due + FLUSH_SECONDS:  # its loop ended before it ran
+            self.flush()
 
     def flush(self) -> None:
         """Write what was tallied to the histogram."""

@@ -29,6 +29,7 @@ import datetime as dt
 import email.utils
 import hashlib
 import urllib.parse
+from collections.abc import Iterable, Sequence
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -36,7 +37,8 @@ from fleetpki.revocation.http_caching import etag_matches
 from fleetpki.revocation.ocsp_responder import MALFORMED_REQUEST, OcspAnswer, OcspResponder
 
 __all__ = [
-    "CT_REQUEST", "CT_RESPONSE", "MAX_REQUEST_BYTES", "OcspEndpoint", "ocsp_app"]
+    "CT_REQUEST", "CT_RESPONSE", "MAX_REQUEST_BYTES", "OcspEndpoint", "WireResponse",
+    "ocsp_app"]
 
 CT_REQUEST = "application/ocsp-request"
 CT_RESPONSE = "application/ocsp-response"
@@ -46,19 +48,22 @@ _MAX_GET_TAIL = 4 * MAX_REQUEST_BYTES
 _MAX_SLASH_REPAIRS = 16
 
 _CONTENT_TYPE = (b"content-type", CT_RESPONSE.encode("ascii"))
+_TEXT = (b"content-type", b"text/plain; charset=utf-8")
 _NO_STORE = (b"cache-control", b"no-store")
 _CLOSE = (b"connection", b"close")
 _ALLOW = (b"allow", b"GET, POST")
 _URLSAFE = bytes.maketrans(b"-_", b"+/")
 _DESCRIBED_KEPT = 16_384  # answers whose headers are kept ready (about 0.7 KB each)
 
+# (status, headers with lower-case names, body)
+WireResponse = tuple[int, list[tuple[bytes, bytes]], bytes]
 
-def ocsp_app(responder: OcspResponder, *, prefix: str = "/ocsp",
-             fallback: ASGIApp | None = None) -> ASGIApp:
-    """The responder as a bare ASGI app that answers `prefix` and everything under it, and
+
+def ocsp_app(endpoint: OcspEndpoint, *, fallback: ASGIApp | None = None) -> ASGIApp:
+    """The endpoint as a bare ASGI app that answers its prefix and everything under it, and
     hands every other request (and the lifespan) to `fallback`, typically the Starlette app
     of the other protocols; without one, other paths get 404."""
-    endpoint = OcspEndpoint(responder, _checked(prefix))
+    prefix = endpoint.prefix
     under = prefix + "/"
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
@@ -91,8 +96,9 @@ def _checked(prefix: str) -> str:
 class OcspEndpoint:
     """The ASGI app both routes call. Any method but GET and POST is answered 405."""
 
-    def __init__(self, responder: OcspResponder, prefix: str) -> None:
+    def __init__(self, responder: OcspResponder, prefix: str = "/ocsp") -> None:
         self._responder = responder
+        self.prefix = _checked(prefix)
         self._prefix = prefix.encode("ascii")
         # Headers of the answers served lately, by the answer's bytes: the responder hands out
         # the same bytes object for as long as it keeps an answer, so the lookup is cheap.
@@ -104,15 +110,29 @@ class OcspEndpoint:
         if method == "POST":
             answer, close = await self._post(scope, receive)
             if answer is not None:
-                await self._send(send, answer, None, close)
+                await _send(send, *self._response(answer, None, close))
         elif method == "GET":
-            if_none_match = None
-            for name, value in scope["headers"]:
-                if name == b"if-none-match":
-                    if_none_match = value
-            await self._send(send, self._get(scope), if_none_match, False)
+            answer = self._get(_path_tail(scope, self._prefix))
+            await _send(send, *self._response(answer, _if_none_match(scope["headers"]), False))
         else:
             await _plain(send, 405, b"Method Not Allowed\n", _ALLOW)
+
+    def answer_read_request(self, method: bytes, raw_path: bytes,
+                            headers: Sequence[tuple[bytes, bytes]], body: bytes, *,
+                            body_too_long: bool) -> WireResponse:
+        """The answer to a GET or POST under the prefix whose body has already been read,
+        or `body_too_long` when reading stopped past MAX_REQUEST_BYTES: the same answers,
+        byte for byte, as the ASGI app gives, for an HTTP server that calls in directly
+        (serving/direct.py)."""
+        if method == b"POST":
+            if body_too_long or not body:
+                return self._response(MALFORMED_REQUEST, None, body_too_long)
+            return self._response(self._responder.respond(body), None, False)
+        if method == b"GET":
+            answer = self._get(raw_path[len(self._prefix):])
+            return self._response(answer, _if_none_match(headers), False)
+        body = b"Method Not Allowed\n"
+        return 405, [_TEXT, (b"content-length", b"%d" % len(body)), _ALLOW], body
 
     # -- reading requests ------------------------------------------------------------------
 
@@ -137,8 +157,7 @@ class OcspEndpoint:
             return MALFORMED_REQUEST, more  # what is left unread goes with the connection
         return self._responder.respond(body), False
 
-    def _get(self, scope: Scope) -> OcspAnswer:
-        tail = _path_tail(scope, self._prefix)
+    def _get(self, tail: bytes) -> OcspAnswer:
         if len(tail) > _MAX_GET_TAIL:
             return MALFORMED_REQUEST
         text = urllib.parse.unquote_to_bytes(tail.lstrip(b"/")).replace(b" ", b"+")
@@ -171,8 +190,8 @@ class OcspEndpoint:
 
     # -- writing answers -------------------------------------------------------------------
 
-    async def _send(self, send: Send, answer: OcspAnswer, if_none_match: bytes | None,
-                    close: bool) -> None:
+    def _response(self, answer: OcspAnswer, if_none_match: bytes | None, close: bool
+                  ) -> WireResponse:
         der = answer.der
         if answer.cacheable:
             described = self._described.get(der) or self._describe(answer)
@@ -190,8 +209,7 @@ class OcspEndpoint:
             headers = [_CONTENT_TYPE, (b"content-length", b"%d" % len(der)), _NO_STORE]
         if close:
             headers.append(_CLOSE)
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": der})
+        return status, headers, der
 
     def _describe(self, answer: OcspAnswer) -> _Described:
         """The headers of a cacheable answer that do not change while it is served."""
@@ -225,11 +243,22 @@ class _Described:
     expires: float  # nextUpdate, as a POSIX timestamp
 
 
-async def _plain(send: Send, status: int, body: bytes, *extra: tuple[bytes, bytes]) -> None:
-    await send({"type": "http.response.start", "status": status, "headers": [
-        (b"content-type", b"text/plain; charset=utf-8"),
-        (b"content-length", b"%d" % len(body)), *extra]})
+async def _send(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes
+                ) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+async def _plain(send: Send, status: int, body: bytes, *extra: tuple[bytes, bytes]) -> None:
+    await _send(send, status, [_TEXT, (b"content-length", b"%d" % len(body)), *extra], body)
+
+
+def _if_none_match(headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:
+    found = None
+    for name, value in headers:
+        if name == b"if-none-match":
+            found = value
+    return found
 
 
 def _path_tail(scope: Scope, prefix: bytes) -> bytes:

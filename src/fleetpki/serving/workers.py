@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import select
@@ -38,7 +39,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Generator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import uvicorn
@@ -46,6 +47,7 @@ import uvloop
 from starlette.types import ASGIApp
 
 from fleetpki.serving.client_certs import ClientCertH11Protocol, ClientCertHttpToolsProtocol
+from fleetpki.serving.direct import DirectHttpToolsProtocol, DirectRoute
 
 __all__ = ["Listener", "WorkerApps", "serve"]
 
@@ -79,6 +81,8 @@ class WorkerApps:
 
     apps: Mapping[str, ASGIApp]
     background: Callable[[], Coroutine[Any, Any, None]] | None = None
+    # Per listener name: a path prefix answered without ASGI (direct.py); httptools only.
+    direct: Mapping[str, DirectRoute] = field(default_factory=dict)
 
 
 class _WorkerServer(uvicorn.Server):
@@ -119,8 +123,9 @@ def serve(app_factory: Callable[[], WorkerApps], listeners: Sequence[Listener], 
         os.close(ready_r)
         os.close(lifeline_w)
         worker = app_factory()
-        servers = [_WorkerServer(_config(worker.apps[listener.name], context, http, log_level,
-                                         graceful_timeout))
+        servers = [_WorkerServer(_config(worker.apps[listener.name], context,
+                                         _protocol(http, worker.direct.get(listener.name)),
+                                         log_level, graceful_timeout))
                    for listener, context in zip(listeners, contexts, strict=True)]
         own = [_listen_beside(sock) for sock in sockets]
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
@@ -186,10 +191,18 @@ def _listen_beside(held: socket.socket) -> socket.socket:
     return sock
 
 
-def _config(app: ASGIApp, context: ssl.SSLContext | None, http: Literal["httptools", "h11"],
+def _protocol(http: Literal["httptools", "h11"], route: DirectRoute | None) -> Any:
+    """uvicorn's protocol class for a listener (or a partial of one: uvicorn only calls it).
+    The strict h11 parser serves every request through ASGI."""
+    if route is not None and http == "httptools":
+        return functools.partial(DirectHttpToolsProtocol, route=route)
+    return _PROTOCOLS[http]
+
+
+def _config(app: ASGIApp, context: ssl.SSLContext | None, protocol: Any,
             log_level: str, graceful_timeout: float) -> uvicorn.Config:
     config = uvicorn.Config(
-        lambda: app, factory=True, interface="asgi3", http=_PROTOCOLS[http], ws="none",
+        lambda: app, factory=True, interface="asgi3", http=protocol, ws="none",
         lifespan="off", log_config=None, log_level=log_level, access_log=False,
         proxy_headers=False, server_header=False, date_header=True, backlog=_BACKLOG,
         limit_concurrency=_MAX_CONNECTIONS, timeout_keep_alive=_KEEP_ALIVE,

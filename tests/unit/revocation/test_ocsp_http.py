@@ -30,12 +30,12 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from starlette.applications import Starlette
-from starlette.types import ASGIApp, Message
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fleetpki.core.clock import Clock, FakeClock, SystemClock
 from fleetpki.core.reasons import RevocationReason
 from fleetpki.core.records import RevocationStatus
-from fleetpki.revocation.ocsp_http import MAX_REQUEST_BYTES, ocsp_app
+from fleetpki.revocation.ocsp_http import MAX_REQUEST_BYTES, OcspEndpoint, ocsp_app
 from fleetpki.revocation.ocsp_responder import OcspResponder, ResponderKey
 from support.tiny_pki import NOW, Issued, issue
 
@@ -167,10 +167,31 @@ def call(app: ASGIApp, method: str, raw_path: bytes, *, body: bytes = b"",
                  b"".join(m.get("body", b"") for m in bodies), reads)
 
 
+def direct_app(endpoint: OcspEndpoint) -> ASGIApp:
+    """The entry serving/direct.py calls (OcspEndpoint.answer_read_request), behind a shim
+    that reads the body as DirectHttpToolsProtocol does: whole, stopping past the bound."""
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        body, too_long, more = b"", False, True
+        while more and not too_long:
+            message = await receive()
+            chunk = message.get("body", b"")
+            too_long = len(body) + len(chunk) > MAX_REQUEST_BYTES
+            body += b"" if too_long else chunk
+            more = message.get("more_body", False)
+        status, headers, payload = endpoint.answer_read_request(
+            scope["method"].encode(), scope["raw_path"], scope["headers"], body,
+            body_too_long=too_long)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
+
+    return app
+
+
 def apps(pki: Pki, clock: Clock) -> dict[str, ASGIApp]:
     responder = pki.ocsp(clock)
-    return {"bare": ocsp_app(responder),
-            "starlette": ocsp_app(responder, fallback=Starlette(routes=[]))}
+    return {"bare": ocsp_app(OcspEndpoint(responder)),
+            "starlette": ocsp_app(OcspEndpoint(responder), fallback=Starlette(routes=[])),
+            "direct": direct_app(OcspEndpoint(responder))}
 
 
 def b64(der: bytes) -> str:
@@ -184,7 +205,7 @@ def http_date(moment: dt.datetime) -> str:
 # -- POST ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("wiring", ["bare", "starlette"])
+@pytest.mark.parametrize("wiring", ["bare", "starlette", "direct"])
 def test_post_good_answer_with_rfc5019_cache_headers(pki: Pki, clock: FakeClock,
                                                      wiring: str) -> None:
     app = apps(pki, clock)[wiring]
@@ -290,7 +311,7 @@ def lenient(pki: Pki) -> Iterator[Pki]:
     pki.any_serial_good = False
 
 
-@pytest.mark.parametrize("wiring", ["bare", "starlette"])
+@pytest.mark.parametrize("wiring", ["bare", "starlette", "direct"])
 @pytest.mark.parametrize("encoding", ["escaped", "unescaped", "lower-case escapes",
                                       "space for plus", "no padding", "base64url",
                                       "leading double slash"])
@@ -345,7 +366,7 @@ def test_get_if_none_match_gives_304(pki: Pki, clock: FakeClock) -> None:
     assert changed.status == 200 and changed.body == first.body
 
 
-@pytest.mark.parametrize("wiring", ["bare", "starlette"])
+@pytest.mark.parametrize("wiring", ["bare", "starlette", "direct"])
 @pytest.mark.parametrize("method", ["PUT", "DELETE", "HEAD", "PATCH"])
 def test_other_methods_are_405_with_allow(pki: Pki, clock: FakeClock, wiring: str,
                                           method: str) -> None:
@@ -360,14 +381,14 @@ def test_bare_app_hands_other_paths_to_its_fallback(pki: Pki, clock: FakeClock) 
         await send({"type": "http.response.body", "body": b"teapot"})
 
     responder = pki.ocsp(clock)
-    app = ocsp_app(responder, prefix="/status/ocsp", fallback=fallback)
+    app = ocsp_app(OcspEndpoint(responder, "/status/ocsp"), fallback=fallback)
     assert call(app, "GET", b"/.well-known/est/cacerts").status == 418
     assert call(app, "GET", b"/status/ocspx").status == 418
     assert call(app, "POST", b"/status/ocsp", body=pki.request()).ocsp().response_status is (
         ocsp.OCSPResponseStatus.SUCCESSFUL)
-    assert call(ocsp_app(responder), "GET", b"/elsewhere").status == 404
+    assert call(ocsp_app(OcspEndpoint(responder)), "GET", b"/elsewhere").status == 404
     with pytest.raises(ValueError, match="prefix"):
-        ocsp_app(responder, prefix="/ocsp/")
+        OcspEndpoint(responder, "/ocsp/")
 
 
 # -- the real thing: uvicorn on 127.0.0.1, openssl ocsp and curl as clients ----------------
@@ -409,7 +430,7 @@ def test_openssl_ocsp_and_curl_against_uvicorn(pki: Pki, tmp_path: Path) -> None
     for name, issued in {"ca": pki.ca, "good": pki.good, "revoked": pki.revoked,
                          "stranger": stranger}.items():
         files[name].write_bytes(issued.cert.public_bytes(Encoding.PEM))
-    app = ocsp_app(pki.ocsp(SystemClock()), fallback=Starlette(routes=[]))
+    app = ocsp_app(OcspEndpoint(pki.ocsp(SystemClock())), fallback=Starlette(routes=[]))
     with uvicorn_server(app) as port:
         url = f"http://127.0.0.1:{port}/ocsp"
 
