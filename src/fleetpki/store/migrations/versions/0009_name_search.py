@@ -1,7 +1,7 @@
 """Subject and SAN substring search without reading every certificate.
 
 SQLite: an FTS5 table with the trigram tokenizer (SQLite 3.34 or later), `certificate_names`,
-holding each certificate's subject and SANs, keyed by issuer and serial. It is filled in bulk
+holding each certificate's subject and SANs under the certificate's rowid. It is filled in bulk
 by the background round (store/sql/name_search.py), never by a trigger: a per-row trigger
 cost batch issuance 39 % (docs/benchmarks.md). `name_index` records how far the filling has
 got, so that a search can read the rest directly. The migration creates both empty, so that
@@ -49,7 +49,7 @@ def _sqlite(bind: sa.Connection) -> None:
     try:
         bind.execute(sa.text(
             "CREATE VIRTUAL TABLE certificate_names USING fts5("
-            "subject, sans, issuer UNINDEXED, serial UNINDEXED, tokenize = 'trigram')"))
+            "subject, sans, tokenize = 'trigram')"))
     except sa.exc.OperationalError as error:
         log.warning("this SQLite has no FTS5 trigram tokenizer (%s; SQLite 3.34 or later has "
                     "it): subject and SAN substring searches will read every certificate",
