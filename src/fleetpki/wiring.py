@@ -435,10 +435,13 @@ def worker_apps(fleet: Fleet) -> WorkerApps:
     # SCEP and CMP protect their own messages, and routers speak them over plain HTTP: they
     # are served here too (docs/protocols.md). Most OCSP GETs and POSTs skip ASGI altogether
     # (serving/direct.py); the app answers the rest (other methods, pipelined requests).
+    revocation_routes = by_prefix([("/ocsp", "ocsp"), ("/crl", "crl"), ("/scep", "scep"),
+                                   ("/.well-known/cmp", "cmp")], "other")
     revocation = RequestTimer(ocsp_app(ocsp, fallback=Starlette(
         routes=[*crls.routes(), *scep.routes(), *cmp.routes()])), timed, "revocation",
-        by_prefix([("/ocsp", "ocsp"), ("/crl", "crl"), ("/scep", "scep"),
-                   ("/.well-known/cmp", "cmp")], "other"))
+        revocation_routes)
+
+    ocsp_route = revocation_routes(ocsp.prefix)
 
     def answer_ocsp(request: DirectRequest) -> DirectResponse:
         started = time.perf_counter()
@@ -450,7 +453,7 @@ def worker_apps(fleet: Fleet) -> WorkerApps:
             status = response[0]
             return response
         finally:
-            revocation.observe(ocsp.prefix, status, started)
+            revocation.observe_route(ocsp_route, status, started)
 
     def responder_certificates() -> list[tuple[str, x509.Certificate]]:
         found = []

@@ -91,6 +91,13 @@ def test_enrollments_requests_and_freshness_add_up_across_workers(served: Served
     assert _enroll(served, None) == 200
     assert _enroll(served, "wrong-password") == 401
     served.curl(f"{served.server.revocation_base}/crl/no-such.crl")
+    # OCSP GET and POST, answered outside ASGI (serving/direct.py), counted all the same:
+    # garbage gets an OCSP malformedRequest, which travels as HTTP 200.
+    assert served.curl(f"{served.server.revocation_base}/ocsp/AAAA")[0] == 200
+    assert served.curl(f"{served.server.revocation_base}/ocsp", "-H",
+                       "Content-Type: application/ocsp-request", body=b"\x30\x00")[0] == 200
+    ocsp = ("fleetpki_http_request_duration_seconds_count",
+            (("listener", "revocation"), ("route", "ocsp"), ("status", "2xx")))
     # The summary loop computes its first pass just after start, and each worker writes its
     # request timings within a second: wait for both (bounded).
     summary = ("fleetpki_certificates_expiring", (("within", "7d"),))
@@ -98,7 +105,7 @@ def test_enrollments_requests_and_freshness_add_up_across_workers(served: Served
            (("listener", "revocation"), ("route", "crl"), ("status", "4xx")))
     deadline = time.monotonic() + 60
     first = served.scrape()
-    while summary not in first or not first.get(crl):
+    while summary not in first or not first.get(crl) or first.get(ocsp, 0) < 2:
         assert time.monotonic() < deadline, "no fleet summary or request timings within 60 s"
         time.sleep(0.5)
         first = served.scrape()
@@ -119,6 +126,7 @@ def test_enrollments_requests_and_freshness_add_up_across_workers(served: Served
         assert est[(("listener", "est"), ("route", "simpleenroll"), ("status", "4xx"))] == 1
         assert samples[("fleetpki_http_request_duration_seconds_count",
                         (("listener", "revocation"), ("route", "crl"), ("status", "4xx")))] == 1
+        assert samples[ocsp] == 2
         assert ("fleetpki_certificates_expiring", (("within", "30d"),)) in samples
         assert samples[("fleetpki_inventory_summary_age_seconds", ())] >= 0
     issuing = [dict(labels)["ca"] for (name, labels), _ in samples.items()

@@ -131,10 +131,14 @@ class RequestTimer:
 
     def observe(self, path: str, status: int, started: float) -> None:
         """Count a request to `path` that began at `started` (time.perf_counter()) and ends
-        now; for requests answered outside the app too (serving/direct.py). Call it on the
-        event loop."""
+        now. Call it on the event loop."""
+        self.observe_route(self._route_of(path), status, started)
+
+    def observe_route(self, route: str, status: int, started: float) -> None:
+        """`observe` for a caller that knows the route label already: requests answered
+        outside the app (serving/direct.py)."""
         elapsed = time.perf_counter() - started
-        key = (self._route_of(path), status // 100)
+        key = (route, status // 100)
         tally = self._tallies.get(key)
         if tally is None:
             tally = self._tally(key)
