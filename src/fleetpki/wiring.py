@@ -334,8 +334,15 @@ class Fleet:
         pruned = self.store.prune_acme(self.clock.now(), keep_orders=ACME_ORDER_RETENTION)
         if pruned:
             log.info("ACME orders and nonces pruned", extra={"count": pruned})
-        self.index_certificate_names()
         return published
+
+    def background_round(self) -> None:
+        """What `serve` does every revocation.check_interval, under the publish lock: what
+        publish_due does, then catch the name search index up. Not at serve's start: a store
+        just migrated with millions of certificates would delay it, while searches are
+        correct, if slower, without the index."""
+        self.publish_due()
+        self.index_certificate_names()
 
     def index_certificate_names(self) -> int:
         """Bring the subject and SAN search index up to date, a chunk per transaction so
@@ -343,7 +350,7 @@ class Fleet:
         steady stream of issuance cannot keep it going."""
         total = 0
         while True:
-            added = self.store.index_certificate_names()
+            added = self.store.index_certificate_names(limit=NAME_INDEX_CHUNK)
             total += added
             if added < NAME_INDEX_CHUNK:
                 break
@@ -476,7 +483,8 @@ def worker_apps(fleet: Fleet) -> WorkerApps:
 
     async def background() -> None:
         await asyncio.gather(
-            revocation_loop(fleet.publish_due, fleet.crl_directory, interval, responder, keys),
+            revocation_loop(fleet.background_round, fleet.crl_directory, interval, responder,
+                            keys),
             summary_loop(fleet.store.latest_summary, fleet.refresh_summary, fleet.clock,
                          admin.summary_interval, fleet.settings.home / "run"))
 

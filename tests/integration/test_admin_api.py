@@ -70,6 +70,34 @@ def test_revocation_through_the_api_is_audited_under_the_token(rig: AdminRig) ->
     assert verified["intact"] is True and verified["entries"] >= 3
 
 
+def test_substring_search_finds_certificates_before_and_after_the_background_round(
+        rig: AdminRig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """serve's background round fills the trigram index in chunks; a search finds the same
+    certificates whether they are indexed yet or not, and ignoring case."""
+    import fleetpki.wiring
+
+    monkeypatch.setattr(fleetpki.wiring, "NAME_INDEX_CHUNK", 2)  # several chunks
+    issued = [rig.issue(f"Pump-{i:02d}", "gateway",
+                        sans=[x509.DNSName(f"pump-{i:02d}.gateways.fleet.internal")])
+              for i in range(5)]
+    auditor = rig.headers(Role.auditor)
+
+    def search(**params: str) -> list[str]:
+        reply = rig.client.get(API + "/certificates", params=params, headers=auditor)
+        assert reply.status_code == 200, reply.text
+        return sorted(c["device_id"] for c in reply.json()["items"])
+
+    before = (search(subject="pump-0"), search(subject="PUMP-03"), search(san="P-04.GATE"))
+    rig.fleet.background_round()
+    assert rig.fleet.index_certificate_names() == 0  # caught up: nothing left to add
+    late = rig.issue("Pump-05", "gateway",  # issued after the round: not indexed yet
+                     sans=[x509.DNSName("pump-05.gateways.fleet.internal")])
+    after = (search(subject="pump-0"), search(subject="PUMP-03"), search(san="p-05.gate"))
+    names = [c.device_id for c in issued]
+    assert before == (names, ["Pump-03"], ["Pump-04"])
+    assert after == ([*names, late.device_id], ["Pump-03"], ["Pump-05"])
+
+
 def test_certificate_search_filters_and_pages_by_cursor(rig: AdminRig) -> None:
     issued = [rig.issue(f"sensor-page-{i:02d}") for i in range(7)]
     gateway = rig.issue("gw-0001", "gateway", key="rsa-2048",
