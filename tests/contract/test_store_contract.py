@@ -534,6 +534,32 @@ def test_substring_search_reads_past_the_index_watermark(store: SqlStore) -> Non
     assert find(store, subject_contains="meter-00") == [1, 2, 3, 4, 5]
 
 
+def test_substring_search_on_postgresql_goes_through_the_trigram_indexes(
+        store: SqlStore) -> None:
+    """PostgreSQL keeps its pg_trgm indexes itself; the planner uses them for the ILIKE the
+    store writes (sequential scans off, so that a small table does not hide the choice)."""
+    if not store.url.startswith("postgresql"):
+        pytest.skip("pg_trgm is PostgreSQL's")
+    with_cas(store)
+    issue(store, *meters(1, 2, 3))
+    engine = sa.create_engine(store.url)
+    try:
+        with engine.connect() as c:
+            indexes = set(c.execute(sa.text(
+                "SELECT indexname FROM pg_indexes WHERE tablename = 'certificates'")).scalars())
+            assert {"ix_certificates_subject_trgm", "ix_certificates_sans_trgm"} <= indexes
+            c.execute(sa.text("SET enable_seqscan = off"))
+            for column in ("subject", "sans"):
+                query = sa.select(schema.certificates.c.serial).where(
+                    schema.certificates.c[column].icontains("0002", autoescape=True))
+                plan = "\n".join(c.execute(sa.text("EXPLAIN " + str(query.compile(
+                    c, compile_kwargs={"literal_binds": True})))).scalars())
+                assert f"ix_certificates_{column}_trgm" in plan, plan
+    finally:
+        engine.dispose()
+    assert find(store, subject_contains="meter-0002") == [2]
+
+
 def test_substring_index_is_rebuilt_when_rowids_move(store: SqlStore) -> None:
     """SQLite may renumber rowids (VACUUM); a watermark that no longer names the same
     certificate is not trusted by searches, and the next round rebuilds the index."""
