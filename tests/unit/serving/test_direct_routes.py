@@ -134,12 +134,20 @@ def test_a_chunked_body_is_reassembled(served: tuple[int, Recorder]) -> None:
     assert reply.endswith(b"direct POST /ocsp abcde")
 
 
+def get(path: bytes) -> bytes:
+    return b"GET %s HTTP/1.1\r\nHost: a\r\n\r\n" % path
+
+
+def bodies(port: int, *requests: bytes) -> list[bytes]:
+    """The bodies of the answers to `requests`, sent pipelined on one connection."""
+    replies, _ = exchange(port, b"".join(requests), len(requests))
+    return [reply.rpartition(b"\r\n\r\n")[2] for reply in replies]
+
+
 def test_other_paths_and_methods_go_to_the_app(served: tuple[int, Recorder]) -> None:
     port, recorder = served
-    replies, _ = exchange(port, b"GET /ocspx HTTP/1.1\r\nHost: a\r\n\r\n"
-                                b"PUT /ocsp HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n"
-                                b"GET /crl/a.crl HTTP/1.1\r\nHost: a\r\n\r\n", 3)
-    assert [r.rpartition(b"\r\n\r\n")[2] for r in replies] == [
+    put = b"PUT /ocsp HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n"
+    assert bodies(port, get(b"/ocspx"), put, get(b"/crl/a.crl")) == [
         b"asgi GET /ocspx", b"asgi PUT /ocsp", b"asgi GET /crl/a.crl"]
     assert recorder.seen == []
 
@@ -148,16 +156,10 @@ def test_pipelined_answers_keep_their_order(served: tuple[int, Recorder]) -> Non
     """Requests queued behind one the app is still answering wait their turn in uvicorn's
     pipeline (and are answered by the app); a direct answer never overtakes."""
     port, recorder = served
-    replies, _ = exchange(port, b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n"
-                                b"GET /ocsp/x HTTP/1.1\r\nHost: a\r\n\r\n"
-                                b"GET /ocsp/y HTTP/1.1\r\nHost: a\r\n\r\n", 3)
-    assert [r.rpartition(b"\r\n\r\n")[2] for r in replies] == [
+    assert bodies(port, get(b"/slow"), get(b"/ocsp/x"), get(b"/ocsp/y")) == [
         b"asgi GET /slow", b"asgi GET /ocsp/x", b"asgi GET /ocsp/y"]
     assert recorder.seen == []
-    replies, _ = exchange(port, b"GET /ocsp/x HTTP/1.1\r\nHost: a\r\n\r\n"
-                                b"GET /ocsp/y HTTP/1.1\r\nHost: a\r\n\r\n"
-                                b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n", 3)
-    assert [r.rpartition(b"\r\n\r\n")[2] for r in replies] == [
+    assert bodies(port, get(b"/ocsp/x"), get(b"/ocsp/y"), get(b"/slow")) == [
         b"direct GET /ocsp/x ", b"direct GET /ocsp/y ", b"asgi GET /slow"]
 
 
