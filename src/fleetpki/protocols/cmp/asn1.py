@@ -19,6 +19,9 @@ from pyasn1.error import PyAsn1Error  # type: ignore[import-untyped, unused-igno
 from pyasn1_alt_modules import rfc9810  # type: ignore[import-untyped, unused-ignore]
 
 from fleetpki.core import der
+from fleetpki.protocols.cms_parts import (  # CMP's structures use it throughout
+    algorithm_identifier as algorithm_identifier,
+)
 
 # -- object identifiers -------------------------------------------------------------------
 
@@ -182,10 +185,6 @@ def utf8(text: str) -> bytes:
 
 def free_text(text: str) -> bytes:
     return der.sequence(utf8(text[:1000]))
-
-
-def algorithm_identifier(oid: str, parameters: bytes | None = None) -> bytes:
-    return der.sequence(der.oid(oid), *([parameters] if parameters is not None else []))
 
 
 def directory_name(name: bytes) -> bytes:

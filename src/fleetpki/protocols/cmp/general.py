@@ -37,11 +37,11 @@ from fleetpki.protocols.cmp.asn1 import (
     IT_ROOT_CA_KEY_UPDATE,
     IT_SIGN_KEY_PAIR_TYPES,
     REG_CTRL_ALG_ID,
-    algorithm_identifier,
     decode,
     itav,
 )
 from fleetpki.protocols.cmp.codec import InfoRequest
+from fleetpki.protocols.cms_parts import algorithm_identifier
 
 _EC_PUBLIC_KEY = "1.2.840.10045.2.1"
 _CURVES = {"secp256r1": "1.2.840.10045.3.1.7", "secp384r1": "1.3.132.0.34",

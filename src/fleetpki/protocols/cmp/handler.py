@@ -69,11 +69,6 @@ from fleetpki.protocols.cmp.exchange import (
     SignedAuth,
     transaction_of,
 )
-from fleetpki.protocols.cmp.key_delivery import (
-    for_certificate,
-    for_password,
-    signed_key_package,
-)
 from fleetpki.protocols.cmp.protection import (
     IterationBounds,
     ProtectionError,
@@ -82,6 +77,11 @@ from fleetpki.protocols.cmp.protection import (
     verify_signature,
 )
 from fleetpki.protocols.cmp.replies import CONTENT_TYPE, Replies, text
+from fleetpki.protocols.key_delivery import (
+    for_certificate,
+    for_password,
+    signed_key_package,
+)
 from fleetpki.ra.api import (
     BasicCredentials,
     Enrolled,

@@ -26,7 +26,6 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import (
     CertificatePublicKeyTypes,
-    PrivateKeyTypes,
 )
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 from pyasn1_alt_modules import rfc4210, rfc8018  # type: ignore[import-untyped, unused-ignore]
@@ -42,10 +41,10 @@ from fleetpki.protocols.cmp.asn1 import (
     FailInfo,
     Malformed,
     algorithm,
-    algorithm_identifier,
     decode,
     encode,
 )
+from fleetpki.protocols.cms_parts import algorithm_identifier
 
 _HASHES: dict[str, type[hashes.HashAlgorithm]] = {
     "sha1": hashes.SHA1, "sha224": hashes.SHA224, "sha256": hashes.SHA256,
@@ -221,15 +220,3 @@ def verify_signature(oid: str, key: CertificatePublicKeyTypes, data: bytes,
         raise ProtectionError(FailInfo.bad_message_check,
                               f"{what} does not verify") from None
 
-
-def sign(key: PrivateKeyTypes, data: bytes) -> tuple[bytes, bytes]:
-    """(AlgorithmIdentifier DER, signature) with the server's key."""
-    if isinstance(key, ec.EllipticCurvePrivateKey):
-        return algorithm_identifier("1.2.840.10045.4.3.2"), key.sign(data, ec.ECDSA(
-            hashes.SHA256()))
-    if isinstance(key, rsa.RSAPrivateKey):
-        return (algorithm_identifier("1.2.840.113549.1.1.11", der.tlv(der.NULL, b"")),
-                key.sign(data, padding.PKCS1v15(), hashes.SHA256()))
-    if isinstance(key, ed25519.Ed25519PrivateKey):
-        return algorithm_identifier("1.3.101.112"), key.sign(data)
-    raise TypeError(f"cannot sign CMP messages with a {type(key).__name__}")

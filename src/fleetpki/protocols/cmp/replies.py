@@ -31,7 +31,7 @@ from fleetpki.protocols.cmp.codec import (
     protected_part,
 )
 from fleetpki.protocols.cmp.exchange import CmpReply, Exchange, MacAuth
-from fleetpki.protocols.cmp.protection import sign
+from fleetpki.protocols.cms_parts import sign
 
 CONTENT_TYPE = "application/pkixcmp"
 _TEXT = "text/plain; charset=utf-8"

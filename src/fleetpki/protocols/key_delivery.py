@@ -1,16 +1,17 @@
-"""Delivering a centrally generated private key (RFC 9483 §4.1.6, RFC 9810 §5.2.2): the key,
-as an AsymmetricKeyPackage (RFC 5958), is signed by the key generation authority (the CMP
-server certificate, which carries id-kp-cmKGA) and enveloped for the device:
+"""Delivering a server-generated private key to a device: the key, as an
+AsymmetricKeyPackage (RFC 5958), is signed by the key generation authority and enveloped for
+the device. CMP (RFC 9483 §4.1.6, RFC 9810 §5.2.2) signs with its server certificate, which
+carries id-kp-cmKGA; EST (RFC 7030 §4.4.2) with the server's TLS certificate.
 
-- to the shared secret, when the request was MAC-protected: PasswordRecipientInfo (RFC 3211)
-  with PBKDF2-HMAC-SHA256 and the id-alg-PWRI-KEK wrap;
-- to the key of the certificate that signed the request: KeyAgreeRecipientInfo with
+- to the shared secret, when a CMP request was MAC-protected: PasswordRecipientInfo
+  (RFC 3211) with PBKDF2-HMAC-SHA256 and the id-alg-PWRI-KEK wrap;
+- to the key of a certificate (the one that signed a CMP request, the one an EST request's
+  AsymmetricDecryptKeyIdentifier names): KeyAgreeRecipientInfo with
   ephemeral-static ECDH and the X9.63 KDF (RFC 5753) for an EC key, KeyTransRecipientInfo with
   RSAES-OAEP (RFC 8017, SHA-256) for an RSA key. An Ed25519 certificate cannot be encrypted to.
 
 The content is AES-256-CBC. Every structure is an EnvelopedData without its ContentInfo, which
-is how CertifiedKeyPair.privateKey carries it; tests wrap it to let `openssl cms -decrypt`
-open it.
+is how CMP's CertifiedKeyPair.privateKey carries it; EST wraps it in one (`content_info`).
 """
 
 from __future__ import annotations
@@ -28,9 +29,7 @@ from cryptography.hazmat.primitives.kdf.x963kdf import X963KDF
 from cryptography.hazmat.primitives.keywrap import aes_key_wrap
 
 from fleetpki.core import der
-from fleetpki.protocols.cmp.asn1 import algorithm_identifier
-from fleetpki.protocols.cmp.protection import sign
-from fleetpki.protocols.cms_parts import attribute, issuer_and_serial
+from fleetpki.protocols.cms_parts import algorithm_identifier, attribute, issuer_and_serial, sign
 
 ID_SIGNED_DATA = "1.2.840.113549.1.7.2"
 ID_ENVELOPED_DATA = "1.2.840.113549.1.7.3"
@@ -105,8 +104,7 @@ def for_certificate(content: bytes, certificate: x509.Certificate) -> bytes:
                                  der.octet_string(encrypted))
         return _enveloped(2, recipient, content, cek)
     raise CannotDeliver(f"a key cannot be encrypted to a {type(public_key).__name__} "
-                        "certificate: protect the request with a MAC, or sign it with an EC "
-                        "or RSA certificate")
+                        "certificate, only to an EC or RSA one")
 
 
 def _key_agreement(certificate: x509.Certificate, public_key: ec.EllipticCurvePublicKey,
@@ -150,3 +148,8 @@ def _pwri_wrap(kek: bytes, iv: bytes, cek: bytes) -> bytes:
     body += os.urandom(size - len(body))
     first = Cipher(algorithms.AES(kek), modes.CBC(iv)).encryptor().update(body)
     return Cipher(algorithms.AES(kek), modes.CBC(first[-block:])).encryptor().update(first)
+
+
+def content_info(enveloped: bytes) -> bytes:
+    """ContentInfo (RFC 5652 §3) of an EnvelopedData from this module."""
+    return der.sequence(der.oid(ID_ENVELOPED_DATA), der.context(0, enveloped))

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
 from fleetpki.core import der
-from fleetpki.protocols.cmp import key_delivery
+from fleetpki.protocols import key_delivery
 from support.lint import require_tool
 
 
