@@ -38,6 +38,10 @@ class ServerCredentials:
     chain_file: Path  # leaf then issuing CA, PEM
     key_file: Path  # PKCS#8 PEM, encrypted with the CA key passphrase
 
+    @classmethod
+    def in_directory(cls, directory: Path) -> ServerCredentials:
+        return cls(directory / "tls-chain.pem", directory / "tls-key.pem")
+
 
 def server_profile(issuer: str) -> Profile:
     return Profile(
@@ -58,7 +62,7 @@ def ensure_server_certificate(directory: Path, hostnames: Sequence[str], issuer:
                               passphrase: bytes, now: dt.datetime) -> ServerCredentials:
     """Reuse the certificate on disk while it names the configured hosts, comes from `issuer`
     and is outside its renewal window; otherwise issue a fresh one. Returns the files."""
-    credentials = ServerCredentials(directory / "tls-chain.pem", directory / "tls-key.pem")
+    credentials = ServerCredentials.in_directory(directory)
     if _still_good(credentials, hostnames, chain[0], now):
         return credentials
     key = ec.generate_private_key(ec.SECP256R1())

@@ -22,7 +22,7 @@ from starlette.types import ASGIApp
 from fleetpki.acme_setup import AcmeParts, acme_profiles, acme_server, default_acme_profile
 from fleetpki.admin_operations import FleetOperations
 from fleetpki.ca.file_signers import CAKeyLocation, FileSignerSource
-from fleetpki.ca.keyfiles import write_private_file
+from fleetpki.ca.keyfiles import load_key_file, write_private_file
 from fleetpki.challenge_callback import HttpChallengeCallback
 from fleetpki.cmp_identity import PROFILE_NAME as CMP_SERVER_PROFILE
 from fleetpki.cmp_identity import cmp_files, cmp_profile, ensure_cmp_server, load_cmp_identity
@@ -61,6 +61,7 @@ from fleetpki.protocols.cmp.server import CmpServer
 from fleetpki.protocols.est.handler import OPERATIONS as EST_OPERATIONS
 from fleetpki.protocols.est.server import PREFIX as EST_PREFIX
 from fleetpki.protocols.est.server import EstServer, ProxyTrust
+from fleetpki.protocols.key_delivery import KeyGenerationAuthority
 from fleetpki.protocols.scep.handler import ScepHandler, ScepSettings
 from fleetpki.protocols.scep.server import ScepServer
 from fleetpki.ra.acme.eab import EabKeyAdmin
@@ -294,6 +295,17 @@ class Fleet:
             self.settings.home / "server", self.settings.server.hostnames, issuer, issuance,
             self.chain(issuer), self.settings.passphrase.read(), self.clock.now())
 
+    def est_key_authority(self) -> KeyGenerationAuthority | None:
+        """The serve command's TLS certificate and key, which sign the key packages of EST
+        server-side key generation with additional encryption; None until serve has made
+        them (such requests are then refused)."""
+        files = ServerCredentials.in_directory(self.settings.home / "server")
+        if not (files.chain_file.exists() and files.key_file.exists()):
+            return None
+        leaf = x509.load_pem_x509_certificates(files.chain_file.read_bytes())[0]
+        return KeyGenerationAuthority(leaf, load_key_file(files.key_file,
+                                                          self.settings.passphrase.read()))
+
     def client_trust_pem(self) -> bytes:
         """What the TLS layer accepts client certificates from: our unrevoked CAs (renewal)
         and the registered manufacturer CAs (factory identities). The RA checks again."""
@@ -416,7 +428,8 @@ def asgi_app(fleet: Fleet, scep: ScepServer | None = None, cmp: CmpServer | None
              ) -> Starlette:
     """Every enrollment protocol on one ASGI app. A new protocol is one more line here."""
     proxies = fleet.settings.server.trusted_proxies
-    routes = EstServer(fleet.enrollment, ProxyTrust(proxies) if proxies else None).routes()
+    routes = EstServer(fleet.enrollment, ProxyTrust(proxies) if proxies else None,
+                       fleet.est_key_authority()).routes()
     crls = CrlFiles(fleet.crl_directory, fleet.clock)
     scep = scep or ScepServer(fleet.scep_handler(crls))
     cmp = cmp or CmpServer(fleet.cmp_handler(crls))

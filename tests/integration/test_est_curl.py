@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import email.parser
 import email.policy
+import hashlib
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,8 +17,12 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.name import _ASN1Type
+from cryptography.x509.oid import NameOID, ObjectIdentifier
 
+from fleetpki.core import der
 from support.est_home import Home, make_factory_pki, new_csr, openssl, prepare_est_home
 from support.fleet_server import RunningServer, fleet_server
 from support.lint import lint_certificate, require_tool
@@ -204,6 +209,80 @@ def test_server_side_key_generation(est: Est) -> None:
     cert_pub = openssl("x509", "-in", str(cert_pem), "-noout", "-pubkey")
     assert key_pub == cert_pub
     est.verify(cert_pem)
+
+
+def keygen_request(cn: str, attribute: tuple[str, bytes] | None) -> bytes:
+    """A serverkeygen CSR (its key is a throwaway: the server makes the real one), with an
+    RFC 7030 §4.4.1 key identifier attribute when given, base64 as EST sends it."""
+    builder = x509.CertificateSigningRequestBuilder().subject_name(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+    if attribute is not None:
+        builder = builder.add_attribute(ObjectIdentifier(attribute[0]), attribute[1],
+                                        _tag=_ASN1Type.OctetString)
+    csr = builder.sign(ec.generate_private_key(ec.SECP256R1()), hashes.SHA256())
+    return base64.b64encode(csr.public_bytes(serialization.Encoding.DER))
+
+
+def subject_key_id(certificate: Path) -> bytes:
+    """The key identifier a device without a subjectKeyIdentifier extension (these IDevIDs,
+    made by `openssl x509 -req`, have none) computes: the SHA-1 of its public key's bits
+    (RFC 5280 §4.2.1.2, method 1), from openssl's DER of the public key."""
+    text = openssl("x509", "-in", str(certificate), "-noout", "-ext", "subjectKeyIdentifier")
+    assert b"Subject Key Identifier" not in text, "this test expects a certificate without one"
+    spki = openssl("pkey", "-pubin", "-outform", "DER", input=openssl(
+        "x509", "-in", str(certificate), "-noout", "-pubkey"))
+    bits = der.content(der.elements(spki)[1])[1:]  # the BIT STRING, less its unused-bits octet
+    return hashlib.sha1(bits, usedforsecurity=False).digest()
+
+
+def test_server_side_key_generation_encrypted_to_the_device(est: Est) -> None:
+    """RFC 7030 §4.4.2 with additional encryption: the key comes back as an EnvelopedData for
+    the IDevID the device authenticated with, around a key package signed by the server;
+    openssl opens and checks both layers."""
+    device = est.factory / "ACME-0002"
+    csr = keygen_request("ACME-0002", ("1.2.840.113549.1.9.16.2.54",
+                                       subject_key_id(Path(f"{device}.pem"))))
+    status, headers, body = est.curl("serverkeygen", "--cert", f"{device}.pem", "--key",
+                                     f"{device}.key", body=csr)
+    assert status == 200, body
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        f"Content-Type: {headers['content-type']}\r\n\r\n".encode() + body)
+    key_part, cert_part = list(message.iter_parts())  # type: ignore[attr-defined]
+    assert key_part.get_content_type() == "application/pkcs7-mime"
+    assert key_part.get_param("smime-type") == "server-generated-key"
+    enveloped = est.work / "skg-enc.der"
+    enveloped.write_bytes(base64.b64decode(key_part.get_payload()))
+    signed = openssl("cms", "-decrypt", "-inform", "DER", "-in", str(enveloped), "-recip",
+                     f"{device}.pem", "-inkey", f"{device}.key", "-binary")
+    signed_file = est.work / "skg-signed.der"
+    signed_file.write_bytes(der.sequence(der.oid("1.2.840.113549.1.7.2"),
+                                         der.context(0, signed)))
+    est.verify(est.certificate(cert_part.get_payload().encode(), "skg-enc"))
+    anchors = est.work / "anchors.pem"  # openssl cms builds the signer's path from -CAfile
+    anchors.write_bytes((est.work / "root.pem").read_bytes()
+                        + (est.work / "untrusted.pem").read_bytes())
+    package = openssl("cms", "-verify", "-inform", "DER", "-in", str(signed_file), "-CAfile",
+                      str(anchors), "-purpose", "any", "-binary")
+    key_der = der.elements(package)[0]  # AsymmetricKeyPackage: SEQUENCE OF OneAsymmetricKey
+    key_pub = openssl("pkey", "-inform", "DER", "-pubout", input=key_der)
+    cert_pub = openssl("x509", "-in", str(est.work / "skg-enc.pem"), "-noout", "-pubkey")
+    assert key_pub == cert_pub
+
+
+@pytest.mark.parametrize(("attribute", "status", "reason"), [
+    (("1.2.840.113549.1.9.16.2.37", b"\x01\x02"), 501, b"pre-shared symmetric key"),
+    (("1.2.840.113549.1.9.16.2.54", b"\x01\x02"), 400, b"does not name the TLS client"),
+])
+def test_encrypted_key_generation_that_cannot_be_done_issues_nothing(
+        est: Est, attribute: tuple[str, bytes], status: int, reason: bytes) -> None:
+    device = est.factory / "ACME-0002"
+    before = est.home.certificate_count()
+    got, _, body = est.curl("serverkeygen", "--cert", f"{device}.pem", "--key",
+                            f"{device}.key", body=keygen_request("ACME-0002", attribute))
+    assert (got, reason in body) == (status, True), body
+    assert est.home.certificate_count() == before
+    audit = est.home.cli("audit", "list", "--limit", "100000")
+    assert reason.decode() in audit  # refused under the device's name, as every refusal is
 
 
 def test_manual_approval_202_then_certificate_after_approve(est: Est) -> None:

@@ -41,6 +41,13 @@ class NotAuthenticated(NotAuthorized):
     (HTTP 401 with a challenge), unlike NotAuthorized, where we know who asks and refuse."""
 
 
+class Unsupported(FleetPKIError):
+    """The request asks for something this server does not do (HTTP 501): not a mistake
+    of the requester's, and not something policy could allow."""
+
+    exit_code = 2
+
+
 class RateLimited(FleetPKIError):
     """Too many requests from one credential or address; try again after `retry_after` s."""
 

@@ -16,6 +16,7 @@ is how CMP's CertifiedKeyPair.privateKey carries it; EST wraps it in one (`conte
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 
@@ -51,6 +52,14 @@ PWRI_ITERATIONS = 100_000
 
 class CannotDeliver(Exception):
     """No way to encrypt a key to this requester."""
+
+
+@dataclasses.dataclass(frozen=True)
+class KeyGenerationAuthority:
+    """Who signs key packages: a certificate the device can check, and its key."""
+
+    certificate: x509.Certificate
+    key: PrivateKeyTypes
 
 
 def signed_key_package(pkcs8: bytes, signer: x509.Certificate, key: PrivateKeyTypes) -> bytes:

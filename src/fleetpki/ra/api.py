@@ -6,6 +6,7 @@ import dataclasses
 import enum
 from typing import Protocol
 
+from fleetpki.core.errors import FleetPKIError
 from fleetpki.core.issuance_plan import Request
 from fleetpki.core.reasons import RevocationReason
 from fleetpki.core.records import CertificateStatus, IssuedCertificate
@@ -64,6 +65,9 @@ class EnrollmentRequest:
     # Why the front end could not even decode the request, if it could not. The RA still
     # authenticates the requester first, so that the refusal is audited under a name.
     undecodable: str | None = None
+    # The front end's own reason to refuse what the request asks of its protocol (EST: a key
+    # encrypted in a way it cannot). Audited the same way, once the requester is known.
+    refusal: FleetPKIError | None = None
     # SCEP (RFC 8894 §2.3): the CSR's challengePassword, which the RA checks against the
     # bootstrap credentials ("<id>:<secret>"), the profile's static challenge, or the profile's
     # challenge callback. `client_certificate` is then the certificate that signed the request,

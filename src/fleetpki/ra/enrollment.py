@@ -214,6 +214,9 @@ class EnrollmentService:
             malformed = BadInput(request.undecodable)
             self._issuance.refuse(who.authorization, profile.name, malformed)
             raise malformed
+        if request.refusal is not None:
+            self._issuance.refuse(who.authorization, profile.name, request.refusal)
+            raise request.refusal
         if profile.enrollment.manual_approval:
             return self._held(request, who, profile, now, proven)
         return self._issue(request, who, profile, proven)

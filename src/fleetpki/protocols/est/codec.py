@@ -24,7 +24,8 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 from fleetpki.core.errors import BadInput
 
 __all__ = [
-    "CT_CERTS_ONLY", "CT_CSRATTRS", "CT_PKCS7", "CT_PKCS8", "CT_PKCS10", "MAX_BODY_BYTES",
+    "CT_CERTS_ONLY", "CT_CSRATTRS", "CT_PKCS7", "CT_PKCS8", "CT_PKCS10",
+    "CT_SERVER_GENERATED_KEY", "MAX_BODY_BYTES",
     "certs_only", "decode_base64_body", "decode_serverkeygen", "encode_base64_body",
     "encode_serverkeygen", "load_certs_only", "media_type",
 ]
@@ -39,6 +40,8 @@ CT_CERTS_ONLY = "application/pkcs7-mime; smime-type=certs-only"  # §4.2.3 enrol
 CT_PKCS7 = "application/pkcs7-mime"  # §4.1.3: /cacerts carries no smime-type parameter
 CT_CSRATTRS = "application/csrattrs"  # §4.5.2
 CT_PKCS8 = "application/pkcs8"  # §4.4.2: the server-generated private key part
+# §4.4.2: the same, encrypted for the device (key_encryption.py)
+CT_SERVER_GENERATED_KEY = "application/pkcs7-mime; smime-type=server-generated-key"
 _MULTIPART_MIXED = "multipart/mixed"  # §4.4.2: the server-side key generation response
 
 _BASE64_TEXT = re.compile(rb"[A-Za-z0-9+/]*={0,2}")
@@ -181,23 +184,27 @@ def _element(der: bytes, position: int, tag: int) -> tuple[int, int]:
 
 
 def encode_serverkeygen(
-    private_key_pkcs8_der: bytes, certs: Sequence[x509.Certificate], boundary: str,
+    private_key_der: bytes, certs: Sequence[x509.Certificate], boundary: str, *,
+    encrypted: bool = False,
 ) -> tuple[str, bytes]:
     """(Content-Type, body) of a server-side key generation response (RFC 7030 §4.4.2).
 
-    Two parts, key first: application/pkcs8 with the PKCS#8 DER, then the certs-only
-    message. Each part keeps the Content-Transfer-Encoding header for clients written to RFC
-    7030 alone (RFC 8951 §3 tells newer ones to ignore it) and wraps base64 at 76 columns with
-    CRLF, as RFC 2045 §6.8 wants of a MIME part. The boundary cannot collide with the
-    content: a delimiter line starts with "--", which base64 never contains. `boundary` comes
-    from the caller (randomness is injected); ValueError if it is not 1-70 of [A-Za-z0-9._-].
+    Two parts, key first: application/pkcs8 with the PKCS#8 DER (or, `encrypted`,
+    application/pkcs7-mime; smime-type=server-generated-key with a CMS ContentInfo), then the
+    certs-only message. Each part keeps the Content-Transfer-Encoding header for clients
+    written to RFC 7030 alone (RFC 8951 §3 tells newer ones to ignore it) and wraps base64 at
+    76 columns with CRLF, as RFC 2045 §6.8 wants of a MIME part. The boundary cannot collide
+    with the content: a delimiter line starts with "--", which base64 never contains.
+    `boundary` comes from the caller (randomness is injected); ValueError if it is not 1-70 of
+    [A-Za-z0-9._-].
     """
     if not _BOUNDARY.fullmatch(boundary):
         raise ValueError(f"MIME boundary {boundary!r} must be 1 to 70 of A-Z a-z 0-9 . _ -")
-    if not private_key_pkcs8_der:
+    if not private_key_der:
         raise ValueError("the private key is empty")
+    key_type = CT_SERVER_GENERATED_KEY if encrypted else CT_PKCS8
     lines: list[str] = []
-    for part_type, der in ((CT_PKCS8, private_key_pkcs8_der), (CT_CERTS_ONLY, certs_only(certs))):
+    for part_type, der in ((key_type, private_key_der), (CT_CERTS_ONLY, certs_only(certs))):
         text = encode_base64_body(der).decode("ascii")
         lines += [f"--{boundary}", f"Content-Type: {part_type}",
                   "Content-Transfer-Encoding: base64", ""]

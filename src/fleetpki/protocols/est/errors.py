@@ -18,6 +18,7 @@ from fleetpki.core.errors import (
     NotFound,
     PolicyViolation,
     RateLimited,
+    Unsupported,
 )
 
 BASIC_CHALLENGE = 'Basic realm="fleetpki EST", charset="UTF-8"'
@@ -44,6 +45,8 @@ def to_http(error: FleetPKIError) -> HttpError:
         return HttpError(429, message, {"Retry-After": str(error.retry_after)})
     if isinstance(error, Conflict):
         return HttpError(409, message)
+    if isinstance(error, Unsupported):
+        return HttpError(501, message)
     # KeyAccessError, StoreError, ConfigError: our side is broken, not the request. The
     # details (paths, database messages) go to the server log, not to the device.
     return HttpError(503, "the CA cannot serve this request now; try again later",

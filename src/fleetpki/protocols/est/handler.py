@@ -23,7 +23,7 @@ from typing import Protocol
 
 from cryptography import x509
 
-from fleetpki.core.errors import BadInput, FleetPKIError, NotAuthenticated
+from fleetpki.core.errors import BadInput, FleetPKIError, NotAuthenticated, Unsupported
 from fleetpki.core.profile import Profile
 from fleetpki.core.serials import serial_hex
 from fleetpki.protocols.est.codec import (
@@ -40,7 +40,14 @@ from fleetpki.protocols.est.codec import (
 )
 from fleetpki.protocols.est.csrattrs import csr_attributes_for, encode_csr_attributes
 from fleetpki.protocols.est.errors import HttpError, to_http
+from fleetpki.protocols.est.key_encryption import key_recipient
 from fleetpki.protocols.est.renewal_info import CT_JSON, RenewalInfo, encode_renewal_info
+from fleetpki.protocols.key_delivery import (
+    KeyGenerationAuthority,
+    content_info,
+    for_certificate,
+    signed_key_package,
+)
 from fleetpki.ra.api import (
     BasicCredentials,
     Enrolled,
@@ -122,8 +129,13 @@ _BY_NAME = {operation.name: operation for operation in OPERATIONS}
 
 
 class EstHandler:
-    def __init__(self, authority: EstAuthority) -> None:
+    """`key_authority` signs server-generated keys that a device asks to have encrypted
+    (key_encryption.py); without one, such requests are refused with 501."""
+
+    def __init__(self, authority: EstAuthority,
+                 key_authority: KeyGenerationAuthority | None = None) -> None:
         self._authority = authority
+        self._key_authority = key_authority
         self._run: dict[str, Callable[[EstCall, str | None], EstReply]] = {
             "cacerts": self._cacerts, "csrattrs": self._csrattrs,
             "simpleenroll": self._simpleenroll, "simplereenroll": self._simplereenroll,
@@ -178,10 +190,17 @@ class EstHandler:
             csr, undecodable = decode_base64_body(call.body), None
         except BadInput as error:
             csr, undecodable = b"", str(error)
+        recipient, refusal = None, None
+        if kind is EnrollmentKind.server_keygen:
+            try:
+                recipient = key_recipient(csr, call.client_certificate,
+                                          can_sign=self._key_authority is not None)
+            except (BadInput, Unsupported) as refused:
+                refusal = refused  # the RA audits it once it knows who asked
         outcome = self._authority.enroll(EnrollmentRequest(
             csr=csr, kind=kind, client_address=call.client_address, label=label,
             basic=_basic_credentials(call.headers), client_certificate=call.client_certificate,
-            undecodable=undecodable))
+            undecodable=undecodable, refusal=refusal))
         if isinstance(outcome, EnrollmentPending):
             # RFC 7030 §4.2.3: 202 and Retry-After; the client repeats the same request.
             return _reply(202, f"enrollment {outcome.request_id} is waiting for approval; "
@@ -191,8 +210,14 @@ class EstHandler:
         if outcome.private_key_pkcs8 is None:
             return _reply(200, encode_base64_body(certs_only([certificate])), CT_CERTS_ONLY,
                           _BASE64)
+        key_part = outcome.private_key_pkcs8
+        if recipient is not None and self._key_authority is not None:
+            package = signed_key_package(key_part, self._key_authority.certificate,
+                                         self._key_authority.key)
+            key_part = content_info(for_certificate(package, recipient))
         content_type, multipart = encode_serverkeygen(
-            outcome.private_key_pkcs8, [certificate], f"fleetpki-{secrets.token_hex(12)}")
+            key_part, [certificate], f"fleetpki-{secrets.token_hex(12)}",
+            encrypted=recipient is not None)
         return _reply(200, multipart, content_type, ("cache-control", "no-store"))
 
     # -- fleetpki: renewal information (renewal_info.py, docs/protocols.md) ---------------

@@ -33,6 +33,7 @@ from fleetpki.protocols.est.handler import (
     error_reply,
 )
 from fleetpki.protocols.http_adapter import read_bounded, response
+from fleetpki.protocols.key_delivery import KeyGenerationAuthority
 
 __all__ = ["PREFIX", "EstAuthority", "EstServer", "ProxyTrust"]
 
@@ -60,8 +61,9 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 class EstServer:
-    def __init__(self, authority: EstAuthority, proxy: ProxyTrust | None = None) -> None:
-        self._handler = EstHandler(authority)
+    def __init__(self, authority: EstAuthority, proxy: ProxyTrust | None = None,
+                 key_authority: KeyGenerationAuthority | None = None) -> None:
+        self._handler = EstHandler(authority, key_authority)
         self._proxy = proxy
 
     def routes(self) -> list[Route]:

@@ -77,6 +77,7 @@ def wrapped(der: bytes, width: int, newline: bytes) -> bytes:
 def test_public_names_are_pinned() -> None:
     assert sorted(codec.__all__) == sorted([
         "CT_CERTS_ONLY", "CT_CSRATTRS", "CT_PKCS7", "CT_PKCS8", "CT_PKCS10", "MAX_BODY_BYTES",
+        "CT_SERVER_GENERATED_KEY",
         "certs_only", "decode_base64_body", "decode_serverkeygen", "encode_base64_body",
         "encode_serverkeygen", "load_certs_only", "media_type"])
     assert MAX_BODY_BYTES == 65536
@@ -275,6 +276,23 @@ def test_serverkeygen_is_read_by_the_email_package(pkcs8_der: bytes) -> None:
     assert key_part["Content-Transfer-Encoding"] == "base64"
     assert key_part.get_payload(decode=True) == pkcs8_der
     assert load_certs_only(cert_part.get_payload(decode=True)) == [cert]
+
+
+def test_an_encrypted_key_part_is_typed_server_generated_key(pkcs8_der: bytes) -> None:
+    """RFC 7030 §4.4.2: the encrypted key travels as application/pkcs7-mime with
+    smime-type=server-generated-key; fleetpki's own agent asks for the plain form only."""
+    enveloped = b"\x30\x03\x06\x01\x00"  # the codec carries the CMS bytes as they are
+    content_type, body = encode_serverkeygen(enveloped, [self_signed("device-1")], BOUNDARY,
+                                             encrypted=True)
+    message = email.message_from_bytes(
+        b"MIME-Version: 1.0\r\nContent-Type: " + content_type.encode() + b"\r\n\r\n" + body,
+        policy=email.policy.HTTP)
+    key_part, _ = message.iter_parts()  # type: ignore[attr-defined]
+    assert key_part.get_content_type() == "application/pkcs7-mime"
+    assert key_part.get_param("smime-type") == "server-generated-key"
+    assert key_part.get_payload(decode=True) == enveloped
+    with pytest.raises(BadInput, match="encrypted private key"):
+        decode_serverkeygen(content_type, body)
 
 
 def test_serverkeygen_uses_crlf_and_mime_line_lengths(pkcs8_der: bytes) -> None:
