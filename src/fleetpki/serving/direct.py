@@ -19,7 +19,9 @@ get it, since every direct answer has a Content-Length.
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -62,6 +64,21 @@ class DirectRoute:
     def covers(self, path: bytes) -> bool:
         prefix = self.prefix.encode("ascii")
         return path == prefix or path.startswith(prefix + b"/")
+
+
+_date_cache: list[tuple[int, bytes]] = [(0, b"")]
+
+
+def _http_date() -> bytes:
+    """Now, to the second. uvicorn's own Date header is refreshed once a second by its main
+    loop and may lag by more than that; an answer signed just now would then carry a
+    Last-Modified later than its Date, which RFC 9110 §8.8.2.1 forbids."""
+    now = int(time.time())
+    second, text = _date_cache[0]
+    if second != now:
+        text = email.utils.formatdate(now, usegmt=True).encode("ascii")
+        _date_cache[0] = (now, text)
+    return text
 
 
 class _DirectCycle:
@@ -150,9 +167,10 @@ class DirectHttpToolsProtocol(ClientCertHttpToolsProtocol):
             return
         closing = CLOSE_HEADER in headers
         keep_alive = direct.keep_alive and not closing
-        parts = [STATUS_LINE[status]]
+        parts = [STATUS_LINE[status], b"date: ", _http_date(), b"\r\n"]
         for name, value in (*self.server_state.default_headers, *headers):
-            parts += (name, b": ", value, b"\r\n")
+            if name != b"date":
+                parts += (name, b": ", value, b"\r\n")
         if not keep_alive and not closing:
             parts.append(b"connection: close\r\n")
         elif keep_alive and self.parser.get_http_version() == "1.0":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.utils
 import functools
 import socket
 import threading
@@ -124,6 +125,18 @@ def test_get_and_post_under_the_prefix_are_answered_directly(
     assert post.endswith(b"direct POST /ocsp hello")
     assert not closed  # HTTP/1.1 keeps the connection
     assert [r.method for r in recorder.seen] == [b"GET", b"POST"]
+
+
+def test_the_date_is_current_and_said_once(served: tuple[int, Recorder]) -> None:
+    """Not uvicorn's once-a-second copy: an answer signed just now must not look newer than
+    its Date (RFC 9110 §8.8.2.1)."""
+    port, _ = served
+    before = int(time.time())
+    (reply,), _ = exchange(port, get(b"/ocsp/x"))
+    dates = [line for line in reply.split(b"\r\n") if line.lower().startswith(b"date:")]
+    assert len(dates) == 1
+    sent = email.utils.parsedate_to_datetime(dates[0].split(b":", 1)[1].strip().decode())
+    assert before <= sent.timestamp() <= time.time()
 
 
 def test_a_chunked_body_is_reassembled(served: tuple[int, Recorder]) -> None:
