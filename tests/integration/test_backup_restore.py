@@ -34,13 +34,12 @@ def test_backup_during_batch_restores_to_a_consistent_verifiable_store(
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
-        while len(list(out.glob("*.pem"))) < 100 and time.monotonic() < deadline:
+        while len(list(out.glob("*.pem"))) < 50 and time.monotonic() < deadline:
             time.sleep(0.02)
         archive = tmp_path / "backup.tar.gz"
         made = subprocess.run([*FLEETPKI, "--home", str(home), "backup", "--to", str(archive)],
                               capture_output=True, text=True, timeout=120, check=False)
         assert made.returncode == 0, made.stderr
-        assert batch.poll() is None, "the batch finished before the backup: not a live backup"
     finally:
         assert batch.wait(timeout=300) == 0
     with tarfile.open(archive) as tar:
@@ -57,8 +56,11 @@ def test_backup_during_batch_restores_to_a_consistent_verifiable_store(
         certs = db.execute("select count(*) from certificates").fetchone()[0]
         issued_audit = db.execute("select count(*) from audit_log where action = "
                                   "'certificate.issued'").fetchone()[0]
+    # Taken while the batch was writing (some certificates, not all: whether the batch is still
+    # running once the backup command returns depends on how busy the machine is), and one
+    # consistent point in time.
     assert 0 < certs < 6000
-    assert certs == issued_audit  # the snapshot is one consistent point in time
+    assert certs == issued_audit
     # With the passphrase supplied separately, the restored CA signs again.
     passphrase = (home / "secrets" / "key-passphrase").read_text()
     csr, _ = make_csr("sensor-after-restore")
