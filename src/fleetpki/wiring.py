@@ -292,14 +292,18 @@ class Fleet:
         issuance = IssuanceService(self.store, {PROFILE_NAME: server_profile(issuer)},
                                    self.signers, self.clock, RandomSerials())
         return ensure_server_certificate(
-            self.settings.home / "server", self.settings.server.hostnames, issuer, issuance,
+            self._server_directory, self.settings.server.hostnames, issuer, issuance,
             self.chain(issuer), self.settings.passphrase.read(), self.clock.now())
+
+    @property
+    def _server_directory(self) -> Path:
+        return self.settings.home / "server"
 
     def est_key_authority(self) -> KeyGenerationAuthority | None:
         """The serve command's TLS certificate and key, which sign the key packages of EST
         server-side key generation with additional encryption; None until serve has made
         them (such requests are then refused)."""
-        files = ServerCredentials.in_directory(self.settings.home / "server")
+        files = ServerCredentials.in_directory(self._server_directory)
         if not (files.chain_file.exists() and files.key_file.exists()):
             return None
         leaf = x509.load_pem_x509_certificates(files.chain_file.read_bytes())[0]

@@ -534,12 +534,12 @@ def test_substring_search_reads_past_the_index_watermark(store: SqlStore) -> Non
     assert find(store, subject_contains="meter-00") == [1, 2, 3, 4, 5]
 
 
+@pytest.mark.parametrize("store_url", [pytest.param("postgres", marks=pytest.mark.postgres)],
+                         indirect=True)
 def test_substring_search_on_postgresql_goes_through_the_trigram_indexes(
         store: SqlStore) -> None:
     """PostgreSQL keeps its pg_trgm indexes itself; the planner uses them for the ILIKE the
     store writes (sequential scans off, so that a small table does not hide the choice)."""
-    if not store.url.startswith("postgresql"):
-        pytest.skip("pg_trgm is PostgreSQL's")
     with_cas(store)
     issue(store, *meters(1, 2, 3))
     engine = sa.create_engine(store.url)
@@ -560,11 +560,10 @@ def test_substring_search_on_postgresql_goes_through_the_trigram_indexes(
     assert find(store, subject_contains="meter-0002") == [2]
 
 
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
 def test_substring_index_is_rebuilt_when_rowids_move(store: SqlStore) -> None:
     """SQLite may renumber rowids (VACUUM); a watermark that no longer names the same
     certificate is not trusted by searches, and the next round rebuilds the index."""
-    if not store.url.startswith("sqlite"):
-        pytest.skip("rowids and the FTS5 index are SQLite's")
     with_cas(store)
     issue(store, *meters(1, 2, 3))
     index_names(store)

@@ -18,8 +18,8 @@ get it, since every direct answer has a Content-Length.
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
+import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -61,9 +61,14 @@ class DirectRoute:
     max_body: int
     handle: Callable[[DirectRequest], DirectResponse]
 
+    @functools.cached_property
+    def _raw_prefixes(self) -> tuple[bytes, bytes]:
+        raw = self.prefix.encode("ascii")
+        return raw, raw + b"/"
+
     def covers(self, path: bytes) -> bool:
-        prefix = self.prefix.encode("ascii")
-        return path == prefix or path.startswith(prefix + b"/")
+        prefix, under = self._raw_prefixes
+        return path == prefix or path.startswith(under)
 
 
 _date_cache: list[tuple[int, bytes]] = [(0, b"")]
@@ -81,6 +86,17 @@ def _http_date() -> bytes:
     return text
 
 
+class _NobodyWaits:
+    """The `message_event` of a direct request: uvicorn only ever sets it, and no app task
+    waits on it (the handler has the whole body before it runs)."""
+
+    def set(self) -> None:
+        return None
+
+
+_NOBODY_WAITS = _NobodyWaits()
+
+
 class _DirectCycle:
     """What uvicorn's protocol reads of a request in flight (`self.cycle`), for a direct one:
     connection_lost, shutdown and the next request's pipelining check look at these."""
@@ -95,7 +111,7 @@ class _DirectCycle:
         self.body_too_long = False
         self.disconnected = False
         self.response_complete = False
-        self.message_event = asyncio.Event()  # only ever set, by uvicorn; nobody waits on it
+        self.message_event = _NOBODY_WAITS  # uvicorn sets it when the client leaves
 
 
 class DirectHttpToolsProtocol(ClientCertHttpToolsProtocol):

@@ -203,6 +203,17 @@ def test_an_oversized_body_is_answered_at_the_bound_and_the_connection_closed(
     assert len(recorder.seen[0].body) <= MAX_BODY
 
 
+def test_a_client_leaving_mid_body_leaves_the_server_serving(
+        served: tuple[int, Recorder]) -> None:
+    port, recorder = served
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+        conn.sendall(b"POST /ocsp HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc")
+    time.sleep(0.1)
+    (reply,), _ = exchange(port, get(b"/ocsp/after"))
+    assert reply.endswith(b"direct GET /ocsp/after ")
+    assert [r.raw_path for r in recorder.seen] == [b"/ocsp/after"]  # the half request: never
+
+
 def test_a_failing_handler_gets_a_bare_500_and_a_closed_connection(
         served: tuple[int, Recorder], caplog: pytest.LogCaptureFixture) -> None:
     port, _ = served

@@ -61,10 +61,11 @@ def key_recipient(csr_der: bytes, client_certificate_der: bytes | None,
             "the certificate you authenticate with; present it as the TLS client "
             "certificate")
     certificate = x509.load_der_x509_certificate(client_certificate_der)
-    if wanted != key_identifier(certificate):
+    presented = key_identifier(certificate)
+    if wanted != presented:
         raise BadInput(
             f"the AsymmetricDecryptKeyIdentifier {wanted.hex()} does not name the TLS "
-            f"client certificate (key identifier {key_identifier(certificate).hex()}), "
+            f"client certificate (key identifier {presented.hex()}), "
             "the only certificate this server encrypts generated keys to")
     if not isinstance(certificate.public_key(), ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
         raise BadInput(
