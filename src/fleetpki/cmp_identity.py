@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -22,14 +23,17 @@ from fleetpki.core.keys import KeyPolicy
 from fleetpki.core.names import AttributeRule, SanPolicy, SubjectPolicy
 from fleetpki.core.profile import Profile, Renewal, Validity
 from fleetpki.core.revocation_policy import RevocationPolicy
-from fleetpki.protocols.cmp.asn1 import KP_CM_KGA, KP_CMC_RA
-from fleetpki.protocols.cmp.handler import CmpIdentity
 from fleetpki.ra.service import IssuanceService
 from fleetpki.service_certificates import ServiceFiles, ServiceKind, ensure_service_certificate
+
+if TYPE_CHECKING:
+    from fleetpki.protocols.cmp.exchange import CmpIdentity
 
 PROFILE_NAME = "fleetpki-cmp-server"
 ACTOR = "fleetpki:cmp"
 LIFETIME = dt.timedelta(days=365)
+KP_CMC_RA = "1.3.6.1.5.5.7.3.28"  # RFC 6402 §2.10: may speak CMP (CMC) for the CA
+KP_CM_KGA = "1.3.6.1.5.5.7.3.32"  # RFC 9480 §2.2: may generate keys for others
 
 
 def _ec_key() -> ec.EllipticCurvePrivateKey:
@@ -66,6 +70,10 @@ def ensure_cmp_server(directory: Path, issuer: str, issuer_certificate: x509.Cer
 
 
 def load_cmp_identity(directory: Path, issuer: str, passphrase: bytes) -> CmpIdentity:
+    # Here, not at the top: the CMP front end pulls in pyasn1's CMP modules, which every
+    # CLI command that publishes CRLs (and so checks this certificate) would otherwise load.
+    from fleetpki.protocols.cmp.exchange import CmpIdentity
+
     files = cmp_files(directory, issuer)
     return CmpIdentity(x509.load_pem_x509_certificate(files.certificate.read_bytes()),
                        load_key_file(files.key, passphrase))

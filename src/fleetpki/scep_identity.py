@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -25,10 +26,12 @@ from fleetpki.core.keys import KeyPolicy
 from fleetpki.core.names import AttributeRule, SanPolicy, SubjectPolicy
 from fleetpki.core.profile import Profile, Renewal, Validity
 from fleetpki.core.revocation_policy import RevocationPolicy
-from fleetpki.protocols.scep.cms import RsaRecipient
-from fleetpki.protocols.scep.handler import ScepIdentity
 from fleetpki.ra.service import IssuanceService
 from fleetpki.service_certificates import ServiceFiles, ServiceKind, ensure_service_certificate
+
+if TYPE_CHECKING:
+    from fleetpki.protocols.scep.cms import RsaRecipient
+    from fleetpki.protocols.scep.handler import ScepIdentity
 
 PROFILE_NAME = "fleetpki-scep-ra"
 ACTOR = "fleetpki:scep"
@@ -70,12 +73,18 @@ def ensure_ra(directory: Path, issuer: str, issuer_certificate: x509.Certificate
 
 
 def load_identity(directory: Path, issuer: str, passphrase: bytes) -> ScepIdentity:
+    # Here, not at the top: the SCEP front end's ASN.1 modules are for serve, not for every
+    # CLI command that publishes CRLs (and so checks this certificate).
+    from fleetpki.protocols.scep.handler import ScepIdentity
+
     current = _load(ra_files(directory, issuer), passphrase)
     previous = ra_files(directory, issuer, "previous")
     return ScepIdentity(current, (_load(previous, passphrase),) if previous.exists() else ())
 
 
 def _load(files: ServiceFiles, passphrase: bytes) -> RsaRecipient:
+    from fleetpki.protocols.scep.cms import RsaRecipient
+
     key = load_key_file(files.key, passphrase)
     assert isinstance(key, rsa.RSAPrivateKey)
     return RsaRecipient(x509.load_pem_x509_certificate(files.certificate.read_bytes()), key)

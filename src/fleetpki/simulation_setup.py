@@ -18,7 +18,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from fleetpki.agent.policy import RenewalPolicy
 from fleetpki.ca.ceremony import ca_name
 from fleetpki.core.keys import KeySpec
 from fleetpki.core.reasons import RevocationReason
@@ -26,7 +25,7 @@ from fleetpki.protocols.est.handler import EstHandler
 from fleetpki.ra.api import Authorization
 from fleetpki.simulator.engine import Fleet as SimulationFleet
 from fleetpki.simulator.engine import ShardResult, SimClock, simulate
-from fleetpki.simulator.scenario import Scenario
+from fleetpki.simulator.scenario import POLICIES, Scenario
 from fleetpki.wiring import Fleet, open_fleet, prepare_home
 
 PROFILE = "fleet"
@@ -144,8 +143,6 @@ def simulated_server(home: Path, scenario: Scenario, clock: SimClock) -> Simulat
         device_id_from="serialNumber")
     return SimulatedServer(fleet, EstHandler(fleet.enrollment), FleetOperator(fleet), factory)
 
-
-POLICIES = {"default": RenewalPolicy(), "naive": RenewalPolicy.naive(7)}
 
 
 def run_shard(scenario: Scenario, policy: str, directory: Path, *, shard: int = 0,

@@ -1,4 +1,9 @@
-"""The composition root: the only module that imports every role and connects them."""
+"""The composition root: the only module that imports every role and connects them.
+
+The protocol front ends, the web frameworks and the ASN.1 modules they need are imported
+where a server is built, not at the top: every CLI command opens a Fleet, and importing them
+all (pyasn1's CMP modules alone take most of a second) made `fleetpki certs list` wait for
+`serve`'s imports."""
 
 from __future__ import annotations
 
@@ -12,14 +17,11 @@ import secrets
 import time
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from fastapi import FastAPI
-from starlette.applications import Starlette
-from starlette.types import ASGIApp
 
-from fleetpki.acme_setup import AcmeParts, acme_profiles, acme_server, default_acme_profile
 from fleetpki.admin_operations import FleetOperations
 from fleetpki.ca.file_signers import CAKeyLocation, FileSignerSource
 from fleetpki.ca.keyfiles import load_key_file, write_private_file
@@ -35,16 +37,6 @@ from fleetpki.core.records import IssuedCertificate
 from fleetpki.core.serials import RandomSerials
 from fleetpki.derivation_key import FILE_NAME as DERIVATION_KEY_FILE
 from fleetpki.derivation_key import derivation_key
-from fleetpki.inventory.app import admin_app
-from fleetpki.inventory.context import AdminContext
-from fleetpki.metrics.collector import FleetCollector
-from fleetpki.metrics.http import (
-    MetricsEndpoint,
-    RequestTimer,
-    by_last_segment,
-    by_prefix,
-    with_endpoint,
-)
 from fleetpki.metrics.registry import EnrollmentCounter, process_metrics, scrape_registry
 from fleetpki.ocsp_identity import PROFILE_NAME as OCSP_PROFILE
 from fleetpki.ocsp_identity import (
@@ -54,16 +46,6 @@ from fleetpki.ocsp_identity import (
     responder_profile,
 )
 from fleetpki.profiles_loader import load_profiles
-from fleetpki.protocols.acme.server import AcmeServer
-from fleetpki.protocols.cmp.handler import CmpHandler, CmpSettings
-from fleetpki.protocols.cmp.protection import IterationBounds
-from fleetpki.protocols.cmp.server import CmpServer
-from fleetpki.protocols.est.handler import OPERATIONS as EST_OPERATIONS
-from fleetpki.protocols.est.server import PREFIX as EST_PREFIX
-from fleetpki.protocols.est.server import EstServer, ProxyTrust
-from fleetpki.protocols.key_delivery import KeyGenerationAuthority
-from fleetpki.protocols.scep.handler import ScepHandler, ScepSettings
-from fleetpki.protocols.scep.server import ScepServer
 from fleetpki.ra.acme.eab import EabKeyAdmin
 from fleetpki.ra.api import Authorization
 from fleetpki.ra.api_tokens import OperatorCertificateAdmin, TokenAdmin, TokenAuthenticator
@@ -82,10 +64,7 @@ from fleetpki.ra.service import IssuanceService
 from fleetpki.ra.shared_secrets import SecretDeriver, SharedSecrets
 from fleetpki.ra.transactions import RETENTION as TRANSACTION_RETENTION
 from fleetpki.ra.transactions import TransactionalEnrollment
-from fleetpki.revocation.crl_http import CrlFiles
 from fleetpki.revocation.crl_publisher import CrlPublisher, CrlTiming, PublishedCrl
-from fleetpki.revocation.ocsp_http import MAX_REQUEST_BYTES as MAX_OCSP_REQUEST_BYTES
-from fleetpki.revocation.ocsp_http import OcspEndpoint, ocsp_app
 from fleetpki.revocation.ocsp_responder import OcspResponder, ResponderKey
 from fleetpki.revocation_runtime import ResponderKeys, publish_lock, revocation_loop
 from fleetpki.scep_identity import PROFILE_NAME as SCEP_RA_PROFILE
@@ -97,11 +76,24 @@ from fleetpki.server_identity import (
     server_profile,
 )
 from fleetpki.service_certificates import ServiceFiles, following_rollover
-from fleetpki.serving.direct import DirectRequest, DirectResponse, DirectRoute
-from fleetpki.serving.workers import WorkerApps
 from fleetpki.store.sql.name_search import INDEX_CHUNK as NAME_INDEX_CHUNK
 from fleetpki.store.sql.store import SqlStore
 from fleetpki.summary_runtime import summary_loop
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+    from starlette.applications import Starlette
+    from starlette.types import ASGIApp
+
+    from fleetpki.protocols.acme.server import AcmeServer
+    from fleetpki.protocols.cmp.handler import CmpHandler
+    from fleetpki.protocols.cmp.server import CmpServer
+    from fleetpki.protocols.key_delivery import KeyGenerationAuthority
+    from fleetpki.protocols.scep.handler import ScepHandler
+    from fleetpki.protocols.scep.server import ScepServer
+    from fleetpki.revocation.crl_http import CrlFiles
+    from fleetpki.serving.direct import DirectRequest, DirectResponse
+    from fleetpki.serving.workers import WorkerApps
 
 log = logging.getLogger(__name__)
 # ACME orders are kept this long after they expire: a client may still fetch a certificate.
@@ -179,6 +171,8 @@ class Fleet:
         return files
 
     def scep_handler(self, crls: CrlFiles) -> ScepHandler:
+        from fleetpki.protocols.scep.handler import ScepHandler, ScepSettings
+
         passphrase = self.settings.passphrase.read()
         directory = self.settings.home / "scep"
         identity = following_rollover(lambda issuer: ra_files(directory, issuer),
@@ -206,6 +200,8 @@ class Fleet:
     # -- ACME ------------------------------------------------------------------------------
 
     def acme_server(self) -> AcmeServer:
+        from fleetpki.acme_setup import AcmeParts, acme_server
+
         return acme_server(AcmeParts(
             self.store, self.issuance, self.profiles, self.clock, self.settings.acme,
             self.secret_deriver, self.enrollment.identify, self.revocations,
@@ -215,11 +211,15 @@ class Fleet:
         return EabKeyAdmin(self.store, self.secret_deriver, self.clock, authorization.actor)
 
     def acme_profiles(self) -> frozenset[str]:
+        from fleetpki.acme_setup import acme_profiles
+
         return frozenset(acme_profiles(self.profiles))
 
     @functools.cached_property
     def acme_default_profile(self) -> str | None:
         """The profile at /acme/directory; a bad acme.default_profile refuses to start."""
+        from fleetpki.acme_setup import default_acme_profile
+
         return default_acme_profile(self.profiles, self.settings.acme,
                                     str(self.settings.settings_file))
 
@@ -242,6 +242,9 @@ class Fleet:
         return files
 
     def cmp_handler(self, crls: CrlFiles) -> CmpHandler:
+        from fleetpki.protocols.cmp.handler import CmpHandler, CmpSettings
+        from fleetpki.protocols.cmp.protection import IterationBounds
+
         passphrase = self.settings.passphrase.read()
         directory = self.settings.home / "cmp"
         identity = following_rollover(
@@ -278,6 +281,9 @@ class Fleet:
 
     def admin_app(self) -> FastAPI:
         """The admin listener's application: REST API and dashboard."""
+        from fleetpki.inventory.app import admin_app
+        from fleetpki.inventory.context import AdminContext
+
         context = AdminContext(reader=self.store, operations=FleetOperations(self),
                                profiles=self.profiles, clock=self.clock,
                                max_body_bytes=self.settings.admin.max_body_bytes)
@@ -303,6 +309,8 @@ class Fleet:
         """The serve command's TLS certificate and key, which sign the key packages of EST
         server-side key generation with additional encryption; None until serve has made
         them (such requests are then refused)."""
+        from fleetpki.protocols.key_delivery import KeyGenerationAuthority
+
         files = ServerCredentials.in_directory(self._server_directory)
         if not (files.chain_file.exists() and files.key_file.exists()):
             return None
@@ -431,6 +439,13 @@ class Fleet:
 def asgi_app(fleet: Fleet, scep: ScepServer | None = None, cmp: CmpServer | None = None
              ) -> Starlette:
     """Every enrollment protocol on one ASGI app. A new protocol is one more line here."""
+    from starlette.applications import Starlette
+
+    from fleetpki.protocols.cmp.server import CmpServer
+    from fleetpki.protocols.est.server import EstServer, ProxyTrust
+    from fleetpki.protocols.scep.server import ScepServer
+    from fleetpki.revocation.crl_http import CrlFiles
+
     proxies = fleet.settings.server.trusted_proxies
     routes = EstServer(fleet.enrollment, ProxyTrust(proxies) if proxies else None,
                        fleet.est_key_authority()).routes()
@@ -445,6 +460,26 @@ def worker_apps(fleet: Fleet) -> WorkerApps:
     """What each `fleetpki serve` worker runs: enrollment on the HTTPS (and proxy) listener,
     CRLs and OCSP on the plain-HTTP one, the admin API with /metrics, and the background loops.
     Every listener's requests are timed (docs/metrics.md)."""
+    from starlette.applications import Starlette
+
+    from fleetpki.metrics.collector import FleetCollector
+    from fleetpki.metrics.http import (
+        MetricsEndpoint,
+        RequestTimer,
+        by_last_segment,
+        by_prefix,
+        with_endpoint,
+    )
+    from fleetpki.protocols.cmp.server import CmpServer
+    from fleetpki.protocols.est.handler import OPERATIONS as EST_OPERATIONS
+    from fleetpki.protocols.est.server import PREFIX as EST_PREFIX
+    from fleetpki.protocols.scep.server import ScepServer
+    from fleetpki.revocation.crl_http import CrlFiles
+    from fleetpki.revocation.ocsp_http import MAX_REQUEST_BYTES as MAX_OCSP_REQUEST_BYTES
+    from fleetpki.revocation.ocsp_http import OcspEndpoint, ocsp_app
+    from fleetpki.serving.direct import DirectRoute
+    from fleetpki.serving.workers import WorkerApps
+
     metrics = process_metrics()  # after the fork: this worker's own (metrics/process.py)
     timed = metrics.request_seconds
     crls = CrlFiles(fleet.crl_directory, fleet.clock)

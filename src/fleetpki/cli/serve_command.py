@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import ssl
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
@@ -14,8 +15,10 @@ from fleetpki.core.errors import ConfigError
 from fleetpki.metrics.process import multiprocess_metrics, worker_exited
 from fleetpki.server_settings import Address
 from fleetpki.serving.tls import server_tls_context
-from fleetpki.serving.workers import Listener, WorkerApps, serve
 from fleetpki.wiring import open_fleet, worker_apps
+
+if TYPE_CHECKING:
+    from fleetpki.serving.workers import WorkerApps
 
 
 def register(cli: click.Group) -> None:
@@ -62,6 +65,8 @@ def serve_command(state: CliState, listen: str | None, revocation_listen: str | 
 def run_server(state: CliState, listen: Address | None, workers: int | None,
                revocation_listen: Address | None = None, admin_listen: Address | None = None
                ) -> int:
+    from fleetpki.serving.workers import Listener, serve  # uvicorn: for serve alone
+
     fleet = state.fleet()
     settings = fleet.settings
     fleet.default_profile  # noqa: B018 - a bad est.default_profile refuses to start, here

@@ -11,25 +11,25 @@ import queue
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from fleetpki.cli.output import console
-from fleetpki.simulation_setup import POLICIES, run_shard
-from fleetpki.simulator.engine import RunResult, ShardResult, combine
-from fleetpki.simulator.live import LiveFleet, run_live
-from fleetpki.simulator.report import summary_rows, write_report
 from fleetpki.simulator.scenario import (
     DAY,
+    POLICIES,
     REFERENCE,
     EarlyRenewal,
     MassRevocation,
     Outage,
     Scenario,
 )
+
+if TYPE_CHECKING:
+    from fleetpki.simulator.engine import RunResult
 
 _WAIT_SECONDS = 0.2
 # A run that has not reported for this long is stuck, not slow: simulated days pass in
@@ -109,6 +109,10 @@ def simulate(devices: int, days: int, lifetime_days: int, missed: float, offline
     Each policy's fleet is shared among --workers processes, each with its own throwaway
     server (SQLite, new CA). The report (summary.json, SVG charts, report.html) goes to
     --out."""
+    # Imported here: the simulator's server side (the EST front end and its ASN.1 modules)
+    # is for this command, not for every command of the CLI.
+    from fleetpki.simulator.report import write_report
+
     if live_url is not None:
         _live(live_url, roots, bootstrap_credential, label, devices, minutes, missed,
               name_prefix, seed, out)
@@ -140,6 +144,8 @@ def _run(scenario: Scenario, names: list[str], workers: int) -> list[RunResult]:
     """Each policy's fleet is split into `workers` shards (by device index), each shard on its
     own server in its own process, at most `workers` processes at a time: a simulation is
     CPU-bound, and shards of one fleet do not interact."""
+    from fleetpki.simulator.engine import ShardResult, combine
+
     context = multiprocessing.get_context("spawn")
     messages: Any = context.Queue()
     jobs = [(name, shard) for name in names for shard in range(workers)]
@@ -192,6 +198,8 @@ def _stop(running: dict[tuple[str, int], Any]) -> None:
 def _worker(scenario: Scenario, name: str, shard: int, shards: int, scratch: Path,
             messages: Any) -> None:
     try:
+        from fleetpki.simulation_setup import run_shard
+
         result = run_shard(scenario, name, scratch, shard=shard, shards=shards,
                            progress=lambda done: messages.put((name, shard, "progress", done)))
     except Exception as error:  # noqa: BLE001 - reported to the parent, which exits non-zero
@@ -203,6 +211,8 @@ def _worker(scenario: Scenario, name: str, shard: int, shards: int, scratch: Pat
 def _live(url: str, roots: Path | None, credential: str | None, label: str | None,
           devices: int, minutes: float, missed: float, name_prefix: str, seed: int,
           out: Path | None) -> None:
+    from fleetpki.simulator.live import LiveFleet, run_live
+
     if roots is None or credential is None or ":" not in credential:
         raise click.UsageError("--live needs --roots (the server's root CA) and --bootstrap "
                                "ID:SECRET (a group credential with a use per device: "
@@ -249,6 +259,8 @@ def _live(url: str, roots: Path | None, credential: str | None, label: str | Non
 
 
 def _print_summary(results: list[RunResult]) -> None:
+    from fleetpki.simulator.report import summary_rows
+
     table = Table(title="fleet simulation")
     table.add_column("")
     for result in results:

@@ -6,7 +6,11 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 
+from fleetpki.agent.policy import RenewalPolicy
+
 DAY = dt.timedelta(days=1)
+# The policies a run compares: the agent's default, and the cron-job script it replaces.
+POLICIES = {"default": RenewalPolicy(), "naive": RenewalPolicy.naive(7)}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -58,8 +58,6 @@ IT_CRLS = f"{IT}.23"
 REG_CTRL_OLD_CERT_ID = "1.3.6.1.5.5.7.5.1.5"  # RFC 4211 §6.5: the certificate a kur replaces
 REG_CTRL_ALG_ID = "1.3.6.1.5.5.7.5.1.11"  # RFC 9810 §5.3.19.16 (certReqTemplate)
 REG_CTRL_RSA_KEY_LEN = "1.3.6.1.5.5.7.5.1.12"
-KP_CMC_RA = "1.3.6.1.5.5.7.3.28"
-KP_CM_KGA = "1.3.6.1.5.5.7.3.32"  # RFC 9480 §2.2: may generate keys for others
 REASON_CODE = "2.5.29.21"
 
 
