@@ -21,7 +21,7 @@ certificates made by the same migrations:
   parses the DER of every valid certificate for its extension check, so the reuse does not
   flatter it.
 
-Measured, in one process, through the real app (`fleet.admin_app()` under FastAPI's
+Measured, in one process, through the real app (`serve_wiring.admin_app(fleet)` under FastAPI's
 TestClient, logged in with an admin API token):
 
 - the fleet summary (`fleet.refresh_summary()`): the background pass over every certificate;
@@ -90,6 +90,7 @@ from fleetpki.core.reasons import RevocationReason
 from fleetpki.core.serials import SERIAL_BITS, serial_hex
 from fleetpki.inventory import cursors
 from fleetpki.ra.api import Authorization
+from fleetpki.serve_wiring import admin_app
 from fleetpki.store.api import AuditEvent
 from fleetpki.store.sql.engine import create_engines
 from fleetpki.wiring import Fleet, open_fleet
@@ -524,7 +525,7 @@ def measure(fleet: Fleet, facts: dict[str, Any], args: argparse.Namespace) -> di
     def device(_: int) -> str:
         return f"dev-{rng.randint(1, devices):07d}"
 
-    with TestClient(fleet.admin_app(), base_url="https://testserver",
+    with TestClient(admin_app(fleet), base_url="https://testserver",
                     follow_redirects=False) as client:
         login = client.post("/login", data={"token": token})  # the dashboard's own cookie
         if login.status_code != 303:

@@ -21,8 +21,11 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import ipaddress
+from collections.abc import Mapping
 
 from fleetpki.config_reader import Section
+from fleetpki.core.errors import ConfigError
+from fleetpki.core.profile import Profile
 from fleetpki.ra.rate_limits import RateLimit
 from fleetpki.server_settings import Address, read_rate_limit
 
@@ -109,3 +112,19 @@ def _bounded(section: Section, key: str, default: str, least: dt.timedelta,
         raise section.error(key, f"must be between {least} and {most}")
     return value
 
+
+def acme_profiles(profiles: Mapping[str, Profile]) -> tuple[str, ...]:
+    return tuple(p.name for p in profiles.values() if p.enrollment.acme)
+
+
+def default_acme_profile(profiles: Mapping[str, Profile], settings: AcmeSettings,
+                         settings_file: str) -> str | None:
+    """Configured (it must allow ACME), or the first profile with enrollment.acme = true."""
+    names = acme_profiles(profiles)
+    if settings.default_profile is not None:
+        if settings.default_profile not in names:
+            raise ConfigError(f"names profile '{settings.default_profile}', which does not "
+                              "exist or does not set enrollment.acme = true",
+                              file=settings_file, field="acme.default_profile")
+        return settings.default_profile
+    return names[0] if names else None

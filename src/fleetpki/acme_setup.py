@@ -1,14 +1,14 @@
 """Composition of the ACME server: the RA's ACME service over the store, and the front end
-over it. Called by wiring.py, which owns the store, the issuance service and the settings."""
+over it. Called by serve_wiring.py, from the Fleet that owns the store, the issuance service
+and the settings."""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
 
-from fleetpki.acme_settings import AcmeSettings
+from fleetpki.acme_settings import AcmeSettings, acme_profiles, default_acme_profile
 from fleetpki.core.clock import Clock
-from fleetpki.core.errors import ConfigError
 from fleetpki.core.profile import Profile
 from fleetpki.core.records import IssuedCertificate
 from fleetpki.protocols.acme.challenges import ValidationSettings
@@ -41,23 +41,6 @@ class AcmeParts:
     identify: Callable[[bytes], IssuedCertificate]
     desk: Callable[[Authorization], Revoker]
     settings_file: str
-
-
-def acme_profiles(profiles: Mapping[str, Profile]) -> tuple[str, ...]:
-    return tuple(p.name for p in profiles.values() if p.enrollment.acme)
-
-
-def default_acme_profile(profiles: Mapping[str, Profile], settings: AcmeSettings,
-                         settings_file: str) -> str | None:
-    """Configured (it must allow ACME), or the first profile with enrollment.acme = true."""
-    names = acme_profiles(profiles)
-    if settings.default_profile is not None:
-        if settings.default_profile not in names:
-            raise ConfigError(f"names profile '{settings.default_profile}', which does not "
-                              "exist or does not set enrollment.acme = true",
-                              file=settings_file, field="acme.default_profile")
-        return settings.default_profile
-    return names[0] if names else None
 
 
 def validation_settings(settings: AcmeSettings) -> ValidationSettings:

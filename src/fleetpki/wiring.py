@@ -1,33 +1,30 @@
 """The composition root: the only module that imports every role and connects them.
 
-The protocol front ends, the web frameworks and the ASN.1 modules they need are imported
-where a server is built, not at the top: every CLI command opens a Fleet, and importing them
-all (pyasn1's CMP modules alone take most of a second) made `fleetpki certs list` wait for
-`serve`'s imports."""
+What only `fleetpki serve` needs (the protocol front ends, the admin app, the worker apps) is
+composed in serve_wiring.py, so that the other commands do not import the web frameworks and
+pyasn1's modules."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import datetime as dt
 import functools
 import logging
 import os
 import secrets
-import time
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from fleetpki.acme_settings import acme_profiles, default_acme_profile
 from fleetpki.admin_operations import FleetOperations
 from fleetpki.ca.file_signers import CAKeyLocation, FileSignerSource
-from fleetpki.ca.keyfiles import load_key_file, write_private_file
+from fleetpki.ca.keyfiles import write_private_file
 from fleetpki.challenge_callback import HttpChallengeCallback
 from fleetpki.cmp_identity import PROFILE_NAME as CMP_SERVER_PROFILE
-from fleetpki.cmp_identity import cmp_files, cmp_profile, ensure_cmp_server, load_cmp_identity
+from fleetpki.cmp_identity import cmp_profile, ensure_cmp_server
 from fleetpki.config import DEFAULT_PASSPHRASE_ENV, Settings, load_settings
 from fleetpki.core.clock import Clock, SystemClock
 from fleetpki.core.errors import ConfigError
@@ -37,7 +34,7 @@ from fleetpki.core.records import IssuedCertificate
 from fleetpki.core.serials import RandomSerials
 from fleetpki.derivation_key import FILE_NAME as DERIVATION_KEY_FILE
 from fleetpki.derivation_key import derivation_key
-from fleetpki.metrics.registry import EnrollmentCounter, process_metrics, scrape_registry
+from fleetpki.metrics.registry import EnrollmentCounter, process_metrics
 from fleetpki.ocsp_identity import PROFILE_NAME as OCSP_PROFILE
 from fleetpki.ocsp_identity import (
     ResponderFiles,
@@ -48,52 +45,33 @@ from fleetpki.ocsp_identity import (
 from fleetpki.profiles_loader import load_profiles
 from fleetpki.ra.acme.eab import EabKeyAdmin
 from fleetpki.ra.api import Authorization
-from fleetpki.ra.api_tokens import OperatorCertificateAdmin, TokenAdmin, TokenAuthenticator
+from fleetpki.ra.api_tokens import OperatorCertificateAdmin, TokenAdmin
 from fleetpki.ra.approvals import ApprovalDesk
 from fleetpki.ra.ca_admin import CAAdmin
 from fleetpki.ra.ca_chain import issuer_chain
-from fleetpki.ra.certificate_retrieval import CertificateRetrieval
 from fleetpki.ra.challenges import ChallengeAdmin
 from fleetpki.ra.credentials import CredentialAdmin
 from fleetpki.ra.enrollment import EnrollmentLimits, EnrollmentService
 from fleetpki.ra.manufacturers import ManufacturerAdmin
 from fleetpki.ra.renewal_advisories import RenewalAdvisoryAdmin
 from fleetpki.ra.revocations import RevocationDesk
-from fleetpki.ra.self_revocation import SelfRevocation
 from fleetpki.ra.service import IssuanceService
-from fleetpki.ra.shared_secrets import SecretDeriver, SharedSecrets
+from fleetpki.ra.shared_secrets import SecretDeriver
 from fleetpki.ra.transactions import RETENTION as TRANSACTION_RETENTION
-from fleetpki.ra.transactions import TransactionalEnrollment
 from fleetpki.revocation.crl_publisher import CrlPublisher, CrlTiming, PublishedCrl
 from fleetpki.revocation.ocsp_responder import OcspResponder, ResponderKey
-from fleetpki.revocation_runtime import ResponderKeys, publish_lock, revocation_loop
+from fleetpki.revocation_runtime import ResponderKeys, publish_lock
 from fleetpki.scep_identity import PROFILE_NAME as SCEP_RA_PROFILE
-from fleetpki.scep_identity import ensure_ra, load_identity, ra_files, ra_profile
+from fleetpki.scep_identity import ensure_ra, ra_profile
 from fleetpki.server_identity import (
     PROFILE_NAME,
     ServerCredentials,
     ensure_server_certificate,
     server_profile,
 )
-from fleetpki.service_certificates import ServiceFiles, following_rollover
+from fleetpki.service_certificates import ServiceFiles
 from fleetpki.store.sql.name_search import INDEX_CHUNK as NAME_INDEX_CHUNK
 from fleetpki.store.sql.store import SqlStore
-from fleetpki.summary_runtime import summary_loop
-
-if TYPE_CHECKING:
-    from fastapi import FastAPI
-    from starlette.applications import Starlette
-    from starlette.types import ASGIApp
-
-    from fleetpki.protocols.acme.server import AcmeServer
-    from fleetpki.protocols.cmp.handler import CmpHandler
-    from fleetpki.protocols.cmp.server import CmpServer
-    from fleetpki.protocols.key_delivery import KeyGenerationAuthority
-    from fleetpki.protocols.scep.handler import ScepHandler
-    from fleetpki.protocols.scep.server import ScepServer
-    from fleetpki.revocation.crl_http import CrlFiles
-    from fleetpki.serving.direct import DirectRequest, DirectResponse
-    from fleetpki.serving.workers import WorkerApps
 
 log = logging.getLogger(__name__)
 # ACME orders are kept this long after they expire: a client may still fetch a certificate.
@@ -170,21 +148,6 @@ class Fleet:
                                    issuance, passphrase, self.clock.now()))
         return files
 
-    def scep_handler(self, crls: CrlFiles) -> ScepHandler:
-        from fleetpki.protocols.scep.handler import ScepHandler, ScepSettings
-
-        passphrase = self.settings.passphrase.read()
-        directory = self.settings.home / "scep"
-        identity = following_rollover(lambda issuer: ra_files(directory, issuer),
-                                      lambda issuer: load_identity(directory, issuer, passphrase))
-
-        scep = self.settings.scep
-        return ScepHandler(
-            self.enrollment, TransactionalEnrollment(self.enrollment, self.store, self.clock),
-            CertificateRetrieval(self.store, self.enrollment.identify, crls.published),
-            identity, ScepSettings(self.scep_default_profile, scep.max_clock_skew,
-                                   scep.accept_single_des), self.clock.now)
-
     def challenge_admin(self, authorization: Authorization) -> ChallengeAdmin:
         return ChallengeAdmin(self.store, self.profiles, self.clock, authorization.actor)
 
@@ -199,27 +162,15 @@ class Fleet:
 
     # -- ACME ------------------------------------------------------------------------------
 
-    def acme_server(self) -> AcmeServer:
-        from fleetpki.acme_setup import AcmeParts, acme_server
-
-        return acme_server(AcmeParts(
-            self.store, self.issuance, self.profiles, self.clock, self.settings.acme,
-            self.secret_deriver, self.enrollment.identify, self.revocations,
-            str(self.settings.settings_file)))
-
     def eab_admin(self, authorization: Authorization) -> EabKeyAdmin:
         return EabKeyAdmin(self.store, self.secret_deriver, self.clock, authorization.actor)
 
     def acme_profiles(self) -> frozenset[str]:
-        from fleetpki.acme_setup import acme_profiles
-
         return frozenset(acme_profiles(self.profiles))
 
     @functools.cached_property
     def acme_default_profile(self) -> str | None:
         """The profile at /acme/directory; a bad acme.default_profile refuses to start."""
-        from fleetpki.acme_setup import default_acme_profile
-
         return default_acme_profile(self.profiles, self.settings.acme,
                                     str(self.settings.settings_file))
 
@@ -241,29 +192,6 @@ class Fleet:
                                            self.clock.now()))
         return files
 
-    def cmp_handler(self, crls: CrlFiles) -> CmpHandler:
-        from fleetpki.protocols.cmp.handler import CmpHandler, CmpSettings
-        from fleetpki.protocols.cmp.protection import IterationBounds
-
-        passphrase = self.settings.passphrase.read()
-        directory = self.settings.home / "cmp"
-        identity = following_rollover(
-            lambda issuer: cmp_files(directory, issuer),
-            lambda issuer: load_cmp_identity(directory, issuer, passphrase))
-
-        settings = self.settings.cmp
-        secrets = SharedSecrets(self.store, self.secret_deriver)
-        revocation = SelfRevocation(self.enrollment.identify, self.revocations)
-        return CmpHandler(
-            self.enrollment, TransactionalEnrollment(self.enrollment, self.store, self.clock),
-            revocation, secrets.secret_for, identity,
-            lambda issuer: crls.published(f"/crl/{issuer}.crl"),
-            CmpSettings(settings.max_clock_skew,
-                        IterationBounds(settings.mac_min_iterations,
-                                        settings.mac_max_iterations),
-                        self.secret_deriver.subkey("cmp nonces")),
-            self.clock.now)
-
     def renewal_advisories(self, authorization: Authorization) -> RenewalAdvisoryAdmin:
         return RenewalAdvisoryAdmin(self.store, self.profiles, self.clock, authorization.actor)
 
@@ -279,16 +207,6 @@ class Fleet:
     def operator_certificates(self, authorization: Authorization) -> OperatorCertificateAdmin:
         return OperatorCertificateAdmin(self.store, self.clock, authorization.actor)
 
-    def admin_app(self) -> FastAPI:
-        """The admin listener's application: REST API and dashboard."""
-        from fleetpki.inventory.app import admin_app
-        from fleetpki.inventory.context import AdminContext
-
-        context = AdminContext(reader=self.store, operations=FleetOperations(self),
-                               profiles=self.profiles, clock=self.clock,
-                               max_body_bytes=self.settings.admin.max_body_bytes)
-        return admin_app(context)
-
     def refresh_summary(self) -> StoredSummary:
         return FleetOperations(self).refresh_summary()
 
@@ -298,25 +216,12 @@ class Fleet:
         issuance = IssuanceService(self.store, {PROFILE_NAME: server_profile(issuer)},
                                    self.signers, self.clock, RandomSerials())
         return ensure_server_certificate(
-            self._server_directory, self.settings.server.hostnames, issuer, issuance,
+            self.server_directory, self.settings.server.hostnames, issuer, issuance,
             self.chain(issuer), self.settings.passphrase.read(), self.clock.now())
 
     @property
-    def _server_directory(self) -> Path:
+    def server_directory(self) -> Path:
         return self.settings.home / "server"
-
-    def est_key_authority(self) -> KeyGenerationAuthority | None:
-        """The serve command's TLS certificate and key, which sign the key packages of EST
-        server-side key generation with additional encryption; None until serve has made
-        them (such requests are then refused)."""
-        from fleetpki.protocols.key_delivery import KeyGenerationAuthority
-
-        files = ServerCredentials.in_directory(self._server_directory)
-        if not (files.chain_file.exists() and files.key_file.exists()):
-            return None
-        leaf = x509.load_pem_x509_certificates(files.chain_file.read_bytes())[0]
-        return KeyGenerationAuthority(leaf, load_key_file(files.key_file,
-                                                          self.settings.passphrase.read()))
 
     def client_trust_pem(self) -> bytes:
         """What the TLS layer accepts client certificates from: our unrevoked CAs (renewal)
@@ -436,116 +341,6 @@ class Fleet:
         self.store.close()
 
 
-def asgi_app(fleet: Fleet, scep: ScepServer | None = None, cmp: CmpServer | None = None
-             ) -> Starlette:
-    """Every enrollment protocol on one ASGI app. A new protocol is one more line here."""
-    from starlette.applications import Starlette
-
-    from fleetpki.protocols.cmp.server import CmpServer
-    from fleetpki.protocols.est.server import EstServer, ProxyTrust
-    from fleetpki.protocols.scep.server import ScepServer
-    from fleetpki.revocation.crl_http import CrlFiles
-
-    proxies = fleet.settings.server.trusted_proxies
-    routes = EstServer(fleet.enrollment, ProxyTrust(proxies) if proxies else None,
-                       fleet.est_key_authority()).routes()
-    crls = CrlFiles(fleet.crl_directory, fleet.clock)
-    scep = scep or ScepServer(fleet.scep_handler(crls))
-    cmp = cmp or CmpServer(fleet.cmp_handler(crls))
-    return Starlette(routes=[*routes, *scep.routes(), *cmp.routes(),
-                             *fleet.acme_server().routes()])
-
-
-def worker_apps(fleet: Fleet) -> WorkerApps:
-    """What each `fleetpki serve` worker runs: enrollment on the HTTPS (and proxy) listener,
-    CRLs and OCSP on the plain-HTTP one, the admin API with /metrics, and the background loops.
-    Every listener's requests are timed (docs/metrics.md)."""
-    from starlette.applications import Starlette
-
-    from fleetpki.metrics.collector import FleetCollector
-    from fleetpki.metrics.http import (
-        MetricsEndpoint,
-        RequestTimer,
-        by_last_segment,
-        by_prefix,
-        with_endpoint,
-    )
-    from fleetpki.protocols.cmp.server import CmpServer
-    from fleetpki.protocols.est.handler import OPERATIONS as EST_OPERATIONS
-    from fleetpki.protocols.est.server import PREFIX as EST_PREFIX
-    from fleetpki.protocols.scep.server import ScepServer
-    from fleetpki.revocation.crl_http import CrlFiles
-    from fleetpki.revocation.ocsp_http import MAX_REQUEST_BYTES as MAX_OCSP_REQUEST_BYTES
-    from fleetpki.revocation.ocsp_http import OcspEndpoint, ocsp_app
-    from fleetpki.serving.direct import DirectRoute
-    from fleetpki.serving.workers import WorkerApps
-
-    metrics = process_metrics()  # after the fork: this worker's own (metrics/process.py)
-    timed = metrics.request_seconds
-    crls = CrlFiles(fleet.crl_directory, fleet.clock)
-    scep = ScepServer(fleet.scep_handler(crls))
-    cmp = CmpServer(fleet.cmp_handler(crls))
-    enrollment = RequestTimer(asgi_app(fleet, scep, cmp), timed, "est", by_last_segment(
-        EST_PREFIX, [operation.name for operation in EST_OPERATIONS], "other"))
-    responder, keys = fleet.ocsp_responder()
-    ocsp = OcspEndpoint(responder)
-    # OCSP first, as a bare ASGI app: it is the busiest thing a PKI serves, and Starlette's
-    # router would cost a quarter of each answer. Everything else falls through to the CRLs.
-    # SCEP and CMP protect their own messages, and routers speak them over plain HTTP: they
-    # are served here too (docs/protocols.md). Most OCSP GETs and POSTs skip ASGI altogether
-    # (serving/direct.py); the app answers the rest (other methods, pipelined requests).
-    revocation_routes = by_prefix([("/ocsp", "ocsp"), ("/crl", "crl"), ("/scep", "scep"),
-                                   ("/.well-known/cmp", "cmp")], "other")
-    revocation = RequestTimer(ocsp_app(ocsp, fallback=Starlette(
-        routes=[*crls.routes(), *scep.routes(), *cmp.routes()])), timed, "revocation",
-        revocation_routes)
-
-    ocsp_route = revocation_routes(ocsp.prefix)
-
-    def answer_ocsp(request: DirectRequest) -> DirectResponse:
-        started = time.perf_counter()
-        status = 500
-        try:
-            response = ocsp.answer_read_request(
-                request.method, request.raw_path, request.headers, request.body,
-                body_too_long=request.body_too_long)
-            status = response[0]
-            return response
-        finally:
-            revocation.observe_route(ocsp_route, status, started)
-
-    def responder_certificates() -> list[tuple[str, x509.Certificate]]:
-        found = []
-        for issuer in fleet.crl_publisher.issuers():
-            path = ResponderFiles.of(fleet.settings.home / "ocsp", issuer).certificate
-            if path.exists():
-                found.append((issuer, x509.load_pem_x509_certificate(path.read_bytes())))
-        return found
-
-    collector = FleetCollector(fleet.store, fleet.clock, responder_certificates)
-    scrape = MetricsEndpoint(lambda: scrape_registry(metrics, collector),
-                             TokenAuthenticator(fleet.store, fleet.clock).authenticate)
-    administration = RequestTimer(
-        with_endpoint("/metrics", scrape, fleet.admin_app()), timed, "admin",
-        by_prefix([("/metrics", "metrics"), ("/api", "api"), ("/static", "static")],
-                  "dashboard"))
-    interval = fleet.settings.revocation.check_interval.total_seconds()
-
-    admin = fleet.settings.admin
-
-    async def background() -> None:
-        await asyncio.gather(
-            revocation_loop(fleet.background_round, fleet.crl_directory, interval, responder,
-                            keys),
-            summary_loop(fleet.store.latest_summary, fleet.refresh_summary, fleet.clock,
-                         admin.summary_interval, fleet.settings.home / "run"))
-
-    apps: dict[str, ASGIApp] = {"https": enrollment, "proxy": enrollment,
-                                "revocation": revocation, "admin": administration}
-    return WorkerApps(apps, background, direct={"revocation": DirectRoute(
-        ocsp.prefix, MAX_OCSP_REQUEST_BYTES, answer_ocsp)})
-
-
 def open_fleet(home: Path, *, clock: Clock | None = None, durable: bool = True) -> Fleet:
     if not home.is_dir():
         raise ConfigError(f"data directory {home} does not exist: run `fleetpki init` first "
@@ -587,5 +382,4 @@ def prepare_home(home: Path) -> list[str]:
     return created
 
 
-__all__ = ["DEFAULT_PASSPHRASE_ENV", "Fleet", "asgi_app", "open_fleet", "prepare_home",
-           "worker_apps"]
+__all__ = ["DEFAULT_PASSPHRASE_ENV", "Fleet", "open_fleet", "prepare_home"]

@@ -15,6 +15,7 @@ from fleetpki.core.api_tokens import Role
 from fleetpki.core.issuance_plan import Request
 from fleetpki.core.records import IssuedCertificate
 from fleetpki.ra.api import Authorization
+from fleetpki.serve_wiring import admin_app
 from fleetpki.wiring import Fleet, open_fleet
 from support.csrs import make_csr
 
@@ -44,7 +45,7 @@ def admin_rig(home: Path) -> Iterator[AdminRig]:
         admin = fleet.token_admin(OPERATOR)
         tokens = {role: admin.create(f"{role.value}-holder", role,
                                      lifetime=dt.timedelta(days=1)).text for role in Role}
-        with TestClient(fleet.admin_app(), base_url="https://testserver") as client:
+        with TestClient(admin_app(fleet), base_url="https://testserver") as client:
             yield AdminRig(fleet, client, tokens)
     finally:
         fleet.close()

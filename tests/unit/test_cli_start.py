@@ -11,7 +11,7 @@ import sys
 SERVER_ONLY = ("pyasn1", "pyasn1_alt_modules", "fastapi", "starlette", "uvicorn", "pydantic",
                "fleetpki.protocols.est.handler", "fleetpki.protocols.cmp.asn1",
                "fleetpki.protocols.scep.handler", "fleetpki.protocols.acme.server",
-               "fleetpki.inventory.app", "fleetpki.simulator.engine")
+               "fleetpki.inventory.app", "fleetpki.simulator.engine", "fleetpki.serve_wiring")
 
 
 def _loaded_after(code: str) -> set[str]:

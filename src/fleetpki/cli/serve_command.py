@@ -15,7 +15,7 @@ from fleetpki.core.errors import ConfigError
 from fleetpki.metrics.process import multiprocess_metrics, worker_exited
 from fleetpki.server_settings import Address
 from fleetpki.serving.tls import server_tls_context
-from fleetpki.wiring import open_fleet, worker_apps
+from fleetpki.wiring import open_fleet
 
 if TYPE_CHECKING:
     from fleetpki.serving.workers import WorkerApps
@@ -65,7 +65,10 @@ def serve_command(state: CliState, listen: str | None, revocation_listen: str | 
 def run_server(state: CliState, listen: Address | None, workers: int | None,
                revocation_listen: Address | None = None, admin_listen: Address | None = None
                ) -> int:
-    from fleetpki.serving.workers import Listener, serve  # uvicorn: for serve alone
+    # Here, not at the top: the front ends and uvicorn are for serve, and every command
+    # imports this module (setup_commands reuses run_server).
+    from fleetpki.serve_wiring import worker_apps
+    from fleetpki.serving.workers import Listener, serve
 
     fleet = state.fleet()
     settings = fleet.settings
