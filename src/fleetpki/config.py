@@ -86,7 +86,7 @@ def load_settings(home: Path) -> Settings:
     data: dict[str, object] = {}
     if path.exists():
         try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
+            data = tomllib.loads(path.read_text(encoding="utf-8-sig"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"is not valid TOML: {exc}", file=str(path)) from None
     root = Section(data, file=str(path), profile=None, path="")

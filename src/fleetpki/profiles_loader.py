@@ -59,7 +59,7 @@ def load_profiles(path: Path, *, known_issuers: set[str] | None = None,
     """Parse and validate every profile; `known_issuers` (if given) must contain each issuer."""
     file = str(path)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(path.read_text(encoding="utf-8-sig"))
     except FileNotFoundError:
         raise ConfigError("profile file does not exist", file=file) from None
     except UnicodeDecodeError:

@@ -112,6 +112,31 @@ def test_malformed_device_list_refused_before_anything_is_issued(fleetpki, home:
     assert store_rows(home) == []
 
 
+def test_binary_device_list_gets_a_message_not_a_crash(fleetpki, home: Path,  # type: ignore[no-untyped-def]
+                                                      tmp_path: Path) -> None:
+    devices = tmp_path / "devices.csv"
+    devices.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe\x00\x01")
+    result = fleetpki("batch", "--profile", "sensor", "--devices", str(devices), "--out",
+                      str(tmp_path / "out"), "--keygen", "ec-p256")
+    assert result.exit_code == 2, result.output
+    assert "not a readable CSV file" in result.stderr and "UTF-8" in result.stderr
+    assert "internal error" not in result.output
+    assert store_rows(home) == []
+
+
+def test_spreadsheet_export_with_bom_crlf_and_semicolons_is_issued(fleetpki, home: Path,  # type: ignore[no-untyped-def]
+                                                                   tmp_path: Path) -> None:
+    plain = manifest(tmp_path, 3).read_text().splitlines()
+    exported = tmp_path / "export.csv"
+    exported.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(
+        line.replace(",", ";") for line in plain).encode() + b"\r\n")
+    result = fleetpki("batch", "--profile", "sensor", "--devices", str(exported), "--out",
+                      str(tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    assert sorted(device for device, _, _ in store_rows(home)) == [
+        "sensor-00000", "sensor-00001", "sensor-00002"]
+
+
 def test_factory_keygen_pem_bundles(fleetpki, home: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     devices = tmp_path / "devices.csv"
     devices.write_text("device_id,serialNumber,san\n"

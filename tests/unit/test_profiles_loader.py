@@ -39,6 +39,13 @@ def test_default_profiles_load(tmp_path: Path) -> None:
     assert profiles["sensor"].validity.maximum.days == 398
 
 
+def test_profiles_saved_with_a_byte_order_mark_load(tmp_path: Path) -> None:
+    # Windows editors may start a UTF-8 file with U+FEFF; tomllib alone refuses it.
+    path = tmp_path / "profiles.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + DEFAULTS.encode())
+    assert set(load_profiles(path, known_issuers={"issuing"})) == {"sensor", "gateway", "edge"}
+
+
 def test_minimal_profile_loads(tmp_path: Path) -> None:
     assert load_profiles(write(tmp_path, MINIMAL))["p"].issuer == "issuing"
 

@@ -92,7 +92,7 @@ class AgentConfig:
 
 def load_config(path: Path) -> AgentConfig:
     try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
+        document = tomllib.loads(path.read_text(encoding="utf-8-sig"))
     except FileNotFoundError:
         raise AgentConfigError(f"{path}: no such file; write one (docs/agent.md) or pass "
                                "--config") from None

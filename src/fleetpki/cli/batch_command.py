@@ -29,7 +29,8 @@ def register(cli: click.Group) -> None:
 @click.command()
 @click.option("--profile", required=True)
 @click.option("--devices", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="CSV: device_id, csr (or subject columns and san with --keygen).")
+              help="CSV: device_id, csr (or subject columns and san with --keygen); UTF-8, "
+              "with ',' or, as spreadsheets export it, ';' or tabs between fields.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Directory for certificates and bundles.")
 @click.option("--keygen", type=click.Choice(KEY_TYPES), default=None,

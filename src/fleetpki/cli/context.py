@@ -90,3 +90,14 @@ def read_input_file(path: Path, *, what: str, limit: int | None = None) -> bytes
         raise click.UsageError(f"{what} {path} is a directory") from None
     except PermissionError:
         raise click.UsageError(f"cannot read {what} {path}: permission denied") from None
+
+
+def read_text_file(path: Path, *, what: str, limit: int | None = None) -> str:
+    """A UTF-8 text input (a list of ids, of targets). A byte-order mark, which Windows
+    editors and spreadsheets write, is dropped rather than becoming part of the first line."""
+    data = read_input_file(path, what=what, limit=limit)
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise click.UsageError(f"{what} {path} is not UTF-8 text (byte {exc.start} is "
+                               f"0x{data[exc.start]:02x}); save it as UTF-8") from None

@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from fleetpki.cli.context import CliState, handle_errors, pass_state, read_input_file
+from fleetpki.cli.context import CliState, handle_errors, pass_state, read_text_file
 from fleetpki.cli.output import console
 from fleetpki.core.serials import serial_hex
 from fleetpki.discovery.chain import describe_chain
@@ -113,12 +113,7 @@ def discover(state: CliState, targets: tuple[str, ...], targets_file: Path | Non
 
 
 def _read_targets_file(path: Path) -> list[str]:
-    data = read_input_file(path, what="targets file", limit=_TARGETS_FILE_LIMIT)
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise click.BadParameter(f"{path} is not UTF-8 text",
-                                 param_hint="--targets-file") from None
+    text = read_text_file(path, what="targets file", limit=_TARGETS_FILE_LIMIT)
     try:
         return targets_from_lines(text.splitlines(), source=str(path))
     except TargetError as exc:

@@ -13,6 +13,7 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Protocol
 
 from fleetpki.core.errors import BadInput
 from fleetpki.core.names import SUBJECT_ATTRIBUTES
@@ -31,45 +32,83 @@ class DeviceRow:
     sans: tuple[str, ...]
 
 
+class _CsvReader(Protocol):
+    @property
+    def line_num(self) -> int: ...
+
+    def __iter__(self) -> Iterator[list[str]]: ...
+
+
 def read_manifest(path: Path, *, need_csr: bool) -> Iterator[DeviceRow]:
-    """Yield rows; raise BadInput naming the line for the first malformed one."""
+    """Yield rows; raise BadInput naming the line for the first malformed one.
+
+    Accepts what spreadsheets export: a UTF-8 byte-order mark (Excel's "CSV UTF-8"), CRLF
+    line ends, and ';' or tab between fields (Excel in locales whose decimal mark is a comma)
+    when the header line has no comma."""
     try:
-        handle = path.open(newline="", encoding="utf-8")
+        handle = path.open(newline="", encoding="utf-8-sig")
     except FileNotFoundError:
         raise BadInput(f"device list {path} does not exist") from None
     with handle:
-        reader = csv.DictReader(handle)
-        columns = set(reader.fieldnames or [])
-        if "device_id" not in columns:
-            raise BadInput(f"{path}: the first line must name the columns, including device_id")
-        unknown = columns - _KNOWN
-        if unknown:
-            raise BadInput(f"{path}: unknown column(s) {', '.join(sorted(unknown))}; allowed: "
-                           f"{', '.join(sorted(_KNOWN))}")
-        if need_csr and "csr" not in columns:
-            raise BadInput(f"{path}: a csr column is needed (or use --keygen)")
-        base = path.parent
         try:
-            for record in reader:
-                line = reader.line_num
-                if None in record:
-                    raise BadInput(f"{path}:{line}: more fields than columns")
-                device_id = (record.get("device_id") or "").strip()
-                if not _DEVICE_ID.fullmatch(device_id):
-                    raise BadInput(f"{path}:{line}: device_id {device_id!r} must be 1-128 "
-                                   "letters, digits or ._:@- and start with a letter or digit")
-                csr = (record.get("csr") or "").strip() or None
-                if need_csr and csr is None:
-                    raise BadInput(f"{path}:{line}: device {device_id} has no csr")
-                yield DeviceRow(
-                    line=line, device_id=device_id,
-                    csr_path=os.path.join(base, csr) if csr else None,  # noqa: PTH118 - hot loop
-                    attributes=tuple((k, v.strip()) for k, v in record.items()
-                                     if k in SUBJECT_ATTRIBUTES and v and v.strip()),
-                    sans=tuple((record.get("san") or "").split()),
-                )
+            header_line = handle.readline()
+            handle.seek(0)
+            reader = csv.reader(handle, delimiter=_delimiter(header_line))
+            header = [name.strip() for name in next(reader, [])]
+            yield from _rows(path, reader, header, need_csr=need_csr)
         except (csv.Error, UnicodeDecodeError) as exc:
-            raise BadInput(f"{path}: not a readable CSV file: {exc}") from None
+            raise BadInput(f"{path}: not a readable CSV file ({exc}); save the device list "
+                           "as UTF-8 text, one device per line") from None
+
+
+def _delimiter(header_line: str) -> str:
+    if "," not in header_line:
+        for candidate in (";", "\t"):
+            if candidate in header_line:
+                return candidate
+    return ","
+
+
+def _rows(path: Path, reader: _CsvReader, header: list[str], *, need_csr: bool
+          ) -> Iterator[DeviceRow]:
+    if not any(header):
+        raise BadInput(f"{path} is empty: its first line must name the columns, e.g. "
+                       "device_id,csr")
+    if "device_id" not in header:
+        raise BadInput(f"{path}: the first line must name the columns, including device_id "
+                       f"(found: {', '.join(header)})")
+    unknown = set(header) - _KNOWN
+    if unknown:
+        raise BadInput(f"{path}: unknown column(s) {', '.join(sorted(unknown))}; allowed: "
+                       f"{', '.join(sorted(_KNOWN))}")
+    if need_csr and "csr" not in header:
+        raise BadInput(f"{path}: a csr column is needed (or use --keygen)")
+    width = len(header)
+    at = {name: index for index, name in enumerate(header)}
+    id_at, csr_at, san_at = at["device_id"], at.get("csr"), at.get("san")
+    attributes_at = [(name, index) for name, index in at.items() if name in SUBJECT_ATTRIBUTES]
+    base = path.parent
+    for fields in reader:
+        if not fields:
+            continue  # a blank line
+        line = reader.line_num
+        if len(fields) > width:
+            raise BadInput(f"{path}:{line}: more fields than columns")
+        fields += [""] * (width - len(fields))
+        device_id = fields[id_at].strip()
+        if not _DEVICE_ID.fullmatch(device_id):
+            raise BadInput(f"{path}:{line}: device_id {device_id!r} must be 1-128 "
+                           "letters, digits or ._:@- and start with a letter or digit")
+        csr = fields[csr_at].strip() if csr_at is not None else ""
+        if need_csr and not csr:
+            raise BadInput(f"{path}:{line}: device {device_id} has no csr")
+        yield DeviceRow(
+            line=line, device_id=device_id,
+            csr_path=os.path.join(base, csr) if csr else None,  # noqa: PTH118 - hot loop
+            attributes=tuple((name, value) for name, index in attributes_at
+                             if (value := fields[index].strip())),
+            sans=tuple(fields[san_at].split()) if san_at is not None else (),
+        )
 
 
 def count_rows(path: Path) -> int:
