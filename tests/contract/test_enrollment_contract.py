@@ -32,15 +32,30 @@ def event(action: str = "x") -> AuditEvent:
 
 
 def test_credential_round_trip_and_duplicate(store: SqlStore) -> None:
-    store.add_credential(credential(), event(), at=NOW)
+    store.add_credentials([credential()], [event()], at=NOW)
     assert store.get_credential("bt-1") == credential()
     with pytest.raises(Conflict):
-        store.add_credential(credential(), event(), at=NOW)
+        store.add_credentials([credential()], [event()], at=NOW)
     assert store.get_credential("nope") is None
 
 
+def test_credentials_are_added_all_or_none(store: SqlStore) -> None:
+    store.add_credentials([credential("taken")], [event()], at=NOW)
+    head = store.audit_head()
+    many = [credential(f"dev-{i}") for i in range(1200)]  # more than one IN (...) chunk
+    with pytest.raises(Conflict, match="'taken' already exists"):
+        store.add_credentials([*many, credential("taken")], [event()] * 1201, at=NOW)
+    with pytest.raises(Conflict, match="listed twice"):
+        store.add_credentials([credential("x"), credential("x")], [event()] * 2, at=NOW)
+    assert store.get_credential("dev-0") is None and store.get_credential("x") is None
+    assert store.audit_head() == head
+    store.add_credentials(many, [event()] * 1200, at=NOW)
+    assert len(store.list_credentials()) == 1201
+    assert store.audit_head()[0] == head[0] + 1200
+
+
 def test_redeem_counts_uses_and_stops_at_the_limit(store: SqlStore) -> None:
-    store.add_credential(credential(max_uses=2), event(), at=NOW)
+    store.add_credentials([credential(max_uses=2)], [event()], at=NOW)
     assert store.redeem_use("bt-1", at=NOW)
     assert store.redeem_use("bt-1", at=NOW)
     assert not store.redeem_use("bt-1", at=NOW)
@@ -49,8 +64,8 @@ def test_redeem_counts_uses_and_stops_at_the_limit(store: SqlStore) -> None:
 
 
 def test_redeem_refuses_expired_and_disabled(store: SqlStore) -> None:
-    store.add_credential(credential("a", 5), event(), at=NOW)
-    store.add_credential(credential("b", 5), event(), at=NOW)
+    store.add_credentials([credential("a", 5)], [event()], at=NOW)
+    store.add_credentials([credential("b", 5)], [event()], at=NOW)
     assert not store.redeem_use("a", at=NOW + dt.timedelta(days=2))
     store.disable_credential("b", event(), at=NOW)
     assert not store.redeem_use("b", at=NOW)
@@ -63,7 +78,7 @@ def test_redeem_refuses_expired_and_disabled(store: SqlStore) -> None:
 
 
 def test_racing_redeemers_share_exactly_the_uses_there_are(store: SqlStore) -> None:
-    store.add_credential(credential(max_uses=10), event(), at=NOW)
+    store.add_credentials([credential(max_uses=10)], [event()], at=NOW)
     wins: list[bool] = []
     lock = threading.Lock()
 
@@ -113,7 +128,7 @@ def test_pending_is_found_by_key_and_decided_once(store: SqlStore) -> None:
 
 def test_every_change_is_audited(store: SqlStore) -> None:
     before = store.audit_head()[0]
-    store.add_credential(credential(), event("a"), at=NOW)
+    store.add_credentials([credential()], [event("a")], at=NOW)
     store.disable_credential("bt-1", event("b"), at=NOW)
     store.redeem_use("bt-1", at=NOW)  # counts are not audit-worthy on their own
     assert store.audit_head()[0] == before + 2

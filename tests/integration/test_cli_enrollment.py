@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from conftest import Cli
 from support.est_home import make_factory_pki
 
@@ -42,6 +44,49 @@ def test_bootstrap_refusals_change_nothing(fleetpki: Cli) -> None:
     assert duplicate[0].exit_code == 0 and "already exists" in duplicate[1].output
 
 
+def test_per_device_secrets_for_a_factory_go_to_one_private_file(fleetpki: Cli,
+                                                                  tmp_path: Path) -> None:
+    devices = tmp_path / "line-7.txt"
+    devices.write_text("# line 7, lot 2026-11\nsensor-0001\n\nsensor-0002\nsensor-0003\n")
+    out = tmp_path / "secrets" / "line-7.csv"
+    made = fleetpki("bootstrap", "create", "--profile", "sensor", "--devices", str(devices),
+                    "--out", str(out), "--expires", "14d")
+    assert made.exit_code == 0, made.output
+    assert "3 per-device credential(s)" in made.output and "only copy" in made.output
+    assert out.stat().st_mode & 0o777 == 0o600
+    lines = out.read_text().splitlines()
+    assert lines[0] == "device_id,id,secret,expires_at"
+    rows = [line.split(",") for line in lines[1:]]
+    assert [r[0] for r in rows] == ["sensor-0001", "sensor-0002", "sensor-0003"]
+    listed = fleetpki("bootstrap", "list").output
+    for device, credential_id, secret, _ in rows:
+        assert credential_id in listed and device in listed and secret not in listed
+    assert not list(out.parent.glob(".*"))  # no partial file left beside it
+    again = fleetpki("bootstrap", "create", "--profile", "sensor", "--devices", str(devices),
+                     "--out", str(out))
+    assert again.exit_code == 2 and "never overwrites" in again.output
+    assert out.read_text().splitlines() == lines
+
+
+@pytest.mark.parametrize(("content", "extra", "says"), [
+    ("sensor-1\nsensor-1\n", [], "listed twice"),
+    ("sensor-1\n", ["--uses", "5"], "leave out --device, --id, --uses"),
+    ("sensor-1\n", ["--profile", "nope"], "no profile named 'nope'"),
+])
+def test_per_device_secrets_refused_write_nothing(fleetpki: Cli, tmp_path: Path, content: str,
+                                                  extra: list[str], says: str) -> None:
+    devices = tmp_path / "ids.txt"
+    devices.write_text(content)
+    out = tmp_path / "out.csv"
+    result = fleetpki("bootstrap", "create", "--profile", "sensor", "--devices", str(devices),
+                      "--out", str(out), *extra)
+    assert result.exit_code != 0 and says in result.output, result.output
+    assert not out.exists() and not list(tmp_path.glob(".out*"))
+    assert "bt-" not in fleetpki("bootstrap", "list", "--all").output
+    alone = fleetpki("bootstrap", "create", "--profile", "sensor", "--devices", str(devices))
+    assert alone.exit_code == 2 and "--devices and --out go together" in alone.output
+
+
 def test_manufacturer_with_allow_list(fleetpki: Cli, tmp_path: Path) -> None:
     ca = make_factory_pki(tmp_path / "factory", [])
     ids = tmp_path / "ids.txt"
@@ -56,6 +101,24 @@ def test_manufacturer_with_allow_list(fleetpki: Cli, tmp_path: Path) -> None:
     assert "acme" in listed and "sensor" in listed
     not_a_ca = fleetpki("manufacturers", "add", "other", "--ca", str(ids), "--profile", "sensor")
     assert not_a_ca.exit_code == 2 and "not a certificate" in not_a_ca.output
+
+
+def test_allow_list_from_a_windows_editor_and_a_binary_one(fleetpki: Cli, tmp_path: Path) -> None:
+    ca = make_factory_pki(tmp_path / "factory", [])
+    ids = tmp_path / "ids.txt"
+    ids.write_bytes(b"\xef\xbb\xbfACME-1\r\nACME-2\r\n")
+    added = fleetpki("manufacturers", "add", "acme", "--ca", str(ca), "--profile", "sensor",
+                     "--allow-list", str(ids))
+    assert added.exit_code == 0 and "2 device ids allowed" in added.output, added.output
+    # The byte-order mark did not become part of the first id: it is known already.
+    again = tmp_path / "again.txt"
+    again.write_text("ACME-1\n")
+    assert "0 new device id(s)" in fleetpki("manufacturers", "allow", "acme", str(again)).output
+    binary = tmp_path / "ids.bin"
+    binary.write_bytes(b"ACME-\xff\n")
+    refused = fleetpki("manufacturers", "allow", "acme", str(binary))
+    assert refused.exit_code == 2, refused.output
+    assert "not UTF-8 text" in refused.output and "internal error" not in refused.output
 
 
 def test_approvals_of_unknown_ids_are_refused(fleetpki: Cli) -> None:

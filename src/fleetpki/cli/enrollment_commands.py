@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import datetime as dt
+import io
 import json
 from pathlib import Path
 
@@ -9,12 +12,20 @@ import click
 from cryptography import x509
 from rich.table import Table
 
-from fleetpki.cli.context import CliState, handle_errors, pass_state, read_input_file
+from fleetpki.ca.keyfiles import write_private_file
+from fleetpki.cli.context import (
+    CliState,
+    handle_errors,
+    pass_state,
+    read_input_file,
+    read_text_file,
+)
 from fleetpki.cli.output import console
 from fleetpki.core.durations import parse_duration
 from fleetpki.core.enrollment_records import ApprovalState
 from fleetpki.core.serials import serial_hex
 from fleetpki.ra.authorizers import local_operator
+from fleetpki.ra.credentials import CredentialAdmin, CredentialBatch
 
 
 def register(cli: click.Group) -> None:
@@ -41,16 +52,35 @@ def bootstrap() -> None:
 @click.option("--id", "credential_id", default=None,
               help="The user name; default: a random bt-… id.")
 @click.option("--json", "as_json", is_flag=True, help="Print the credential as JSON.")
+@click.option("--devices", "devices_file", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="One per-device credential for each device id in this file "
+              "(one id per line; # comments). Needs --out.")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="With --devices: a new CSV file (mode 0600) for the secrets.")
 @pass_state
 @handle_errors
 def create_credential(state: CliState, profile: str, device_id: str | None, max_uses: int,
-                      lifetime: str, credential_id: str | None, as_json: bool) -> None:
-    """Create a credential; its secret is printed once and stored only as a hash."""
+                      lifetime: str, credential_id: str | None, as_json: bool,
+                      devices_file: Path | None, out_file: Path | None) -> None:
+    """Create a credential; its secret is printed once and stored only as a hash.
+
+    With --devices and --out, create one single-use credential per listed device, in one
+    transaction, and write device_id,id,secret,expires_at lines to the --out file: the only
+    copy of the secrets, for the station that flashes them into the devices."""
     fleet = state.fleet()
     try:
         duration = parse_duration(lifetime)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--expires") from None
+    if devices_file is not None or out_file is not None:
+        if devices_file is None or out_file is None:
+            raise click.UsageError("--devices and --out go together")
+        if device_id is not None or credential_id is not None or max_uses != 1 or as_json:
+            raise click.UsageError("--devices makes single-use credentials with random ids: "
+                                   "leave out --device, --id, --uses and --json")
+        _create_for_devices(fleet.credential_admin(local_operator()), profile, duration,
+                            devices_file, out_file)
+        return
     made = fleet.credential_admin(local_operator()).create(
         profile, lifetime=duration, max_uses=max_uses, device_id=device_id,
         credential_id=credential_id)
@@ -69,22 +99,71 @@ def create_credential(state: CliState, profile: str, device_id: str | None, max_
     click.echo("The secret is shown only now: fleetpki keeps a hash of it.", err=True)
 
 
+def _create_for_devices(admin: CredentialAdmin, profile: str, lifetime: dt.timedelta,
+                        devices_file: Path, out_file: Path) -> None:
+    if out_file.exists():
+        raise click.UsageError(f"{out_file} exists; fleetpki never overwrites a file of secrets")
+    device_ids = _device_ids(devices_file)
+    with console.status(f"creating {len(device_ids):,} credentials"):
+        batch = admin.prepare_for_devices(profile, device_ids, lifetime=lifetime)
+        _write_then_add(admin, batch, out_file)
+    count = len(batch.credentials)
+    click.echo(f"{count} per-device credential(s) for profile {profile}, single use, expiring "
+               f"{batch.created_at + lifetime:%Y-%m-%d %H:%M}Z; secrets in {out_file}")
+    click.echo(f"{out_file} is the only copy of the secrets (fleetpki keeps hashes): hand it to "
+               "the provisioning station and delete it once the devices have them.", err=True)
+
+
+def _write_then_add(admin: CredentialAdmin, batch: CredentialBatch, out_file: Path) -> None:
+    table = io.StringIO()
+    writer = csv.writer(table, lineterminator="\n")
+    writer.writerow(["device_id", "id", "secret", "expires_at"])
+    writer.writerows([m.credential.device_id, m.credential.id, m.secret,
+                      m.credential.expires_at.isoformat()] for m in batch.credentials)
+    # The secrets reach disk (a hidden file, owner only) before the credentials exist, and the
+    # file gets its name once they do: a failure stores nothing, and a stored credential's
+    # secret is never lost, even to a crash (it is then in the hidden file).
+    hidden = out_file.with_name(f".{out_file.name}.partial")
+    write_private_file(hidden, table.getvalue().encode("utf-8"))
+    try:
+        admin.add(batch)
+    except BaseException:
+        hidden.unlink(missing_ok=True)
+        raise
+    hidden.replace(out_file)
+
+
 @bootstrap.command("list")
 @click.option("--profile", default=None)
 @click.option("--all", "include_disabled", is_flag=True, help="Include disabled credentials.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @pass_state
 @handle_errors
-def list_credentials(state: CliState, profile: str | None, include_disabled: bool) -> None:
+def list_credentials(state: CliState, profile: str | None, include_disabled: bool,
+                     as_json: bool) -> None:
     """List credentials (never their secrets)."""
     fleet = state.fleet()
     now = fleet.clock.now()
-    table = Table()
-    for column in ("id", "profile", "device", "uses", "expires", "state"):
-        table.add_column(column)
-    for c in fleet.store.list_credentials(profile=profile, include_disabled=include_disabled):
+    credentials = fleet.store.list_credentials(profile=profile, include_disabled=include_disabled)
+    rows = []
+    for c in credentials:
         reason = c.unusable_reason(now)
         status = ("disabled" if c.disabled_at else "expired" if reason
                   else "used up" if c.uses >= c.max_uses else "active")
+        rows.append((c, status))
+    if as_json:
+        for c, status in rows:
+            click.echo(json.dumps({"id": c.id, "profile": c.profile, "device_id": c.device_id,
+                                   "uses": c.uses, "max_uses": c.max_uses,
+                                   "expires_at": c.expires_at.isoformat(), "state": status}))
+        return
+    table = Table()
+    # The id is what `bootstrap disable` takes: shown whole, whatever the terminal's width.
+    table.add_column("id", no_wrap=True, min_width=max((len(c.id) for c in credentials),
+                                                        default=2))
+    for column in ("profile", "device", "uses", "expires", "state"):
+        table.add_column(column)
+    for c, status in rows:
         table.add_row(c.id, c.profile, c.device_id or "(group)", f"{c.uses}/{c.max_uses}",
                       f"{c.expires_at:%Y-%m-%d %H:%M}", status)
     console.print(table)
@@ -159,8 +238,8 @@ def list_manufacturers(state: CliState) -> None:
 
 
 def _device_ids(path: Path) -> list[str]:
-    text = read_input_file(path, what="device id list", limit=512 * 1024 * 1024)
-    return [line.strip() for line in text.decode("utf-8").splitlines()
+    text = read_text_file(path, what="device id list", limit=512 * 1024 * 1024)
+    return [line.strip() for line in text.splitlines()
             if line.strip() and not line.startswith("#")]
 
 

@@ -15,7 +15,7 @@ import hashlib
 import hmac
 import re
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from fleetpki.core.clock import Clock
 from fleetpki.core.enrollment_records import BootstrapCredential
@@ -25,6 +25,21 @@ from fleetpki.store.api import AuditEvent, BootstrapCredentials
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")
 MAX_LIFETIME = dt.timedelta(days=3 * 366)
+# One transaction holds them all; about 3 KB of memory each while it is prepared.
+MAX_DEVICES_PER_CALL = 100_000
+# A device id as the store holds it (256 characters), printable: it is compared with the id
+# the device's CSR names, and shown in listings and the audit log.
+_DEVICE_ID = re.compile(r"^[^\x00-\x1f\x7f]{1,256}$")
+
+
+def _random_id() -> str:
+    return f"bt-{secrets.token_hex(8)}"  # 64 bits: no collisions in a batch
+
+
+def _check_device_id(device_id: str) -> None:
+    if not _DEVICE_ID.match(device_id) or device_id != device_id.strip():
+        raise BadInput(f"device id {device_id!r} must be 1-256 printable characters, without "
+                       "leading or trailing spaces")
 
 
 def new_secret() -> str:
@@ -45,6 +60,13 @@ class NewCredential:
     secret: str = dataclasses.field(repr=False)  # shown to the operator once, never stored
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class CredentialBatch:
+    credentials: tuple[NewCredential, ...]
+    events: tuple[AuditEvent, ...] = dataclasses.field(repr=False)
+    created_at: dt.datetime
+
+
 class CredentialAdmin:
     def __init__(self, store: BootstrapCredentials, profiles: Mapping[str, Profile], clock: Clock,
                  actor: str, *,
@@ -59,6 +81,47 @@ class CredentialAdmin:
 
     def create(self, profile: str, *, lifetime: dt.timedelta, max_uses: int,
                device_id: str | None = None, credential_id: str | None = None) -> NewCredential:
+        self._check(profile, lifetime, max_uses)
+        if device_id is not None and max_uses != 1:
+            raise BadInput("a per-device credential (--device) enrolls that one device: "
+                           "leave --uses at 1")
+        if device_id is not None:
+            _check_device_id(device_id)
+        name = credential_id or _random_id()
+        if not _ID.match(name):
+            raise BadInput(f"credential id '{name}' must be 1-128 letters, digits or ._@- "
+                           "(it is the HTTP Basic user name; ':' is not allowed)")
+        now = self._clock.now()
+        made, event = self._new(name, profile, device_id, max_uses, now + lifetime, now)
+        self._store.add_credentials([made.credential], [event], at=now)
+        return made
+
+    def prepare_for_devices(self, profile: str, device_ids: Sequence[str], *,
+                            lifetime: dt.timedelta) -> CredentialBatch:
+        """One single-use credential per device, for a factory that flashes each device with
+        its own secret. Nothing is stored yet: the caller first puts the secrets somewhere
+        durable, then calls `add`, so that no stored credential's secret is ever lost."""
+        self._check(profile, lifetime, 1)
+        if not 1 <= len(device_ids) <= MAX_DEVICES_PER_CALL:
+            raise BadInput(f"{len(device_ids):,} device ids: give between 1 and "
+                           f"{MAX_DEVICES_PER_CALL:,} per call (split the list)")
+        seen: set[str] = set()
+        for device_id in device_ids:
+            _check_device_id(device_id)
+            if device_id in seen:
+                raise BadInput(f"device id '{device_id}' is listed twice")
+            seen.add(device_id)
+        now = self._clock.now()
+        made = [self._new(_random_id(), profile, device_id, 1, now + lifetime, now)
+                for device_id in device_ids]
+        return CredentialBatch(tuple(m for m, _ in made), tuple(e for _, e in made), now)
+
+    def add(self, batch: CredentialBatch) -> None:
+        """Store a prepared batch: all of it, in one transaction, or none."""
+        self._store.add_credentials([m.credential for m in batch.credentials], batch.events,
+                                    at=batch.created_at)
+
+    def _check(self, profile: str, lifetime: dt.timedelta, max_uses: int) -> None:
         if profile not in self._profiles:
             raise NotFound(f"no profile named '{profile}' (profiles: "
                            f"{', '.join(sorted(self._profiles))})")
@@ -66,25 +129,19 @@ class CredentialAdmin:
             raise BadInput("a bootstrap credential must live between 1 minute and 3 years")
         if not 1 <= max_uses <= 10_000_000:
             raise BadInput("--uses must be between 1 and 10,000,000")
-        if device_id is not None and max_uses != 1:
-            raise BadInput("a per-device credential (--device) enrolls that one device: "
-                           "leave --uses at 1")
-        name = credential_id or f"bt-{secrets.token_hex(6)}"
-        if not _ID.match(name):
-            raise BadInput(f"credential id '{name}' must be 1-128 letters, digits or ._@- "
-                           "(it is the HTTP Basic user name; ':' is not allowed)")
-        now = self._clock.now()
+
+    def _new(self, name: str, profile: str, device_id: str | None, max_uses: int,
+             expires_at: dt.datetime, now: dt.datetime) -> tuple[NewCredential, AuditEvent]:
         secret = new_secret() if self._derive is None else self._derive(name, now)
         credential = BootstrapCredential(
             id=name, secret_hash=hash_secret(secret), profile=profile, device_id=device_id,
-            max_uses=max_uses, uses=0, expires_at=now + lifetime, created_at=now,
+            max_uses=max_uses, uses=0, expires_at=expires_at, created_at=now,
             created_by=self._actor)
         event = AuditEvent(actor=self._actor, action="bootstrap.created", subject=name,
                            details={"profile": profile, "device_id": device_id or "",
                                     "max_uses": str(max_uses),
-                                    "expires_at": credential.expires_at.isoformat()})
-        self._store.add_credential(credential, event, at=now)
-        return NewCredential(credential, secret)
+                                    "expires_at": expires_at.isoformat()})
+        return NewCredential(credential, secret), event
 
     def disable(self, credential_id: str) -> None:
         now = self._clock.now()

@@ -235,9 +235,10 @@ class CARevocationWriter(Protocol):
 class BootstrapCredentials(Protocol):
     """Credentials for first enrollment. Only hashes of secrets are ever stored."""
 
-    def add_credential(self, credential: BootstrapCredential, event: AuditEvent, *,
-                       at: dt.datetime) -> None:
-        """Raise Conflict if the id is taken."""
+    def add_credentials(self, credentials: Sequence[BootstrapCredential],
+                        events: Sequence[AuditEvent], *, at: dt.datetime) -> None:
+        """All or none, in one transaction: raise Conflict, adding nothing, if an id is taken
+        (a factory's list of per-device secrets is either all usable or not written)."""
         ...
 
     def get_credential(self, credential_id: str) -> BootstrapCredential | None: ...

@@ -198,6 +198,33 @@ def test_per_device_secret_enrolls_only_its_device(rig: Rig) -> None:
     assert issued(enroll(rig, make_csr("sensor-0007")[0], basic=secret))
 
 
+def test_factory_batch_of_per_device_secrets_each_enrolls_only_its_device(rig: Rig) -> None:
+    head = rig.store.audit_head()
+    batch = rig.credentials.prepare_for_devices("sensor", ["sensor-0001", "sensor-0002"],
+                                                lifetime=dt.timedelta(days=7))
+    assert rig.store.get_credential(batch.credentials[0].credential.id) is None  # not yet
+    rig.credentials.add(batch)
+    first, second = batch.credentials
+    with pytest.raises(NotAuthorized, match="sensor-0002"):
+        enroll(rig, make_csr("sensor-0001")[0], basic=second)
+    assert issued(enroll(rig, make_csr("sensor-0001")[0], basic=first))
+    assert issued(enroll(rig, make_csr("sensor-0002")[0], basic=second))
+    assert rig.actions()[head[0]:head[0] + 2] == ["bootstrap.created"] * 2
+
+
+@pytest.mark.parametrize(("ids", "says"), [
+    (["sensor-0001", "sensor-0001"], "listed twice"),
+    (["sensor-0001", " sensor-0002"], "leading or trailing spaces"),
+    (["bad\x07id"], "printable"),
+    ([], "between 1 and"),
+])
+def test_factory_batch_refusals_store_nothing(rig: Rig, ids: list[str], says: str) -> None:
+    head = rig.store.audit_head()
+    with pytest.raises(BadInput, match=says):
+        rig.credentials.prepare_for_devices("sensor", ids, lifetime=dt.timedelta(days=7))
+    assert rig.store.list_credentials() == [] and rig.store.audit_head() == head
+
+
 def test_label_must_match_the_credentials_profile(rig: Rig) -> None:
     secret = rig.secret()
     with pytest.raises(NotAuthorized, match="'sensor', not 'late'"):

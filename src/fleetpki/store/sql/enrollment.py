@@ -43,19 +43,26 @@ class EnrollmentTables:
 
     # -- bootstrap credentials --------------------------------------------------------------
 
-    def add_credential(self, credential: BootstrapCredential, event: AuditEvent, *,
-                       at: dt.datetime) -> None:
+    def add_credentials(self, credentials: Sequence[BootstrapCredential],
+                        events: Sequence[AuditEvent], *, at: dt.datetime) -> None:
         t = bootstrap_credentials
+        ids = [c.id for c in credentials]
+        if len(set(ids)) != len(ids):
+            raise Conflict("the same bootstrap credential id is listed twice")
         with translate_errors(), self._writer.begin() as c:
-            if c.execute(sa.select(t.c.id).where(t.c.id == credential.id)).first():
-                raise Conflict(f"a bootstrap credential named '{credential.id}' already exists")
-            c.execute(t.insert().values(
-                id=credential.id, secret_hash=credential.secret_hash, profile=credential.profile,
-                device_id=credential.device_id, max_uses=credential.max_uses,
-                uses=credential.uses, expires_at=credential.expires_at,
-                created_at=credential.created_at, created_by=credential.created_by,
-                disabled_at=credential.disabled_at))
-            append_events(c, [event], at)
+            for start in range(0, len(ids), _ALLOW_CHUNK):
+                taken = c.execute(sa.select(t.c.id).where(
+                    t.c.id.in_(ids[start:start + _ALLOW_CHUNK]))).first()
+                if taken:
+                    raise Conflict(f"a bootstrap credential named '{taken.id}' already exists")
+            if credentials:
+                c.execute(t.insert(), [{
+                    "id": x.id, "secret_hash": x.secret_hash, "profile": x.profile,
+                    "device_id": x.device_id, "max_uses": x.max_uses, "uses": x.uses,
+                    "expires_at": x.expires_at, "created_at": x.created_at,
+                    "created_by": x.created_by, "disabled_at": x.disabled_at,
+                } for x in credentials])
+            append_events(c, events, at)
 
     def get_credential(self, credential_id: str) -> BootstrapCredential | None:
         t = bootstrap_credentials
