@@ -6,11 +6,18 @@ device enrolls and renews at least once in a run of a little more than a minute.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import socket
+import time
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from fleetpki.cli.main import cli
 from support.est_home import prepare_est_home
@@ -63,3 +70,31 @@ def test_live_mode_says_what_it_needs(tmp_path: Path) -> None:
                                       "--devices", "2", "--out", str(tmp_path / "r")])
     assert result.exit_code != 0
     assert "--roots" in result.output and "--bootstrap" in result.output
+
+
+def test_live_mode_refuses_unusable_roots_and_an_unreachable_server_at_once(
+        tmp_path: Path) -> None:
+    garbage = tmp_path / "roots.pem"
+    garbage.write_bytes(b"\x00\x01 not a certificate")
+    common = ["--bootstrap", "bt-x:secret", "--devices", "1", "--minutes", "5",
+              "--out", str(tmp_path / "r")]
+    started = time.monotonic()
+    bad_roots = CliRunner().invoke(cli, ["simulate", "--live", "https://127.0.0.1:9",
+                                         "--roots", str(garbage), *common])
+    assert bad_roots.exit_code == 2 and "not a PEM bundle" in bad_roots.output
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Root")])
+    root = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(1)
+            .not_valid_before(dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
+            .not_valid_after(dt.datetime(2036, 1, 1, tzinfo=dt.UTC)).sign(key, hashes.SHA256()))
+    usable = tmp_path / "root.pem"
+    usable.write_bytes(root.public_bytes(serialization.Encoding.PEM))
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    down = CliRunner().invoke(cli, ["simulate", "--live", f"https://127.0.0.1:{port}",
+                                    "--roots", str(usable), *common])
+    assert down.exit_code == 2 and "cannot reach" in down.output, down.output
+    assert time.monotonic() - started < 30  # not after --minutes of refused sessions
+    assert not (tmp_path / "r").exists()

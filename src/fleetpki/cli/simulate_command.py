@@ -8,15 +8,19 @@ import json
 import multiprocessing
 import os
 import queue
+import socket
 import tempfile
 import time
+import urllib.parse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
+from cryptography import x509
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from fleetpki.cli.context import read_input_file
 from fleetpki.cli.output import console
 from fleetpki.simulator.scenario import (
     DAY,
@@ -208,6 +212,34 @@ def _worker(scenario: Scenario, name: str, shard: int, shards: int, scratch: Pat
     messages.put((name, shard, "result", result))
 
 
+def _roots(path: Path) -> bytes:
+    """Checked before the run: with no usable root every agent would fail every session."""
+    data = read_input_file(path, what="root CA file", limit=1024 * 1024)
+    try:
+        x509.load_pem_x509_certificates(data)
+    except ValueError:
+        raise click.BadParameter(f"{path} is not a PEM bundle of certificates; give the EST "
+                                 "server's root CA certificate (the last certificate of "
+                                 "`fleetpki ca export-chain issuing`)",
+                                 param_hint="--roots") from None
+    return data
+
+
+def _reachable(url: str) -> None:
+    """A live run is meant for a running server: say so at once rather than after --minutes
+    of refused connections."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname:
+        raise click.BadParameter(f"{url} is not an https:// URL", param_hint="--live")
+    try:
+        with socket.create_connection((parts.hostname, parts.port or 443), timeout=5):
+            pass
+    except OSError as error:
+        raise click.UsageError(f"cannot reach {parts.hostname}:{parts.port or 443} "
+                               f"({error.strerror or error}); start the server (`fleetpki "
+                               "serve`) or check --live") from None
+
+
 def _live(url: str, roots: Path | None, credential: str | None, label: str | None,
           devices: int, minutes: float, missed: float, name_prefix: str, seed: int,
           out: Path | None) -> None:
@@ -220,8 +252,10 @@ def _live(url: str, roots: Path | None, credential: str | None, label: str | Non
     if devices > 2000:
         raise click.BadParameter("a live run starts a real agent per device; keep it to "
                                  "2,000 devices or fewer", param_hint="--devices")
+    roots_pem = _roots(roots)
+    _reachable(url)
     username, _, secret = credential.partition(":")
-    fleet = LiveFleet(server_url=url, roots_pem=roots.read_bytes(), devices=devices,
+    fleet = LiveFleet(server_url=url, roots_pem=roots_pem, devices=devices,
                       duration=dt.timedelta(minutes=minutes), bootstrap=(username, secret),
                       label=label, name_prefix=name_prefix, missed_wakeups=missed, seed=seed)
     out = out or Path(f"simulation-live-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}")
