@@ -67,4 +67,15 @@ def test_serve_on_a_taken_port_says_what_to_do(home: Path) -> None:
              f"127.0.0.1:{port}"], capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 7
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "another program" in result.stderr
     assert "--listen" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_serve_on_an_address_of_another_machine_says_so(home: Path) -> None:
+    # 192.0.2.1 is TEST-NET-1 (RFC 5737): no interface here has it.
+    result = subprocess.run(
+        [sys.executable, "-m", "fleetpki.cli", "--home", str(home), "serve", "--listen",
+         "192.0.2.1:8443"], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 7
+    assert "no network interface of this machine has that address" in result.stderr
+    assert "another program" not in result.stderr and "Traceback" not in result.stderr

@@ -141,8 +141,14 @@ def run_server(state: CliState, listen: Address | None, workers: int | None,
         if error.errno not in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
             raise
         ports = ", ".join(f"{listener.host}:{listener.port}" for listener in listeners)
-        raise ConfigError(f"{error.strerror} (listening on {ports}): another program (or another "
-                          "fleetpki serve) may hold a port; stop it, or choose other addresses "
-                          "with --listen / --revocation-listen / --admin-listen, or "
+        cause = {
+            errno.EADDRINUSE: "another program (or another fleetpki serve) holds a port; "
+                              "stop it, or",
+            errno.EACCES: "ports below 1024 need root or CAP_NET_BIND_SERVICE "
+                          "(docs/operations.md); grant it, or",
+            errno.EADDRNOTAVAIL: "no network interface of this machine has that address;",
+        }[error.errno]
+        raise ConfigError(f"{error.strerror} (listening on {ports}): {cause} choose other "
+                          "addresses with --listen / --revocation-listen / --admin-listen, or "
                           "server.listen / revocation.listen / admin.listen in "
                           "fleetpki.toml") from None
