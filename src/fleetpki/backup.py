@@ -41,6 +41,10 @@ def create_backup(settings: Settings, archive: Path, audit_head: tuple[int, str]
                   now: dt.datetime) -> BackupReport:
     if archive.exists():
         raise Conflict(f"{archive} exists; choose a new name for the backup")
+    if not archive.parent.is_dir():
+        # Checked before the snapshot, which can take minutes on a large store.
+        raise BadInput(f"directory {archive.parent} does not exist; create it or choose "
+                       "another place for the backup")
     with tempfile.TemporaryDirectory(prefix="fleetpki-backup-") as tmp:
         staging = Path(tmp)
         _snapshot_database(settings.store_url, staging)

@@ -75,6 +75,9 @@ def test_restore_refuses_non_empty_target_and_damaged_archive(fleetpki, tmp_path
     archive = tmp_path / "b.tar.gz"
     assert fleetpki("backup", "--to", str(archive)).exit_code == 0
     assert fleetpki("backup", "--to", str(archive)).exit_code == 6  # never overwrites
+    nowhere = fleetpki("backup", "--to", str(tmp_path / "missing" / "b.tar.gz"))
+    assert nowhere.exit_code == 2 and "does not exist; create it" in nowhere.output
+    assert not (tmp_path / "missing").exists()
     occupied = tmp_path / "occupied"
     occupied.mkdir()
     (occupied / "x").write_text("x")

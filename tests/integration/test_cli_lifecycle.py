@@ -44,6 +44,11 @@ def test_search_by_device_profile_status_key_and_expiry(fleetpki, tmp_path: Path
     assert [c["device_id"] for c in listed(fleetpki, "--key", "rsa-2048")] == ["gw-b1"]
     soon = listed(fleetpki, "--expiring-before", "2100-01-01", "--limit", "1")
     assert soon[0]["serial"] == format(s1, "x")  # soonest expiry first
+    # A duration counts from now: only the 10-day certificate expires within 30 days.
+    assert [c["device_id"] for c in listed(fleetpki, "--expiring-before", "30d")] == [
+        "sensor-a1"]
+    bad = fleetpki("certs", "list", "--expiring-before", "soon")
+    assert bad.exit_code == 2 and "duration from now" in bad.output
     assert fleetpki("certs", "revoke", format(s1, "x"), "--reason", "keyCompromise").exit_code == 0
     revoked = listed(fleetpki, "--status", "revoked")
     assert [c["device_id"] for c in revoked] == ["sensor-a1"]

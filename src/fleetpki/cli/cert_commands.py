@@ -8,7 +8,7 @@ import json
 import click
 from cryptography.hazmat.primitives import serialization
 
-from fleetpki.cli.context import CliState, handle_errors, pass_state
+from fleetpki.cli.context import WHEN, CliState, handle_errors, parse_when, pass_state
 from fleetpki.cli.output import certificate_details, certificate_table, console, pem
 from fleetpki.core.errors import NotFound
 from fleetpki.core.reasons import RevocationReason
@@ -39,8 +39,9 @@ def certs() -> None:
 @click.option("--profile", default=None)
 @click.option("--issuer", default=None)
 @click.option("--status", type=click.Choice([s.value for s in CertificateStatus]), default=None)
-@click.option("--expiring-before", type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]),
-              default=None, help="Only certificates whose notAfter is before this date (UTC).")
+@click.option("--expiring-before", default=None, metavar="WHEN",
+              help=f"Only certificates whose notAfter is before this: {WHEN} (30d: expiring "
+              "within 30 days).")
 @click.option("--subject", default=None, help="Substring of the subject.")
 @click.option("--san", default=None, help="Substring of a subjectAltName.")
 @click.option("--key", "key_spec", default=None, help="Key type, e.g. ec-p256.")
@@ -50,7 +51,7 @@ def certs() -> None:
 @pass_state
 @handle_errors
 def list_certs(state: CliState, device: str | None, profile: str | None, issuer: str | None,
-               status: str | None, expiring_before: dt.datetime | None, subject: str | None,
+               status: str | None, expiring_before: str | None, subject: str | None,
                san: str | None, key_spec: str | None, limit: int, offset: int,
                as_json: bool) -> None:
     """List certificates, soonest expiry first."""
@@ -59,7 +60,8 @@ def list_certs(state: CliState, device: str | None, profile: str | None, issuer:
     query = CertificateQuery(
         device_id=device, profile=profile, issuer=issuer,
         status=CertificateStatus(status) if status else None,
-        expiring_before=expiring_before.replace(tzinfo=dt.UTC) if expiring_before else None,
+        expiring_before=(parse_when(expiring_before, now, "--expiring-before")
+                         if expiring_before is not None else None),
         subject_contains=subject, san_contains=san, key_spec=key_spec, limit=limit,
         offset=offset)
     rows = fleet.store.find_certificates(query, now=now)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import functools
 import os
 import sys
@@ -13,6 +14,7 @@ from typing import Any, TypeVar
 import click
 
 from fleetpki import logs
+from fleetpki.core.durations import parse_duration
 from fleetpki.core.errors import FleetPKIError
 from fleetpki.wiring import Fleet, open_fleet
 
@@ -101,3 +103,20 @@ def read_text_file(path: Path, *, what: str, limit: int | None = None) -> str:
     except UnicodeDecodeError as exc:
         raise click.UsageError(f"{what} {path} is not UTF-8 text (byte {exc.start} is "
                                f"0x{data[exc.start]:02x}); save it as UTF-8") from None
+
+
+WHEN = "an ISO-8601 time (UTC unless it has an offset) or a duration from now (7d, 12h)"
+
+
+def parse_when(text: str, now: dt.datetime, option: str) -> dt.datetime:
+    """A duration counts from now; a time without an offset is UTC, as in every other place
+    fleetpki prints times."""
+    try:
+        return now + parse_duration(text)
+    except ValueError:
+        pass
+    try:
+        value = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise click.BadParameter(f"'{text}' is not {WHEN}", param_hint=option) from None
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)

@@ -10,13 +10,10 @@ import click
 from rich.table import Table
 from rich.text import Text
 
-from fleetpki.cli.context import CliState, handle_errors, pass_state
+from fleetpki.cli.context import WHEN, CliState, handle_errors, parse_when, pass_state
 from fleetpki.cli.output import console
-from fleetpki.core.durations import parse_duration
 from fleetpki.core.renewal_window import RenewalAdvisory
 from fleetpki.ra.authorizers import local_operator
-
-_WHEN = "an ISO-8601 time (UTC unless it has an offset) or a duration from now (7d, 12h)"
 
 
 def register(cli: click.Group) -> None:
@@ -31,7 +28,7 @@ def renewal() -> None:
 @renewal.command("advise")
 @click.option("--profile", required=True, help="The profile whose certificates should renew.")
 @click.option("--end", required=True, metavar="WHEN",
-              help=f"Renew before this: {_WHEN}.")
+              help=f"Renew before this: {WHEN}.")
 @click.option("--start", default=None, metavar="WHEN",
               help="Renewals accepted and suggested from this; default now.")
 @click.option("--issued-before", default=None, metavar="WHEN",
@@ -49,9 +46,9 @@ def advise(state: CliState, profile: str, end: str, start: str | None,
     # default start, which the RA would otherwise take from a later reading of the clock.
     now = fleet.clock.now()
     advisory = fleet.renewal_advisories(local_operator()).advise(
-        profile, end=_when(end, now, "--end"),
-        start=_when(start, now, "--start") if start is not None else now,
-        issued_before=(_when(issued_before, now, "--issued-before")
+        profile, end=parse_when(end, now, "--end"),
+        start=parse_when(start, now, "--start") if start is not None else now,
+        issued_before=(parse_when(issued_before, now, "--issued-before")
                        if issued_before is not None else now),
         explanation=explanation)
     if as_json:
@@ -87,20 +84,6 @@ def withdraw(state: CliState, advisory_id: str) -> None:
     """Withdraw an advisory: devices go back to their profile's normal renewal window."""
     state.fleet().renewal_advisories(local_operator()).withdraw(advisory_id)
     click.echo(f"withdrew {advisory_id}")
-
-
-def _when(text: str, now: dt.datetime, option: str) -> dt.datetime:
-    """A duration counts from now; a time without an offset is UTC, as in every other place
-    fleetpki prints times."""
-    try:
-        return now + parse_duration(text)
-    except ValueError:
-        pass
-    try:
-        value = dt.datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise click.BadParameter(f"'{text}' is not {_WHEN}", param_hint=option) from None
-    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
 def _state(advisory: RenewalAdvisory, now: dt.datetime) -> str:
