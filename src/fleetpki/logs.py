@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import logging.handlers
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,10 @@ def configure(log_file: Path | None, *, fmt: str, level: str) -> None:
     handler: logging.Handler
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(log_file, encoding="utf-8")
+        # Reopened when logrotate (or an operator) moves the file away: every process of
+        # `serve` appends to the same file, which a size-rotating handler per process would
+        # tear apart (docs/operations.md has the logrotate rule).
+        handler = logging.handlers.WatchedFileHandler(log_file, encoding="utf-8")
     else:
         handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter() if fmt == "json" else
