@@ -87,13 +87,19 @@ def test_per_device_secrets_refused_write_nothing(fleetpki: Cli, tmp_path: Path,
     assert alone.exit_code == 2 and "--devices and --out go together" in alone.output
 
 
-def test_manufacturer_with_allow_list(fleetpki: Cli, tmp_path: Path) -> None:
+def add_acme_with_allow_list(fleetpki: Cli, tmp_path: Path, allow_list: bytes) -> Path:
+    """Trust a manufacturer CA named acme with this allow list, which names two devices."""
     ca = make_factory_pki(tmp_path / "factory", [])
     ids = tmp_path / "ids.txt"
-    ids.write_text("# shipped to us\nACME-1\nACME-2\n\n")
+    ids.write_bytes(allow_list)
     added = fleetpki("manufacturers", "add", "acme", "--ca", str(ca), "--profile", "sensor",
                      "--allow-list", str(ids))
     assert added.exit_code == 0 and "2 device ids allowed" in added.output, added.output
+    return ids
+
+
+def test_manufacturer_with_allow_list(fleetpki: Cli, tmp_path: Path) -> None:
+    ids = add_acme_with_allow_list(fleetpki, tmp_path, b"# shipped to us\nACME-1\nACME-2\n\n")
     more = tmp_path / "more.txt"
     more.write_text("ACME-2\nACME-3\n")
     assert "1 new device id(s)" in fleetpki("manufacturers", "allow", "acme", str(more)).output
@@ -104,12 +110,7 @@ def test_manufacturer_with_allow_list(fleetpki: Cli, tmp_path: Path) -> None:
 
 
 def test_allow_list_from_a_windows_editor_and_a_binary_one(fleetpki: Cli, tmp_path: Path) -> None:
-    ca = make_factory_pki(tmp_path / "factory", [])
-    ids = tmp_path / "ids.txt"
-    ids.write_bytes(b"\xef\xbb\xbfACME-1\r\nACME-2\r\n")
-    added = fleetpki("manufacturers", "add", "acme", "--ca", str(ca), "--profile", "sensor",
-                     "--allow-list", str(ids))
-    assert added.exit_code == 0 and "2 device ids allowed" in added.output, added.output
+    add_acme_with_allow_list(fleetpki, tmp_path, b"\xef\xbb\xbfACME-1\r\nACME-2\r\n")
     # The byte-order mark did not become part of the first id: it is known already.
     again = tmp_path / "again.txt"
     again.write_text("ACME-1\n")
