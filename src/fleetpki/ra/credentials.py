@@ -63,7 +63,7 @@ class NewCredential:
 @dataclasses.dataclass(frozen=True, slots=True)
 class CredentialBatch:
     credentials: tuple[NewCredential, ...]
-    events: tuple[AuditEvent, ...] = dataclasses.field(repr=False)
+    events: tuple[AuditEvent, ...]
     created_at: dt.datetime
 
 

@@ -13,7 +13,6 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol
 
 from fleetpki.core.errors import BadInput
 from fleetpki.core.names import SUBJECT_ATTRIBUTES
@@ -32,13 +31,6 @@ class DeviceRow:
     sans: tuple[str, ...]
 
 
-class _CsvReader(Protocol):
-    @property
-    def line_num(self) -> int: ...
-
-    def __iter__(self) -> Iterator[list[str]]: ...
-
-
 def read_manifest(path: Path, *, need_csr: bool) -> Iterator[DeviceRow]:
     """Yield rows; raise BadInput naming the line for the first malformed one.
 
@@ -55,7 +47,8 @@ def read_manifest(path: Path, *, need_csr: bool) -> Iterator[DeviceRow]:
             handle.seek(0)
             reader = csv.reader(handle, delimiter=_delimiter(header_line))
             header = [name.strip() for name in next(reader, [])]
-            yield from _rows(path, reader, header, need_csr=need_csr)
+            numbered = ((reader.line_num, fields) for fields in reader)
+            yield from _rows(path, numbered, header, need_csr=need_csr)
         except (csv.Error, UnicodeDecodeError) as exc:
             raise BadInput(f"{path}: not a readable CSV file ({exc}); save the device list "
                            "as UTF-8 text, one device per line") from None
@@ -69,8 +62,9 @@ def _delimiter(header_line: str) -> str:
     return ","
 
 
-def _rows(path: Path, reader: _CsvReader, header: list[str], *, need_csr: bool
-          ) -> Iterator[DeviceRow]:
+def _rows(path: Path, numbered: Iterator[tuple[int, list[str]]], header: list[str], *,
+          need_csr: bool) -> Iterator[DeviceRow]:
+    """`numbered`: each record with the line it ends on."""
     if not any(header):
         raise BadInput(f"{path} is empty: its first line must name the columns, e.g. "
                        "device_id,csr")
@@ -88,10 +82,9 @@ def _rows(path: Path, reader: _CsvReader, header: list[str], *, need_csr: bool
     id_at, csr_at, san_at = at["device_id"], at.get("csr"), at.get("san")
     attributes_at = [(name, index) for name, index in at.items() if name in SUBJECT_ATTRIBUTES]
     base = path.parent
-    for fields in reader:
+    for line, fields in numbered:
         if not fields:
             continue  # a blank line
-        line = reader.line_num
         if len(fields) > width:
             raise BadInput(f"{path}:{line}: more fields than columns")
         fields += [""] * (width - len(fields))
