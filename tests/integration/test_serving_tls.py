@@ -302,11 +302,11 @@ def test_killed_worker_is_replaced_and_sigterm_stops_every_process(pki: Path) ->
         victim = min(first)
         os.kill(victim, signal.SIGKILL)
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and (len(worker_pids(process.pid)) != 2
-                                               or victim in worker_pids(process.pid)):
+        now = worker_pids(process.pid)  # one snapshot per look: the victim is reaped meanwhile
+        while time.monotonic() < deadline and (len(now) != 2 or victim in now):
             time.sleep(0.05)
-        now = worker_pids(process.pid)
-        assert len(now) == 2 and victim not in now
+            now = worker_pids(process.pid)
+        assert len(now) == 2 and victim not in now, now
         answers = [get(port, client_context(pki, "device"))[0] for _ in range(6)]
         assert {a["pid"] for a in answers} <= now
         started = time.monotonic()
