@@ -192,11 +192,14 @@ def worker_apps(fleet: Fleet) -> WorkerApps:
     admin = fleet.settings.admin
 
     async def background() -> None:
-        await asyncio.gather(
-            revocation_loop(fleet.background_round, fleet.crl_directory, interval, responder,
-                            keys),
-            summary_loop(fleet.store.latest_summary, fleet.refresh_summary, fleet.clock,
-                         admin.summary_interval, fleet.settings.home / "run"))
+        try:
+            await asyncio.gather(
+                revocation_loop(fleet.background_round, fleet.crl_directory, interval,
+                                responder, keys),
+                summary_loop(fleet.store.latest_summary, fleet.refresh_summary, fleet.clock,
+                             admin.summary_interval, fleet.settings.home / "run"))
+        finally:  # cancelled once the servers have stopped: the worker is about to exit
+            fleet.release_serials()
 
     apps: dict[str, ASGIApp] = {"https": enrollment, "proxy": enrollment,
                                 "revocation": revocation, "admin": administration}

@@ -337,7 +337,18 @@ class Fleet:
         """The issuer and its parents up to the root, nearest first."""
         return issuer_chain(self.store, issuer)
 
+    def release_serials(self) -> None:
+        """Give back the serials the issuance service reserved ahead and never used. Best
+        effort: a reserved serial that is never used harms nothing (issuance-cycle.md)."""
+        if "issuance" not in self.__dict__:  # never built (cached_property): holds none
+            return
+        try:
+            self.issuance.release_serials()
+        except Exception:
+            log.warning("could not give back the serials reserved ahead", exc_info=True)
+
     def close(self) -> None:
+        self.release_serials()
         self.store.close()
 
 

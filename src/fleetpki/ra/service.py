@@ -3,7 +3,8 @@
   1. authorize        the Authorization says who asks and what they may ask for
   2. plan             the profile decides the certificate (core.issuance_plan); refusals stop here,
                       audited, with nothing stored and no serial drawn
-  3. reserve          a fresh random serial is written to the ledger as an intent
+  3. reserve          a fresh random serial is in the ledger as an intent (written ahead in
+                      blocks: ra/serial_pool.py)
   4. sign             exactly once, in memory
   5. record           certificate + audit entry in one transaction
   6. return           only now does the certificate leave the RA
@@ -34,14 +35,9 @@ from fleetpki.core.profile import Profile
 from fleetpki.core.records import IssuedCertificate
 from fleetpki.core.serials import SerialSource, serial_hex
 from fleetpki.ra.api import Authorization
-from fleetpki.store.api import (
-    AuditEvent,
-    IssuanceLedger,
-    SerialCollision,
-    SerialReservation,
-)
+from fleetpki.ra.serial_pool import SerialPool
+from fleetpki.store.api import AuditEvent, IssuanceLedger
 
-_SERIAL_ATTEMPTS = 5
 log = logging.getLogger(__name__)
 
 
@@ -53,7 +49,7 @@ class IssuanceService:
         self._profiles = profiles
         self._signers = signers
         self._clock = clock
-        self._serials = serials
+        self._pool = SerialPool(ledger, serials)
         self._templates: dict[str, CertificateTemplate] = {}
 
     def template(self, profile_name: str) -> CertificateTemplate:
@@ -163,16 +159,11 @@ class IssuanceService:
         return plan
 
     def reserve(self, plan: IssuancePlan, now: dt.datetime) -> int:
-        for _ in range(_SERIAL_ATTEMPTS):
-            serial = self._serials.next_serial()
-            try:
-                self._ledger.reserve_serials(
-                    [SerialReservation(plan.issuer, serial, plan.device_id, plan.profile)],
-                    at=now)
-                return serial
-            except SerialCollision:
-                continue
-        raise RuntimeError("could not draw an unused serial: the serial source is broken")
+        return self._pool.take(plan.issuer, plan.device_id, plan.profile, now)
+
+    def release_serials(self) -> None:
+        """Give back the serials reserved ahead and never used (before the store closes)."""
+        self._pool.release(self._clock.now())
 
 
 def issued_record(plan: IssuancePlan, serial: int, der: bytes, now: dt.datetime

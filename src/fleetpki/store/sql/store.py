@@ -46,7 +46,11 @@ _CERTIFICATE_COLUMNS = tuple(c.name for c in certificates.columns)
 # A constant column list, no user input: S608 does not apply.
 _ONE_CERTIFICATE = (f"SELECT {CERTIFICATE_FIELDS} FROM certificates "  # noqa: S608
                     "WHERE issuer = ? AND serial = ?")
-_MARK_ISSUED = "UPDATE serials SET state = 'issued' WHERE issuer = ? AND serial = ?"
+# Only a serial still reserved: one marked issued stays in the ledger for ever.
+_RELEASE = "DELETE FROM serials WHERE issuer = ? AND serial = ? AND state = 'reserved'"
+# A serial reserved ahead (ra/serial_pool.py) learns its device when it is used.
+_MARK_ISSUED = ("UPDATE serials SET state = 'issued', device_id = ?, profile = ? "
+                "WHERE issuer = ? AND serial = ?")
 
 
 class SqlStore(EnrollmentTables, RevocationTables, RenewalAdvisoryTables, InventoryTables,
@@ -261,13 +265,10 @@ class SqlStore(EnrollmentTables, RevocationTables, RenewalAdvisoryTables, Invent
                 stamp = timestamp_converter(c.dialect)
                 insert_many(c, certificates, _CERTIFICATE_COLUMNS,
                             [certificate_row(x, stamp) for x in certificates_])
-                execute_driver(c, _MARK_ISSUED, [(x.issuer, serial_hex(x.serial))
-                                                 for x in certificates_])
-            for reservation in released:
-                c.execute(serials.delete().where(
-                    serials.c.issuer == reservation.issuer,
-                    serials.c.serial == serial_hex(reservation.serial),
-                    serials.c.state == "reserved"))
+                execute_driver(c, _MARK_ISSUED, [(x.device_id, x.profile, x.issuer,
+                                                  serial_hex(x.serial)) for x in certificates_])
+            if released:
+                execute_driver(c, _RELEASE, [(r.issuer, serial_hex(r.serial)) for r in released])
             append_events(c, events, at)
 
         with translate_errors():
