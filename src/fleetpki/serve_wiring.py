@@ -41,6 +41,7 @@ from fleetpki.protocols.cmp.server import CmpServer
 from fleetpki.protocols.est.handler import OPERATIONS as EST_OPERATIONS
 from fleetpki.protocols.est.server import PREFIX as EST_PREFIX
 from fleetpki.protocols.est.server import EstServer, ProxyTrust
+from fleetpki.protocols.http_adapter import client_gone_quietly
 from fleetpki.protocols.key_delivery import KeyGenerationAuthority
 from fleetpki.protocols.scep.handler import ScepHandler, ScepSettings
 from fleetpki.protocols.scep.server import ScepServer
@@ -130,8 +131,12 @@ def asgi_app(fleet: Fleet, scep: ScepServer | None = None, cmp: CmpServer | None
     crls = CrlFiles(fleet.crl_directory, fleet.clock)
     scep = scep or ScepServer(scep_handler(fleet, crls))
     cmp = cmp or CmpServer(cmp_handler(fleet, crls))
-    return Starlette(routes=[*routes, *scep.routes(), *cmp.routes(),
-                             *acme_server(fleet).routes()])
+    app = Starlette(routes=[*routes, *scep.routes(), *cmp.routes(),
+                            *acme_server(fleet).routes()])
+    # No protocol here has paths ending in '/': a trailing slash is a wrong path (404), not a
+    # redirect whose Location would repeat whatever Host header the client sent.
+    app.router.redirect_slashes = False
+    return app
 
 
 def worker_apps(fleet: Fleet) -> WorkerApps:
@@ -143,8 +148,10 @@ def worker_apps(fleet: Fleet) -> WorkerApps:
     crls = CrlFiles(fleet.crl_directory, fleet.clock)
     scep = ScepServer(scep_handler(fleet, crls))
     cmp = CmpServer(cmp_handler(fleet, crls))
-    enrollment = RequestTimer(asgi_app(fleet, scep, cmp), timed, "est", by_last_segment(
-        EST_PREFIX, [operation.name for operation in EST_OPERATIONS], "other"))
+    est_routes = by_last_segment(EST_PREFIX, [operation.name for operation in EST_OPERATIONS],
+                                 "other")
+    enrollment = RequestTimer(client_gone_quietly(asgi_app(fleet, scep, cmp)), timed, "est",
+                              est_routes)
     responder, keys = fleet.ocsp_responder()
     ocsp = OcspEndpoint(responder)
     # OCSP first, as a bare ASGI app: it is the busiest thing a PKI serves, and Starlette's
@@ -154,8 +161,8 @@ def worker_apps(fleet: Fleet) -> WorkerApps:
     # (serving/direct.py); the app answers the rest (other methods, pipelined requests).
     revocation_routes = by_prefix([("/ocsp", "ocsp"), ("/crl", "crl"), ("/scep", "scep"),
                                    ("/.well-known/cmp", "cmp")], "other")
-    revocation = RequestTimer(ocsp_app(ocsp, fallback=Starlette(
-        routes=[*crls.routes(), *scep.routes(), *cmp.routes()])), timed, "revocation",
+    revocation = RequestTimer(client_gone_quietly(ocsp_app(ocsp, fallback=Starlette(
+        routes=[*crls.routes(), *scep.routes(), *cmp.routes()]))), timed, "revocation",
         revocation_routes)
 
     ocsp_route = revocation_routes(ocsp.prefix)

@@ -27,6 +27,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 TLS12, TLS13 = ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3
+REQUEST_SECONDS = 3.0  # the test server's deadline for a request, once begun
 WIRE_VERSION = {TLS12: 0x0303, TLS13: 0x0304}
 
 
@@ -34,6 +35,12 @@ WIRE_VERSION = {TLS12: 0x0303, TLS13: 0x0304}
 
 async def echo_app(scope: dict[str, Any], receive: Callable[[], Any], send: Callable[..., Any]
                    ) -> None:
+    if scope["method"] == "POST":  # read the whole body first, as the protocol servers do
+        while (message := await receive())["type"] == "http.request" \
+                and message.get("more_body"):
+            pass
+        if message["type"] == "http.disconnect":
+            return
     extensions = scope.get("extensions") or {}
     body = json.dumps({"pid": os.getpid(), "client": scope["client"],
                        "has_tls": "tls" in extensions, "tls": extensions.get("tls")}).encode()
@@ -44,6 +51,7 @@ async def echo_app(scope: dict[str, Any], receive: Callable[[], Any], send: Call
 
 
 def run_server(directory: Path, http: str, mode: str) -> int:
+    from fleetpki.serving.direct import DirectRoute
     from fleetpki.serving.tls import server_tls_context
     from fleetpki.serving.workers import Listener, WorkerApps, serve
 
@@ -56,7 +64,10 @@ def run_server(directory: Path, http: str, mode: str) -> int:
     def app_factory() -> Any:
         if mode == "crash":
             raise RuntimeError("this app cannot start")
-        return WorkerApps({name: echo_app for name in ("lenient", "strict", "plain")})
+        # /direct on the plain listener is answered without ASGI (httptools only)
+        return WorkerApps({name: echo_app for name in ("lenient", "strict", "plain")},
+                          direct={"plain": DirectRoute("/direct", 1024, lambda request: (
+                              200, [(b"content-length", b"6")], b"direct"))})
 
     def on_ready(addresses: list[tuple[str, int]]) -> None:
         print(json.dumps(addresses), flush=True)
@@ -65,7 +76,7 @@ def run_server(directory: Path, http: str, mode: str) -> int:
                  Listener("strict", "127.0.0.1", 0, tls(False)),
                  Listener("plain", "127.0.0.1", 0, None)]
     return serve(app_factory, listeners, workers=2, on_ready=on_ready, graceful_timeout=5.0,
-                 http="h11" if http == "h11" else "httptools")
+                 http="h11" if http == "h11" else "httptools", request_seconds=REQUEST_SECONDS)
 
 
 if __name__ == "__main__":
@@ -289,6 +300,79 @@ def test_connection_idle_after_handshake_is_closed(server: Server, pki: Path) ->
         started = time.monotonic()
         assert tls.recv(1) == b""  # end of stream, well before the 10 s socket timeout
         assert 4 < time.monotonic() - started < 8
+
+
+def exchange_raw(port: int, parts: list[bytes], pause: float = 0.0) -> tuple[bytes, float]:
+    """Send `parts` on a plain connection, `pause` seconds apart; return everything read until
+    the server closes, and how long after the last part that was."""
+    with socket.create_connection(("127.0.0.1", port), timeout=REQUEST_SECONDS + 10) as raw:
+        for index, part in enumerate(parts):
+            if index and pause:
+                time.sleep(pause)
+            raw.sendall(part)
+        sent = time.monotonic()
+        reply = b""
+        while chunk := raw.recv(65536):
+            reply += chunk
+        return reply, time.monotonic() - sent
+
+
+@pytest.mark.parametrize("stalled", [
+    b"GET / HTTP/1.1\r\nHost: x\r\n",  # the header never ends
+    b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc",  # nor the body
+    b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n",
+])
+def test_request_not_complete_in_time_is_answered_408_and_closed(
+        server: Server, stalled: bytes) -> None:
+    reply, waited = exchange_raw(server.plain, [stalled])
+    assert reply.startswith(b"HTTP/1.1 408 "), reply
+    assert b"connection: close" in reply.lower()
+    assert REQUEST_SECONDS - 0.5 < waited < REQUEST_SECONDS + 5
+
+
+def test_stalled_request_on_a_direct_route_is_answered_408(server: Server) -> None:
+    reply, _ = exchange_raw(server.plain, [
+        b"POST /direct HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nab", b"cd",
+        b"POST /direct HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nab"], pause=0.5)
+    # (with h11, which has no direct routes, the app answers the first request)
+    assert reply.startswith(b"HTTP/1.1 200 ") and reply.count(b"HTTP/1.1 ") == 2, reply
+    assert reply.index(b"HTTP/1.1 408 ") > 0
+
+
+def test_stalled_request_after_an_answered_one_still_gets_408(server: Server) -> None:
+    reply, _ = exchange_raw(server.plain, [
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"GET / HTTP/1.1\r\nHost: x\r\n"], pause=0.5)
+    first, _, rest = reply.partition(b"\r\n\r\n")
+    assert first.startswith(b"HTTP/1.1 200 ")
+    assert b"HTTP/1.1 408 " in rest
+
+
+def test_slow_request_within_the_deadline_is_served(server: Server) -> None:
+    reply, _ = exchange_raw(server.plain, [
+        b"POST / HTTP/1.1\r\nHost: x\r\n", b"Content-Length: 4\r\n\r\nab", b"cd",
+        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"], pause=0.7)
+    assert reply.count(b"HTTP/1.1 200 ") == 2, reply
+
+
+def test_header_beyond_the_limit_is_refused(server: Server, request: pytest.FixtureRequest
+                                             ) -> None:
+    huge = b"GET / HTTP/1.1\r\nHost: x\r\nX-Filler: " + b"a" * (70 * 1024)
+    reply, waited = exchange_raw(server.plain, [huge])
+    # h11 has its own limit (16 KiB of an unfinished event), and answers 400
+    expected = b"HTTP/1.1 400 " if "h11" in request.node.callspec.id else b"HTTP/1.1 431 "
+    assert reply.startswith(expected), reply[:200]
+    assert waited < REQUEST_SECONDS
+
+
+def test_stalled_request_on_tls_is_answered_408(server: Server, pki: Path) -> None:
+    context = client_context(pki, "device")
+    with socket.create_connection(("127.0.0.1", server.lenient), timeout=15) as raw, \
+            context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+        tls.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        reply = b""
+        while chunk := tls.recv(65536):
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 408 "), reply
 
 
 @pytest.mark.slow

@@ -3,10 +3,14 @@ sans-I/O handler made (status, body, headers as it chose them)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+log = logging.getLogger("fleetpki.protocols")
 
 
 def response(status: int, body: bytes, headers: Iterable[tuple[str, str]]) -> Response:
@@ -29,3 +33,16 @@ async def read_bounded(request: Request, limit: int) -> bytes | None:
         if len(body) > limit:
             return None
     return bytes(body)
+
+
+def client_gone_quietly(app: ASGIApp) -> ASGIApp:
+    """A client that leaves while its request body is read (or is cut off for being too slow,
+    serving/request_limits.py) is no failure of the server: no traceback at error level, which
+    would page whoever watches the logs, only a line at info."""
+    async def quiet(scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await app(scope, receive, send)
+        except ClientDisconnect:
+            log.info("the client left before sending its whole request",
+                     extra={"path": scope.get("path", "")[:200]})
+    return quiet

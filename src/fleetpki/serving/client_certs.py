@@ -28,15 +28,23 @@ from __future__ import annotations
 import asyncio
 import functools
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import h11
 from cryptography import x509
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from fleetpki.serving.http10_keep_alive import keep_http10_alive
+from fleetpki.serving.request_limits import (
+    MAX_HEADER_BYTES,
+    REQUEST_SECONDS,
+    ReadDeadline,
+    refuse_and_close,
+)
 
 __all__ = ["ClientCertH11Protocol", "ClientCertHttpToolsProtocol"]
 
@@ -125,22 +133,88 @@ def _on_connection(protocol: HttpToolsProtocol | H11Protocol, transport: asyncio
         protocol.timeout_keep_alive, protocol.timeout_keep_alive_handler)
 
 
+def _too_slow(protocol: HttpToolsProtocol | H11Protocol, seconds: float,
+              in_header: Callable[[], bool]) -> Callable[[], None]:
+    return lambda: refuse_and_close(
+        protocol, 408, f"the request was not complete {seconds:g} s after it began",
+        in_header=in_header())
+
+
 class ClientCertHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, plus the ASGI ``tls`` extension (the default), and
-    HTTP/1.0 keep-alive (http10_keep_alive.py)."""
+    """uvicorn's httptools protocol, plus the ASGI ``tls`` extension (the default), HTTP/1.0
+    keep-alive (http10_keep_alive.py) and the request limits of request_limits.py."""
+
+    _header_bytes: int | None = None  # counted from a request's first byte to its header's end
+
+    def __init__(self, *args: Any, request_seconds: float = REQUEST_SECONDS,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._request_seconds = request_seconds
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         _on_connection(self, transport)
+        self._read_deadline = ReadDeadline(self.loop, self._request_seconds, _too_slow(
+            self, self._request_seconds, lambda: self._header_bytes is not None))
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)  # the parser callbacks below run in here
+        if self._header_bytes is not None:
+            self._header_bytes += len(data)
+            if self._header_bytes > MAX_HEADER_BYTES:
+                self._header_bytes = None
+                refuse_and_close(self, 431, f"the request header is larger than "
+                                            f"{MAX_HEADER_BYTES // 1024} KiB", in_header=True)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._header_bytes = 0
+        self._read_deadline.start()
 
     def on_headers_complete(self) -> None:
+        self.end_of_header()
         super().on_headers_complete()
         keep_http10_alive(self)
 
+    def on_message_complete(self) -> None:
+        self.end_of_message()
+        super().on_message_complete()
+
+    # Subclasses that answer some requests without these two callbacks call these themselves.
+
+    def end_of_header(self) -> None:
+        self._header_bytes = None
+
+    def end_of_message(self) -> None:
+        self._read_deadline.stop()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._read_deadline.stop()
+        super().connection_lost(exc)
+
 
 class ClientCertH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol (pure Python, stricter parser), plus the ASGI ``tls`` extension."""
+    """uvicorn's h11 protocol (pure Python, stricter parser), plus the ASGI ``tls`` extension
+    and the request deadline of request_limits.py (h11 limits the header size itself)."""
+
+    def __init__(self, *args: Any, request_seconds: float = REQUEST_SECONDS,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._request_seconds = request_seconds
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         _on_connection(self, transport)
+        self._read_deadline = ReadDeadline(self.loop, self._request_seconds, _too_slow(
+            self, self._request_seconds, lambda: self.conn.their_state is h11.IDLE))
+
+    def data_received(self, data: bytes) -> None:
+        if self.conn.their_state is h11.IDLE:  # the first bytes of a request
+            self._read_deadline.start()
+        super().data_received(data)
+        if self.conn.their_state not in (h11.IDLE, h11.SEND_BODY):  # read, or failed
+            self._read_deadline.stop()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._read_deadline.stop()
+        super().connection_lost(exc)

@@ -124,6 +124,7 @@ class DirectHttpToolsProtocol(ClientCertHttpToolsProtocol):
         self._direct: _DirectCycle | None = None
 
     def on_headers_complete(self) -> None:
+        self.end_of_header()
         method = self.parser.get_method()
         if method not in (b"GET", b"POST") or self.expect_100_continue or self.pipeline \
                 or (self.cycle is not None and not self.cycle.response_complete) \
@@ -160,6 +161,7 @@ class DirectHttpToolsProtocol(ClientCertHttpToolsProtocol):
         direct.body += body
 
     def on_message_complete(self) -> None:
+        self.end_of_message()
         direct = self._direct
         if direct is None:
             super().on_message_complete()

@@ -48,6 +48,7 @@ from starlette.types import ASGIApp
 
 from fleetpki.serving.client_certs import ClientCertH11Protocol, ClientCertHttpToolsProtocol
 from fleetpki.serving.direct import DirectHttpToolsProtocol, DirectRoute
+from fleetpki.serving.request_limits import REQUEST_SECONDS
 
 __all__ = ["Listener", "WorkerApps", "serve"]
 
@@ -97,7 +98,8 @@ def serve(app_factory: Callable[[], WorkerApps], listeners: Sequence[Listener], 
           on_ready: Callable[[list[tuple[str, int]]], None] | None = None,
           log_level: str = "warning", graceful_timeout: float = 10.0,
           http: Literal["httptools", "h11"] = "httptools",
-          on_worker_exit: Callable[[int], None] | None = None) -> int:
+          on_worker_exit: Callable[[int], None] | None = None,
+          request_seconds: float = REQUEST_SECONDS) -> int:
     """Serve until SIGTERM/SIGINT; return 0 after a clean stop, 1 otherwise.
 
     "Otherwise" is: workers kept dying (more than 5 deaths in 30 s), the first workers did not
@@ -107,6 +109,7 @@ def serve(app_factory: Callable[[], WorkerApps], listeners: Sequence[Listener], 
     running; ``http`` selects uvicorn's parser (httptools, or the stricter pure-Python h11).
     ``on_worker_exit`` is called with the PID of each worker that died and was reaped while
     serving, before its replacement starts (e.g. to drop the dead process's metric files).
+    ``request_seconds``: how long a request may take to arrive once begun (request_limits.py).
     """
     if workers < 1 or not listeners or log_level not in uvicorn.config.LOG_LEVELS:
         raise ValueError("serve needs a worker, a listener and one of uvicorn's log levels")
@@ -124,7 +127,8 @@ def serve(app_factory: Callable[[], WorkerApps], listeners: Sequence[Listener], 
         os.close(lifeline_w)
         worker = app_factory()
         servers = [_WorkerServer(_config(worker.apps[listener.name], context,
-                                         _protocol(http, worker.direct.get(listener.name)),
+                                         _protocol(http, worker.direct.get(listener.name),
+                                                   request_seconds),
                                          log_level, graceful_timeout))
                    for listener, context in zip(listeners, contexts, strict=True)]
         own = [_listen_beside(sock) for sock in sockets]
@@ -191,12 +195,14 @@ def _listen_beside(held: socket.socket) -> socket.socket:
     return sock
 
 
-def _protocol(http: Literal["httptools", "h11"], route: DirectRoute | None) -> Any:
-    """uvicorn's protocol class for a listener (or a partial of one: uvicorn only calls it).
+def _protocol(http: Literal["httptools", "h11"], route: DirectRoute | None,
+              request_seconds: float) -> Any:
+    """uvicorn's protocol class for a listener, as a partial (uvicorn only calls it).
     The strict h11 parser serves every request through ASGI."""
     if route is not None and http == "httptools":
-        return functools.partial(DirectHttpToolsProtocol, route=route)
-    return _PROTOCOLS[http]
+        return functools.partial(DirectHttpToolsProtocol, route=route,
+                                 request_seconds=request_seconds)
+    return functools.partial(_PROTOCOLS[http], request_seconds=request_seconds)
 
 
 def _config(app: ASGIApp, context: ssl.SSLContext | None, protocol: Any,

@@ -16,7 +16,7 @@ from ipaddress import IPv4Network, IPv6Network, ip_address
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -86,6 +86,8 @@ class EstServer:
                 f"{PREFIX}/{label}/{operation.name}"
             try:
                 call = await self._call(request, operation, path)
+            except ClientDisconnect:
+                raise  # nobody to answer: client_gone_quietly notes it
             except Exception as error:  # noqa: BLE001 - error_reply logs it (body, proxy header)
                 return _response(error_reply(error, path))
             if operation.authenticated:
