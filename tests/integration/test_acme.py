@@ -478,6 +478,10 @@ def test_dns01_wildcard_key_rollover_revocation_by_certificate_key_and_rate_limi
                                         serialization.PrivateFormat.PKCS8,
                                         serialization.NoEncryption())))
         try:
+            unreadable = jwk_client.post(jwk_client.directory["revokeCert"],
+                                         {"certificate": "AAAA", "reason": 4})
+            _refused(acme, 400, "malformed", unreadable)
+            assert "not a DER X.509 certificate" in unreadable.body.decode()
             reply = jwk_client.post(jwk_client.directory["revokeCert"], {
                 "certificate": b64url(issued.public_bytes(serialization.Encoding.DER)),
                 "reason": 4})

@@ -38,10 +38,40 @@ def load_csr(data: bytes) -> x509.CertificateSigningRequest:
         else:
             csr = x509.load_der_x509_csr(data)
     except ValueError as exc:
-        kind = "PEM" if stripped.startswith(b"-----BEGIN") else "DER"
-        raise BadInput(f"not a valid PKCS#10 certificate request ({kind}): {_short(exc)}; "
-                       "expected a PEM 'CERTIFICATE REQUEST' block or its DER bytes") from None
+        if stripped.startswith(b"-----BEGIN"):
+            raise BadInput(f"not a valid PKCS#10 certificate request (PEM): {_short(exc)}; "
+                           "expected a 'CERTIFICATE REQUEST' block") from None
+        if _is_certificate(data):
+            raise BadInput("this is a certificate, not a certificate request (CSR)") from None
+        raise BadInput(f"not a valid PKCS#10 certificate request (DER): "
+                       f"{_asn1_problem(exc)}") from None
     return csr
+
+
+def _is_certificate(data: bytes) -> bool:
+    try:
+        x509.load_der_x509_certificate(data)
+    except ValueError:
+        return False
+    return True
+
+
+# What cryptography's ASN.1 parser reports (its Rust error, printed for debugging), in words.
+_ASN1_PROBLEMS = {
+    "ShortData": "the data ends before the request does (truncated?)",
+    "ExtraData": "there are extra bytes after the request",
+    "UnexpectedTag": "it is not a PKCS#10 structure (an unexpected ASN.1 tag)",
+    "InvalidLength": "an ASN.1 length is invalid",
+    "InvalidValue": "an ASN.1 value is invalid",
+}
+
+
+def _asn1_problem(exc: Exception) -> str:
+    text = str(exc)
+    for kind, words in _ASN1_PROBLEMS.items():
+        if f"kind: {kind}" in text:
+            return words
+    return "it is not DER-encoded ASN.1" if "ParseError" in text else _short(exc)
 
 
 _EXTENSION_REQUEST = "1.2.840.113549.1.9.14"

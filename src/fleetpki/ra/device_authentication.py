@@ -144,6 +144,11 @@ class DeviceAuthenticator:
             raise NotAuthorized("the client certificate was issued neither by this CA nor by a "
                                 "registered manufacturer CA, and no bootstrap credential was "
                                 "sent")
+        if request.protocol == "scep":
+            raise NotAuthenticated("the request carries no challengePassword: put "
+                                   "'<credential id>:<secret>' of a bootstrap credential (or "
+                                   "the profile's challenge) in the CSR, or sign the request "
+                                   "with the device's current certificate to renew")
         raise NotAuthenticated("authenticate with a bootstrap credential (HTTP Basic), a "
                                "factory certificate or the current certificate (TLS)")
 

@@ -187,7 +187,7 @@ class EnrollmentService:
         try:
             who = self._authenticator.authenticate(request, now, labelled)
         except NotAuthorized as refusal:
-            asker = (request.basic.username if request.basic
+            asker = (_shown(request.basic.username) if request.basic
                      else "challenge" if request.challenge_password is not None else "anonymous")
             self._issuance.refuse(Authorization(actor=f"unauthenticated:{asker}"),
                                   request.label or "-", refusal)
@@ -372,3 +372,13 @@ def _requested_key_spec(key_type: str, profile: Profile) -> KeySpec:
 def _advisory_details(who: Authenticated) -> dict[str, str]:
     """Audit details naming the renewal advisory that let a re-enrollment in early."""
     return {} if who.advisory is None else {"renewal_advisory": who.advisory}
+
+
+_SHOWN_NAME = 64
+
+
+def _shown(name: str) -> str:
+    """A user name as the audit log and the logs record it: anyone can send one, of any
+    length and content, before being authenticated."""
+    printable = "".join(c if c.isprintable() else "?" for c in name[:_SHOWN_NAME])
+    return printable + ("…" if len(name) > _SHOWN_NAME else "")

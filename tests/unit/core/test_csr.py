@@ -30,11 +30,24 @@ def test_bad_input_is_refused_with_reason(data: bytes, message: str) -> None:
         load_csr(data)
 
 
-def test_truncated_der_is_refused() -> None:
+def test_damaged_der_is_described_in_words_not_in_parser_internals() -> None:
     csr, _ = make_csr()
     der = csr.public_bytes(serialization.Encoding.DER)
-    with pytest.raises(BadInput):
-        load_csr(der[: len(der) // 2])
+    for data, words in ((der[: len(der) // 2], "ends before the request does"),
+                        (der + b"junk", "extra bytes after the request"),
+                        (b"\x02\x01\x05", "not a PKCS#10 structure")):
+        with pytest.raises(BadInput, match=words) as refused:
+            load_csr(data)
+        assert "ParseError" not in str(refused.value) and "{" not in str(refused.value)
+
+
+def test_a_der_certificate_is_named_as_one() -> None:
+    from support.tiny_pki import issue
+
+    der = issue("device-1", issue("Root", ca=True)).cert.public_bytes(
+        serialization.Encoding.DER)
+    with pytest.raises(BadInput, match="this is a certificate, not a certificate request"):
+        load_csr(der)
 
 
 def test_tampered_csr_fails_proof_of_possession() -> None:

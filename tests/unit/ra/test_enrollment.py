@@ -168,6 +168,13 @@ def test_no_credential_at_all_asks_to_authenticate(rig: Rig) -> None:
         enroll(rig, make_csr("sensor-0001")[0])
 
 
+def test_scep_request_without_a_challenge_is_told_to_include_one(rig: Rig) -> None:
+    with pytest.raises(NotAuthenticated, match="carries no challengePassword"):
+        rig.service.enroll(EnrollmentRequest(
+            csr=der(make_csr("sensor-0001")[0]), kind=EnrollmentKind.enroll,
+            client_address="192.0.2.7", label="sensor", protocol="scep"))
+
+
 def test_expired_and_disabled_secrets_are_refused(rig: Rig) -> None:
     expired, disabled = rig.secret(), rig.secret()
     rig.credentials.disable(disabled.credential.id)

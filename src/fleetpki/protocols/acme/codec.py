@@ -16,6 +16,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from cryptography import x509
+
 from fleetpki.core.acme_problems import AcmeProblem
 from fleetpki.core.acme_records import (
     AcmeAccount,
@@ -146,7 +148,13 @@ def revocation(payload: bytes) -> Revocation:
     reason = body.get("reason", 0)
     if not isinstance(reason, int) or isinstance(reason, bool):
         raise AcmeProblem("badRevocationReason", "reason must be an RFC 5280 CRLReason code")
-    return Revocation(b64url_decode(body.get("certificate"), "certificate"), reason)
+    der = b64url_decode(body.get("certificate"), "certificate")
+    try:
+        x509.load_der_x509_certificate(der)
+    except ValueError:
+        raise AcmeProblem("malformed", "certificate is not a DER X.509 certificate "
+                          "(base64url of the DER bytes, RFC 8555 §7.6)") from None
+    return Revocation(der, reason)
 
 
 def deactivation(payload: bytes) -> bool:

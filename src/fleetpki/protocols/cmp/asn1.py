@@ -19,6 +19,7 @@ from pyasn1.error import PyAsn1Error  # type: ignore[import-untyped, unused-igno
 from pyasn1_alt_modules import rfc9810  # type: ignore[import-untyped, unused-ignore]
 
 from fleetpki.core import der
+from fleetpki.protocols.ber_problems import ber_problem
 from fleetpki.protocols.cms_parts import (  # CMP's structures use it throughout
     algorithm_identifier as algorithm_identifier,
 )
@@ -114,7 +115,7 @@ def decode(data: bytes, spec: Any, what: str) -> Any:
     try:
         value, rest = ber_decoder.decode(data, asn1Spec=spec)
     except (PyAsn1Error, ValueError, TypeError, IndexError) as error:
-        raise Malformed(f"{what} cannot be decoded: {str(error)[:160]}") from None
+        raise Malformed(f"{what} cannot be decoded: {ber_problem(data, error, what)}") from None
     if rest:
         raise Malformed(f"{len(rest)} bytes follow the {what}")
     return value

@@ -298,9 +298,14 @@ def _basic_credentials(headers: Mapping[str, str]) -> BasicCredentials | None:
         raise NotAuthenticated(f"unsupported HTTP authentication scheme '{scheme[:20]}'; use "
                                "Basic with a bootstrap credential")
     try:
-        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+        raw = base64.b64decode(value.strip(), validate=True)
+    except (binascii.Error, ValueError):  # ValueError: characters beyond ASCII
         raise NotAuthenticated("the Basic credentials are not base64 of 'user:secret'") from None
+    try:
+        decoded = raw.decode("utf-8")
+    except UnicodeDecodeError:  # RFC 7617 §2.1: charset="UTF-8", as WWW-Authenticate says
+        raise NotAuthenticated("the Basic credentials are base64, but not of UTF-8 text; "
+                               "encode 'user:secret' as UTF-8") from None
     username, colon, password = decoded.partition(":")
     if not colon:
         raise NotAuthenticated("the Basic credentials lack the ':' between user and secret")

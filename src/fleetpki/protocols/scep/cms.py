@@ -33,6 +33,7 @@ from pyasn1.error import PyAsn1Error  # type: ignore[import-untyped, unused-igno
 from pyasn1_alt_modules import rfc4055, rfc5652  # type: ignore[import-untyped, unused-ignore]
 
 from fleetpki.core import der
+from fleetpki.protocols.ber_problems import ber_problem
 from fleetpki.protocols.cms_parts import attribute, issuer_and_serial
 
 __all__ = [
@@ -308,7 +309,8 @@ def _decode(data: bytes, spec: Any) -> Any:
     try:
         value, rest = ber_decoder.decode(data, asn1Spec=spec)
     except (PyAsn1Error, ValueError, TypeError) as error:
-        raise CmsError(CmsProblem.malformed, f"not valid CMS: {str(error)[:160]}") from None
+        raise CmsError(CmsProblem.malformed,
+                       f"not valid CMS: {ber_problem(data, error, 'CMS message')}") from None
     if rest:
         raise CmsError(CmsProblem.malformed, f"{len(rest)} bytes after the CMS structure")
     return value

@@ -167,6 +167,9 @@ class ScepHandler:
                              (("content-type", CT_CA_RA_CERT),))
         if operation == "PKIOperation":
             return self._pki_operation(call)
+        if not operation:
+            return _text(400, "the 'operation' query parameter is missing (GetCACaps, "
+                              "GetCACert, PKIOperation)")
         return _text(400, f"unknown SCEP operation {operation[:40]!r} (GetCACaps, GetCACert, "
                           "PKIOperation)")
 

@@ -202,6 +202,10 @@ def test_held_enrollment_is_202_with_retry_after(fleet: Fleet) -> None:
     ("POST", "simpleenroll", b"MIIB", pkcs10(), 401, "authenticate"),
     ("POST", "simpleenroll", b"MIIB", pkcs10(authorization="Bearer x"), 401, "Basic"),
     ("POST", "simpleenroll", b"MIIB", pkcs10(authorization="Basic !!"), 401, "base64"),
+    ("POST", "simpleenroll", b"MIIB", pkcs10(authorization="Basic s\u00e9cr\u20act"), 401,
+     "not base64"),
+    ("POST", "simpleenroll", b"MIIB", pkcs10(authorization="Basic " + base64.b64encode(
+        "id:s\u00e9cret".encode("latin-1")).decode()), 401, "not of UTF-8 text"),
 ])
 def test_refusals_have_the_right_status_and_say_why(
         fleet: Fleet, method: str, path: str, body: bytes, headers: dict[str, str],
@@ -210,6 +214,16 @@ def test_refusals_have_the_right_status_and_say_why(
     assert reply.status == status and says in text(reply)
     if status == 401:
         assert (reply.header("www-authenticate") or "").startswith("Basic realm=")
+
+
+def test_an_unknown_user_name_is_audited_bounded_and_printable(fleet: Fleet) -> None:
+    name = "u\x07" + "u" * 100_000
+    token = base64.b64encode(f"{name}:secret".encode()).decode()
+    reply = fleet.call("POST", "simpleenroll", body=csr_body("sensor-0001"),
+                       headers=pkcs10(authorization=f"Basic {token}"))
+    assert reply.status == 401
+    [last] = list(fleet.store.audit_entries())[-1:]
+    assert last.actor == "unauthenticated:u?" + "u" * 62 + "\u2026"
 
 
 def test_wrong_method_is_405_with_allow(fleet: Fleet) -> None:

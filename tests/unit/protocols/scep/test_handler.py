@@ -295,10 +295,16 @@ def test_get_ca_cert_is_the_ra_certificate_then_the_chain(scep: Scep, label: str
     assert len(chain) == 2 and chain[-1].subject == chain[-1].issuer  # the root is included
 
 
-@pytest.mark.parametrize("operation", ["GetNextCACert", "getcacaps", "", None])
+@pytest.mark.parametrize("operation", ["GetNextCACert", "getcacaps"])
 def test_an_unknown_operation_is_400(scep: Scep, operation: str | None) -> None:
     reply = scep.call(operation)
     assert reply.status == 400 and "unknown SCEP operation" in text(reply)
+
+
+@pytest.mark.parametrize("operation", ["", None])
+def test_a_missing_operation_is_400_saying_so(scep: Scep, operation: str | None) -> None:
+    reply = scep.call(operation)
+    assert reply.status == 400 and "'operation' query parameter is missing" in text(reply)
 
 
 @pytest.mark.parametrize("operation", ["GetCACaps", "GetCACert", "PKIOperation"])
