@@ -511,6 +511,9 @@ def test_substring_search_finds_the_same_by_index_or_by_walk(
     assert find(store, subject_contains="meter-", san_contains="0002") == [2]
     assert find(store, subject_contains='"') == []  # no FTS syntax leaks through
     assert find(store, subject_contains='r-0" OR "x') == []
+    for term in ("meter-0003\x00", "\x00", "\x00meter"):  # no stored name holds a NUL
+        assert find(store, subject_contains=term) == []
+        assert find(store, san_contains=term) == []
     assert find(store, subject_contains="meter-", status=CertificateStatus.valid,
                 expiring_before=NOW + 3 * DAY + dt.timedelta(hours=1)) == [1, 2, 3]
 

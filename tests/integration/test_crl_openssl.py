@@ -12,6 +12,7 @@ only while they do.
 from __future__ import annotations
 
 import datetime as dt
+import email.utils
 import re
 import time
 from collections.abc import Iterator
@@ -372,6 +373,15 @@ def test_a_crl_is_not_sent_again_to_a_cache_that_holds_it(pki: Pki,
         assert status == 304, (
             f"src bug (revocation/crl_http.py CrlFiles._serve): If-None-Match: {header} "
             f"answered {status}; it compares the header to the ETag as one exact string")
+    # If-Modified-Since counts only without If-None-Match (RFC 9110 §13.2.2)
+    last_modified = curl(url).headers["last-modified"]
+    earlier = email.utils.formatdate(
+        email.utils.parsedate_to_datetime(last_modified).timestamp() - 1, usegmt=True)
+    assert curl(url, "-H", f"If-Modified-Since: {last_modified}").status == 304
+    assert curl(url, "-H", f"If-Modified-Since: {earlier}").status == 200
+    assert curl(url, "-H", "If-Modified-Since: yesterday").status == 200
+    assert curl(url, "-H", f"If-Modified-Since: {last_modified}",
+                "-H", 'If-None-Match: "something-else"').status == 200
 
 
 def test_serve_publishes_a_cli_revocation_within_seconds(pki: Pki,

@@ -33,6 +33,7 @@ class _Published:
     der: bytes
     etag: str
     last_modified: str
+    this_update: float  # seconds since 1970, what Last-Modified says
     next_update: float | None
 
 
@@ -68,9 +69,7 @@ class CrlFiles:
             max_age = max(0, int(published.next_update - now))
             headers["Expires"] = email.utils.formatdate(published.next_update, usegmt=True)
             headers["Cache-Control"] = f"max-age={max_age}, public, no-transform, must-revalidate"
-        if_none_match = request.headers.get("if-none-match")
-        if if_none_match is not None and etag_matches(if_none_match.encode("latin-1"),
-                                                      published.etag.encode("ascii")):
+        if _not_modified(request, published):
             return Response(status_code=304, headers=headers)
         return Response(published.der, media_type=CT_CRL, headers=headers)
 
@@ -94,6 +93,25 @@ class CrlFiles:
             stamp=stamp, der=der,
             etag='"' + hashlib.sha256(der).hexdigest()[:32] + '"',
             last_modified=email.utils.formatdate(crl.last_update_utc.timestamp(), usegmt=True),
+            this_update=crl.last_update_utc.timestamp(),
             next_update=next_update.timestamp() if next_update else None)
         self._cache[name] = published
         return published
+
+
+def _not_modified(request: Request, published: _Published) -> bool:
+    """RFC 9110 §13.2.2: If-None-Match decides when present; only without it does
+    If-Modified-Since (a date at or after the CRL's thisUpdate) count."""
+    if_none_match = request.headers.get("if-none-match")
+    if if_none_match is not None:
+        return etag_matches(if_none_match.encode("latin-1"), published.etag.encode("ascii"))
+    since = request.headers.get("if-modified-since")
+    if since is None:
+        return False
+    try:
+        moment = email.utils.parsedate_to_datetime(since)
+    except (TypeError, ValueError):
+        return False  # an invalid date is ignored (RFC 9110 §13.1.3)
+    if moment.tzinfo is None:
+        return False
+    return moment.timestamp() >= published.this_update

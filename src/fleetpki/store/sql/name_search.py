@@ -47,6 +47,10 @@ def contains(connection: sa.Connection, column: str, term: str) -> sa.ColumnElem
     `term` literally (no wildcards), ignoring case."""
     if column not in _COLUMNS:  # it is written into SQL below
         raise ValueError(f"no substring search on {column!r}")
+    if "\x00" in term:
+        # Stored names escape NUL (RFC 4514 writes it as \00), so nothing contains one; and
+        # SQLite's LIKE stops reading a pattern at NUL, and FTS5 refuses it, so ask neither.
+        return sa.false()
     like = certificates.c[column].icontains(term, autoescape=True)
     if connection.dialect.name != "sqlite" or len(term) < _TRIGRAM:
         return like
