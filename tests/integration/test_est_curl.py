@@ -307,6 +307,9 @@ def test_manual_approval_202_then_certificate_after_approve(est: Est) -> None:
     ("simpleenroll", [], b"A" * 70_000, "application/pkcs10", 413, b"larger than"),
     ("nolabel/simpleenroll", [], b"MIIB", "application/pkcs10", 404, b"no enrollment label"),
     ("NOT_A_LABEL/cacerts", [], None, None, 400, b"not a valid label"),
+    # a wrong path, not a redirect (whose Location would echo the Host header)
+    ("cacerts/", ["-H", "Host: elsewhere.example"], None, None, 404, b"Not Found"),
+    ("simpleenroll/", [], b"MIIB", "application/pkcs10", 404, b"Not Found"),
 ])
 def test_refusals_have_the_right_status_and_say_why(
         est: Est, path: str, args: list[str], body: bytes | None, content_type: str | None,
