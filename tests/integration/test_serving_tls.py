@@ -206,6 +206,14 @@ def assert_sees(tls: dict[str, Any], pki: Path, client: str) -> None:
     assert tls["client_cert_error"] is None and tls["server_cert"] is None
 
 
+def read_to_end(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    reply = b""
+    while chunk := sock.recv(65536):
+        reply += chunk
+    return reply
+
+
 # --- tests ------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("version", [TLS12, TLS13])
@@ -215,9 +223,7 @@ def test_client_certificate_reaches_the_app(server: Server, pki: Path,
     with socket.create_connection(("127.0.0.1", server.lenient), timeout=10) as raw, \
             context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
         tls.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        reply = b""
-        while chunk := tls.recv(65536):
-            reply += chunk
+        reply = read_to_end(tls)
         name, _, _ = tls.cipher() or ("", "", 0)
         suite = next(s["id"] & 0xFFFF for s in context.get_ciphers() if s["name"] == name)
     answer = json.loads(reply.split(b"\r\n\r\n", 1)[1])
@@ -266,9 +272,7 @@ def test_resumed_session_still_carries_the_leaf(server: Server, pki: Path) -> No
         with socket.create_connection(("127.0.0.1", server.lenient), timeout=10) as raw, \
                 context.wrap_socket(raw, server_hostname="127.0.0.1", session=session) as tls:
             tls.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            reply = b""
-            while chunk := tls.recv(65536):
-                reply += chunk
+            reply = read_to_end(tls)
             reused.append(tls.session_reused)
             session = session or tls.session
         assert_sees(json.loads(reply.split(b"\r\n\r\n", 1)[1])["tls"], pki, "device")
@@ -311,9 +315,7 @@ def exchange_raw(port: int, parts: list[bytes], pause: float = 0.0) -> tuple[byt
                 time.sleep(pause)
             raw.sendall(part)
         sent = time.monotonic()
-        reply = b""
-        while chunk := raw.recv(65536):
-            reply += chunk
+        reply = read_to_end(raw)
         return reply, time.monotonic() - sent
 
 
@@ -369,9 +371,7 @@ def test_stalled_request_on_tls_is_answered_408(server: Server, pki: Path) -> No
     with socket.create_connection(("127.0.0.1", server.lenient), timeout=15) as raw, \
             context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
         tls.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
-        reply = b""
-        while chunk := tls.recv(65536):
-            reply += chunk
+        reply = read_to_end(tls)
     assert reply.startswith(b"HTTP/1.1 408 "), reply
 
 
