@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections.abc import Callable
 
 from fleetpki.core.serials import SerialSource
 from fleetpki.store.api import IssuanceLedger, SerialCollision, SerialReservation
@@ -44,13 +43,13 @@ class SerialPool:
         """A serial of `issuer` that the ledger holds as reserved and nobody else will get."""
         with self._lock:
             ready = self._ready.setdefault(issuer, [])
-            if not ready:
-                size = self._block.get(issuer, 1)
-                ready.extend(self._reserve(issuer, size, now, lambda index: (
-                    (device_id, profile) if index == 0 else ("", ""))))
-                ready.reverse()  # the serial reserved for this device is handed out first
-                self._block[issuer] = min(size * 2, self._largest)
-            return ready.pop()
+            if ready:
+                return ready.pop()
+            size = self._block.get(issuer, 1)
+            mine, *spare = self._reserve(issuer, size, now, device_id, profile)
+            ready.extend(spare)
+            self._block[issuer] = min(size * 2, self._largest)
+            return mine
 
     def release(self, now: dt.datetime) -> None:
         """Give the serials never handed out back to the ledger (on a clean shutdown)."""
@@ -61,14 +60,17 @@ class SerialPool:
         if unused:
             self._ledger.record_issued([], unused, [], at=now)
 
-    def _reserve(self, issuer: str, size: int, now: dt.datetime,
-                 owner: Callable[[int], tuple[str, str]]) -> list[int]:
+    def _reserve(self, issuer: str, size: int, now: dt.datetime, device_id: str,
+                 profile: str) -> list[int]:
+        """`size` serials (fewer if the source repeated one) in one transaction; the first
+        is reserved for `device_id`, the others for nobody yet."""
         for _ in range(_ATTEMPTS):
             serials = list(dict.fromkeys(self._source.next_serial() for _ in range(size)))
             try:
                 self._ledger.reserve_serials(
-                    [SerialReservation(issuer, serial, *owner(index))
-                     for index, serial in enumerate(serials)], at=now)
+                    [SerialReservation(issuer, serials[0], device_id, profile),
+                     *(SerialReservation(issuer, serial, "", "") for serial in serials[1:])],
+                    at=now)
             except SerialCollision:
                 continue  # all or none were written: draw the whole block again
             return serials

@@ -124,7 +124,6 @@ class DirectHttpToolsProtocol(ClientCertHttpToolsProtocol):
         self._direct: _DirectCycle | None = None
 
     def on_headers_complete(self) -> None:
-        self.end_of_header()
         method = self.parser.get_method()
         if method not in (b"GET", b"POST") or self.expect_100_continue or self.pipeline \
                 or (self.cycle is not None and not self.cycle.response_complete) \
@@ -144,6 +143,7 @@ class DirectHttpToolsProtocol(ClientCertHttpToolsProtocol):
         else:  # HTTP/1.0: only when asked (RFC 9112 §9.3, compatibility with HTTP/1.0)
             keep_alive = any(name == b"connection" and b"keep-alive" in value.lower()
                              for name, value in self.headers)
+        self.end_of_header()
         self._direct = _DirectCycle(raw_path, keep_alive)
         self.cycle = self._direct  # type: ignore[assignment]
 
@@ -161,11 +161,11 @@ class DirectHttpToolsProtocol(ClientCertHttpToolsProtocol):
         direct.body += body
 
     def on_message_complete(self) -> None:
-        self.end_of_message()
         direct = self._direct
         if direct is None:
             super().on_message_complete()
             return
+        self.end_of_message()
         self._answer(direct)
 
     def _answer(self, direct: _DirectCycle) -> None:
