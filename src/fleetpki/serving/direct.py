@@ -31,6 +31,7 @@ from uvicorn.protocols.http.flow_control import CLOSE_HEADER
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 
 from fleetpki.serving.client_certs import ClientCertHttpToolsProtocol
+from fleetpki.serving.framing import framing_problem
 
 __all__ = ["DirectHttpToolsProtocol", "DirectRequest", "DirectResponse", "DirectRoute"]
 
@@ -128,7 +129,8 @@ class DirectHttpToolsProtocol(ClientCertHttpToolsProtocol):
         if method not in (b"GET", b"POST") or self.expect_100_continue or self.pipeline \
                 or (self.cycle is not None and not self.cycle.response_complete) \
                 or (self.limit_concurrency is not None
-                    and len(self.connections) >= self.limit_concurrency):
+                    and len(self.connections) >= self.limit_concurrency) \
+                or framing_problem(self.parser.get_http_version(), self.headers) is not None:
             self._direct = None
             super().on_headers_complete()
             return

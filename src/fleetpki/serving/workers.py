@@ -48,6 +48,7 @@ from starlette.types import ASGIApp
 
 from fleetpki.serving.client_certs import ClientCertH11Protocol, ClientCertHttpToolsProtocol
 from fleetpki.serving.direct import DirectHttpToolsProtocol, DirectRoute
+from fleetpki.serving.framing import StrictFraming
 from fleetpki.serving.request_limits import REQUEST_SECONDS
 
 __all__ = ["Listener", "WorkerApps", "serve"]
@@ -208,7 +209,7 @@ def _protocol(http: Literal["httptools", "h11"], route: DirectRoute | None,
 def _config(app: ASGIApp, context: ssl.SSLContext | None, protocol: Any,
             log_level: str, graceful_timeout: float) -> uvicorn.Config:
     config = uvicorn.Config(
-        lambda: app, factory=True, interface="asgi3", http=protocol, ws="none",
+        lambda: StrictFraming(app), factory=True, interface="asgi3", http=protocol, ws="none",
         lifespan="off", log_config=None, log_level=log_level, access_log=False,
         proxy_headers=False, server_header=False, date_header=True, backlog=_BACKLOG,
         limit_concurrency=_MAX_CONNECTIONS, timeout_keep_alive=_KEEP_ALIVE,
