@@ -207,6 +207,21 @@ def test_invalid_json_and_oversized_bodies_are_refused(rig: AdminRig) -> None:
     assert huge.status_code == 413
 
 
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded",
+                                          None])
+def test_json_body_under_another_content_type_is_415(rig: AdminRig,
+                                                      content_type: str | None) -> None:
+    headers = rig.headers(Role.admin)
+    if content_type is not None:
+        headers["Content-Type"] = content_type
+    before = rig.fleet.store.audit_head()
+    reply = rig.client.post(API + "/credentials", content=b'{"profile": "sensor"}',
+                            headers=headers)
+    assert reply.status_code == 415, reply.text
+    assert "Content-Type: application/json" in reply.json()["message"]
+    assert rig.fleet.store.audit_head() == before
+
+
 def test_summary_counts_the_fleet(rig: AdminRig) -> None:
     rig.issue("sensor-sum-1")
     rig.issue("gw-sum-1", "gateway", key="rsa-2048")

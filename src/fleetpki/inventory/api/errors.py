@@ -77,6 +77,11 @@ def install(app: FastAPI, *, api_prefix: str, html_problem: HtmlProblem) -> None
 
     @app.exception_handler(RequestValidationError)
     async def on_invalid(request: Request, error: RequestValidationError) -> Response:
+        if request.url.path.startswith(api_prefix) and _body_not_json(request):
+            # FastAPI reads any other type as "no JSON" and names a field; say what is wrong.
+            return problem(415, "unsupported_media_type",
+                           "send the request body as JSON, with Content-Type: "
+                           "application/json")
         details = [{"field": _location(tuple(e.get("loc", ()))), "problem": e.get("msg", "")}
                    for e in error.errors()]
         message = "; ".join(f"{d['field']}: {d['problem']}" for d in details)
@@ -94,3 +99,12 @@ def install(app: FastAPI, *, api_prefix: str, html_problem: HtmlProblem) -> None
         log.exception("admin request failed: %s %s", request.method, request.url.path)
         message = "the server could not complete the request; its log says why"
         return respond(request, problem(500, "internal", message), message)
+
+
+def _body_not_json(request: Request) -> bool:
+    if request.method not in ("POST", "PUT", "PATCH"):
+        return False
+    has_body = request.headers.get("content-length", "0") != "0" \
+        or "transfer-encoding" in request.headers
+    media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    return has_body and media != "application/json" and not media.endswith("+json")

@@ -44,6 +44,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         (404, "No such resource"),
         (409, "Conflicts with the current state (e.g. already revoked)"),
         (413, "Request body too large"),
+        (415, "A body that is not sent as application/json"),
         (422, "A field is missing, unknown or of the wrong type"),
     )}
 
