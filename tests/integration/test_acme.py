@@ -235,6 +235,17 @@ def test_directory_and_nonces(acme: Acme) -> None:
         assert head.headers["Replay-Nonce"] != get.headers["Replay-Nonce"]
         # RFC 8555 §6.3: other resources are not read with GET.
         assert client.http.get(client.directory["newAccount"]).status_code == 405
+        # Unknown URLs and other methods: problem documents with a nonce (RFC 8555 §6.5)
+        base = client.directory["newNonce"].rsplit("/", 1)[0]
+        for method, url, status in (("POST", base + "/no-such-thing", 404),
+                                    ("GET", base + "/order/1/nope", 404),
+                                    ("PUT", client.directory["newOrder"], 405)):
+            reply = client.http.request(method, url, content=b"{}")
+            assert reply.status_code == status, (method, url, reply.text)
+            assert reply.headers["Content-Type"] == "application/problem+json"
+            assert reply.json()["type"] == "urn:ietf:params:acme:error:malformed"
+            assert reply.headers["Replay-Nonce"]
+        assert "POST" in reply.headers["Allow"]
     finally:
         client.close()
 

@@ -12,7 +12,7 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Match, Route
 
 from fleetpki.core.acme_problems import AcmeProblem
 from fleetpki.protocols.acme.errors import problem_json
@@ -30,6 +30,9 @@ async def blocking(function: Callable[..., Any], *args: Any, **kwargs: Any) -> A
     return await run_in_threadpool(function, *args, **kwargs)
 
 
+_EVERY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
 class AcmeServer:
     def __init__(self, handler: AcmeHandler, profiles: tuple[str, ...],
                  default_profile: str | None) -> None:
@@ -38,6 +41,7 @@ class AcmeServer:
         self._handler = handler
         self._profiles = profiles
         self._default = default_profile
+        self._named: list[Route] = []  # every route but the catch-all, once routes() ran
 
     def routes(self) -> list[Route]:
         h = self._handler
@@ -55,7 +59,11 @@ class AcmeServer:
             Route(PREFIX + "/p/{profile}/directory", self._get(h.directory), methods=["GET"]),
             Route(PREFIX + "/renewal-info/{id}", self._get(h.renewal_info), methods=["GET"]),
             Route(PREFIX + "/new-nonce", self._nonce, methods=["GET", "HEAD"]),
+            # Last: any other URL under the prefix gets a problem document with a fresh
+            # nonce (RFC 8555 §6.5, §6.7), as every ACME error does.
+            Route(PREFIX + "/{rest:path}", self._no_such_resource, methods=_EVERY_METHOD),
         ]
+        self._named = routes[:-1]
         return routes
 
     def _call(self, request: Request, body: bytes | None = b"") -> AcmeCall | None:
@@ -104,6 +112,24 @@ class AcmeServer:
             return response(reply.status, reply.body, reply.headers)
 
         return endpoint
+
+    async def _no_such_resource(self, request: Request) -> Response:
+        call = self._call(request)
+        if call is None:
+            return self._unknown(request)
+        allowed = [method for route in self._named
+                   if route.matches(request.scope)[0] is Match.PARTIAL
+                   for method in sorted(route.methods or ())]
+        if allowed:  # a resource that exists, asked with another method
+            reply = self._handler.problem(call, AcmeProblem(
+                "malformed", f"{request.method} is not allowed here; use "
+                             f"{' or '.join(allowed)}", status=405))
+            return response(reply.status, reply.body,
+                            (*reply.headers, ("Allow", ", ".join(allowed))))
+        reply = self._handler.problem(call, AcmeProblem(
+            "malformed", f"no ACME resource at {request.url.path[:200]}; the directory "
+                         f"({call.urls.directory(call.profile)}) lists them", status=404))
+        return response(reply.status, reply.body, reply.headers)
 
     async def _nonce(self, request: Request) -> Response:
         call = self._call(request)
