@@ -86,7 +86,8 @@ def pki(initialised_home_template: Path, tmp_path_factory: pytest.TempPathFactor
                           ("sharded-good", "sharded"), ("sharded-revoked", "sharded"),
                           ("brief", "brief"), ("kept-good", "kept")):
         certs[name] = home.issue(profile, name)
-    invalidity = (dt.datetime.now(dt.UTC) - dt.timedelta(days=1)).replace(microsecond=0)
+    # inside the certificate's life (an earlier date would be recorded as its notBefore)
+    invalidity = certs["plain-revoked"].cert.not_valid_before_utc + dt.timedelta(minutes=1)
     home.revoke(certs["plain-revoked"], "keyCompromise", invalidity_date=invalidity)
     home.revoke(certs["sharded-revoked"], "affiliationChanged")
     expired = max(certs[n].cert.not_valid_after_utc for n in ("kept-expired", "plain-expired"))

@@ -73,6 +73,14 @@ class RevocationDesk:
         details = {"issuer": found.issuer, "reason": reason.value,
                    "device_id": found.device_id}
         if invalidity_date is not None:
+            if invalidity_date < found.not_before:
+                # A certificate cannot have become invalid before it was valid, and to a
+                # relying party "since notBefore" condemns exactly the same signatures as any
+                # earlier date. Clamping per certificate lets one date ("the device was
+                # stolen on ...") serve a device's whole history, and keeps year-1 dates
+                # out of CRLs and OCSP answers.
+                details["invalidity_date_given"] = invalidity_date.isoformat()
+                invalidity_date = found.not_before
             details["invalidity_date"] = invalidity_date.isoformat()
         event = AuditEvent(actor=self._actor, action="certificate.revoked",
                            subject=serial_hex(found.serial), details=details)

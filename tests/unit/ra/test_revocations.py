@@ -33,11 +33,12 @@ class Desk:
     published: list[IssuedCertificate]
 
     def issue(self, serial: int, device: str, profile_name: str = "plain",
-              not_after: dt.datetime = NOW + 30 * DAY) -> None:
+              not_after: dt.datetime = NOW + 30 * DAY,
+              not_before: dt.datetime = NOW - DAY) -> None:
         record = IssuedCertificate(
             serial=serial, issuer="issuing", device_id=device, profile=profile_name,
             subject=f"CN={device}", sans=(), key_spec="ec-p256", key_fingerprint=f"{serial:064x}",
-            not_before=NOW - DAY, not_after=not_after, issued_at=NOW, der=b"\x30\x00")
+            not_before=not_before, not_after=not_after, issued_at=NOW, der=b"\x30\x00")
         self.store.reserve_serials([SerialReservation("issuing", serial, device, profile_name)],
                                    at=NOW)
         self.store.record_issued([record], [], [], at=NOW)
@@ -60,6 +61,26 @@ def test_revoke_records_reason_and_invalidity_date(desk: Desk) -> None:
                                invalidity_date=NOW - DAY)
     assert (revoked.revoked_at, revoked.revocation_reason, revoked.invalidity_date) == (
         NOW, RevocationReason.key_compromise, NOW - DAY)
+
+
+def test_an_invalidity_date_before_a_certificate_existed_becomes_its_not_before(
+        desk: Desk) -> None:
+    desk.issue(1, "d1")  # valid from NOW - DAY
+    revoked = desk.desk.revoke(1, RevocationReason.key_compromise,
+                               invalidity_date=dt.datetime(1, 1, 1, tzinfo=dt.UTC))
+    assert revoked.invalidity_date == NOW - DAY
+    entry = list(desk.store.audit_entries())[-1]
+    assert entry.details["invalidity_date"] == (NOW - DAY).isoformat()
+    assert entry.details["invalidity_date_given"].startswith("0001-01-01")
+
+
+def test_a_device_wide_invalidity_date_is_kept_where_it_falls_inside_a_certificate(
+        desk: Desk) -> None:
+    desk.issue(1, "d1", not_before=NOW - 9 * DAY)
+    desk.issue(2, "d1", not_before=NOW - DAY, not_after=NOW + 60 * DAY)  # its renewal
+    revoked = desk.desk.revoke_device("d1", RevocationReason.key_compromise,
+                                      invalidity_date=NOW - 3 * DAY)
+    assert {r.serial: r.invalidity_date for r in revoked} == {1: NOW - 3 * DAY, 2: NOW - DAY}
 
 
 def test_an_invalidity_date_in_the_future_is_refused_and_nothing_changes(desk: Desk) -> None:
