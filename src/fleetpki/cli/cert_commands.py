@@ -121,6 +121,8 @@ def revoke(state: CliState, serial: str | None, device: str | None, reason: str,
                                invalidity_date=invalid)]
     for record in records:
         click.echo(f"revoked {record.serial:x} ({record.device_id}) for {parsed.value}")
+    for failure in desk.publish_failures:
+        click.echo(f"warning: {failure}", err=True)
 
 
 @certs.command("release-hold")
@@ -131,9 +133,11 @@ def revoke(state: CliState, serial: str | None, device: str | None, reason: str,
 def release_hold(state: CliState, serial: str, issuer: str | None) -> None:
     """Lift a certificateHold: the certificate is valid again, and the next delta CRL says
     removeFromCRL."""
-    record = state.fleet().revocations(local_operator()).release_hold(_serial(serial),
-                                                                      issuer=issuer)
+    desk = state.fleet().revocations(local_operator())
+    record = desk.release_hold(_serial(serial), issuer=issuer)
     click.echo(f"hold lifted on {record.serial:x} ({record.device_id})")
+    for failure in desk.publish_failures:
+        click.echo(f"warning: {failure}", err=True)
 
 
 def _timestamp(text: str, option: str) -> dt.datetime:

@@ -34,6 +34,9 @@ class RevocationDesk:
         self._clock = clock
         self._actor = authorization.actor
         self._publish_now = publish_now
+        # Why CRLs a profile wanted re-signed at once were not. The revocations stand (they
+        # are committed, and OCSP reports them): callers show these as warnings.
+        self.publish_failures: list[str] = []
 
     def revoke(self, serial: int, reason: RevocationReason, *, issuer: str | None = None,
                invalidity_date: dt.datetime | None = None) -> IssuedCertificate:
@@ -53,7 +56,17 @@ class RevocationDesk:
             device_id=device_id, status=CertificateStatus.valid, limit=_DEVICE_LIMIT), now=now)
         if not current:
             raise NotFound(f"device '{device_id}' has no valid certificate to revoke")
-        return [self._revoke(cert, reason, invalidity_date, now) for cert in current]
+        # Every certificate first, then the CRLs: a CRL that cannot be signed must not leave
+        # the device half revoked.
+        revoked = [self._revoke(cert, reason, invalidity_date, now, publish=False)
+                   for cert in current]
+        published: set[tuple[str, str, int | None]] = set()
+        for record in revoked:
+            scope = (record.issuer, record.profile, record.crl_shard)
+            if scope not in published:
+                published.add(scope)
+                self._after_change(record)
+        return revoked
 
     def release_hold(self, serial: int, *, issuer: str | None = None) -> IssuedCertificate:
         """Lift a certificateHold; Conflict if the certificate is not on hold."""
@@ -69,7 +82,8 @@ class RevocationDesk:
         return released
 
     def _revoke(self, found: IssuedCertificate, reason: RevocationReason,
-                invalidity_date: dt.datetime | None, now: dt.datetime) -> IssuedCertificate:
+                invalidity_date: dt.datetime | None, now: dt.datetime, *,
+                publish: bool = True) -> IssuedCertificate:
         details = {"issuer": found.issuer, "reason": reason.value,
                    "device_id": found.device_id}
         if invalidity_date is not None:
@@ -89,7 +103,8 @@ class RevocationDesk:
         log.info("certificate revoked", extra={"actor": self._actor,
                                                "serial": serial_hex(found.serial),
                                                "reason": reason.value})
-        self._after_change(revoked)
+        if publish:
+            self._after_change(revoked)
         return revoked
 
     def _find(self, serial: int, issuer: str | None) -> IssuedCertificate:
@@ -100,8 +115,18 @@ class RevocationDesk:
 
     def _after_change(self, record: IssuedCertificate) -> None:
         profile = self._profiles.get(record.profile)
-        if self._publish_now is not None and profile and profile.revocation.publish_on_revoke:
+        if self._publish_now is None or not profile or not profile.revocation.publish_on_revoke:
+            return
+        try:
             self._publish_now(record)
+        except Exception as error:  # noqa: BLE001 - the change is committed; say so, go on
+            change = "revoked" if record.revoked_at is not None else "no longer on hold"
+            message = (f"certificate {serial_hex(record.serial)} is {change} (OCSP answers "
+                       f"so now), but its CRL was not re-signed at once: {error}. "
+                       f"The next scheduled publication lists it; `fleetpki crl publish` "
+                       f"signs it now")
+            log.warning("%s", message)
+            self.publish_failures.append(message)
 
     @staticmethod
     def _check_invalidity(invalidity_date: dt.datetime | None, now: dt.datetime) -> None:

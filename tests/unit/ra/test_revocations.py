@@ -122,6 +122,31 @@ def test_only_profiles_that_ask_trigger_an_immediate_publication(desk: Desk) -> 
     assert [r.serial for r in desk.published] == [2, 2]
 
 
+def test_a_crl_that_cannot_be_signed_leaves_no_device_half_revoked(tmp_path: Path) -> None:
+    store, _ = store_with_cas(tmp_path, NOW - 10 * DAY)
+    attempts: list[int] = []
+
+    def failing(record: IssuedCertificate) -> None:
+        attempts.append(record.serial)
+        raise BadInput("cannot decrypt the key: wrong passphrase")
+
+    desk = Desk(RevocationDesk(store, store, {"urgent": profile("urgent",
+                                                              publish_on_revoke=True)},
+                               FakeClock(NOW), OPERATOR, failing), store, [])
+    for serial in (1, 2, 3):
+        desk.issue(serial, "d1", "urgent")
+
+    revoked = desk.desk.revoke_device("d1", RevocationReason.key_compromise)
+
+    assert sorted(r.serial for r in revoked) == [1, 2, 3]
+    assert all(store.get_certificate(s).revoked_at == NOW  # type: ignore[union-attr]
+               for s in (1, 2, 3))
+    assert len(attempts) == 1  # one CRL scope, tried once
+    [failure] = desk.desk.publish_failures
+    assert "is revoked" in failure and "wrong passphrase" in failure
+    assert "fleetpki crl publish" in failure
+
+
 def test_unknown_serials_are_not_found(desk: Desk) -> None:
     with pytest.raises(NotFound):
         desk.desk.revoke(99, RevocationReason.superseded)
