@@ -46,7 +46,7 @@ def certs() -> None:
 @click.option("--san", default=None, help="Substring of a subjectAltName.")
 @click.option("--key", "key_spec", default=None, help="Key type, e.g. ec-p256.")
 @click.option("--limit", type=click.IntRange(1, 10000), default=100, show_default=True)
-@click.option("--offset", type=click.IntRange(0), default=0)
+@click.option("--offset", type=click.IntRange(0, 2**63 - 1), default=0)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @pass_state
 @handle_errors

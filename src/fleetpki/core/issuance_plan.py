@@ -92,7 +92,7 @@ def plan_issuance(profile: Profile, request: Request, *, now: dt.datetime,
     if not subject and not sans:
         raise PolicyViolation("the certificate would have neither a subject nor a "
                               "subjectAltName (RFC 5280 §4.1.2.6)", field="subject")
-    validity = request.validity or profile.validity.default
+    validity = request.validity if request.validity is not None else profile.validity.default
     if validity <= dt.timedelta(0):
         raise PolicyViolation("requested validity must be positive", field="validity")
     if validity > profile.validity.maximum:

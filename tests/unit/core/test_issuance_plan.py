@@ -121,6 +121,11 @@ def test_refused_when_validity_longer_than_maximum() -> None:
     refused(Request.from_csr(csr, validity=dt.timedelta(days=399)), "exceeds")
 
 
+def test_zero_validity_is_refused_not_taken_for_the_default() -> None:
+    csr, _ = make_csr()
+    refused(Request.from_csr(csr, validity=dt.timedelta(0)), "must be positive")
+
+
 def test_shorter_validity_is_honoured() -> None:
     csr, _ = make_csr()
     result = plan(Request.from_csr(csr, validity=dt.timedelta(days=30)))
