@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -222,6 +223,51 @@ def test_kill_9_mid_batch_leaves_no_unknown_certificate_and_rerun_finishes(
     check = subprocess.run([*FLEETPKI, "--home", str(home), "audit", "verify"],
                            capture_output=True, text=True, timeout=120, check=False)
     assert check.returncode == 0, check.stderr
+
+
+def children_of(pid: int) -> set[int]:
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # gone meanwhile
+            if int(fields[1]) == pid:
+                found.add(int(entry.name))
+    return found
+
+
+def test_workers_die_with_a_killed_batch(home: Path, tmp_path: Path) -> None:
+    """Workers hold the decrypted CA key: kill -9 of the batch process alone must not leave
+    them running as orphans."""
+    devices = manifest(tmp_path, 3000)
+    process = subprocess.Popen(
+        [*FLEETPKI, "--home", str(home), "batch", "--profile", "sensor", "--devices",
+         str(devices), "--out", str(tmp_path / "out"), "--workers", "2", "--chunk-size", "25"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers: set[int] = set()
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(workers) < 2 and process.poll() is None:
+            workers = children_of(process.pid)
+            time.sleep(0.05)
+        assert len(workers) >= 2, "the batch never started its workers"
+        process.kill()  # the parent only
+        process.wait(timeout=30)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and any(Path(f"/proc/{w}").exists()
+                                                  for w in workers):
+            time.sleep(0.05)
+        alive = {w for w in workers if Path(f"/proc/{w}").exists()}
+        assert not alive, f"workers {alive} outlived their batch"
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
+        for worker in workers:  # only if the test failed: they are ours to end
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(worker, signal.SIGKILL)
 
 
 def jsonl_devices(path: Path) -> dict[str, bytes]:

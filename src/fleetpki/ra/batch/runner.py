@@ -18,6 +18,7 @@ import dataclasses
 import datetime as dt
 import logging
 import multiprocessing
+import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
@@ -95,7 +96,8 @@ class BatchRunner:
         window = self._options.workers * 2
         with ProcessPoolExecutor(max_workers=self._options.workers,
                                  mp_context=multiprocessing.get_context("fork"),
-                                 initializer=worker.initialize, initargs=(setup,)) as pool:
+                                 initializer=worker.initialize,
+                                 initargs=(setup, os.getpid())) as pool:
             for chunk in _chunks(rows, self._options.chunk_size):
                 tasks = self._prepare(chunk, in_flight_ids, report, progress)
                 if tasks:

@@ -8,8 +8,12 @@ certificates to the parent, which commits them before anything is written out.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import dataclasses
 import datetime as dt
+import os
+import signal
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
@@ -56,11 +60,26 @@ class Outcome:
 
 
 _setup: WorkerSetup | None = None
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
-def initialize(setup: WorkerSetup) -> None:
+def initialize(setup: WorkerSetup, parent: int) -> None:
     global _setup
+    _die_with(parent)
     _setup = setup
+
+
+def _die_with(parent: int) -> None:
+    """A worker holds the decrypted CA key: when the batch process dies (kill -9, OOM), its
+    workers must not linger as orphans with that key in memory and the database open. Linux
+    delivers SIGKILL to a process whose parent dies once it asked with PR_SET_PDEATHSIG."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        return  # not Linux: the pool's own end-of-run shutdown is all there is
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
 
 
 def run_chunk(tasks: list[Task], now: dt.datetime) -> list[Outcome]:
