@@ -101,16 +101,23 @@ def test_batch_refusals_go_to_rejects_file_and_issue_the_rest(fleetpki, home: Pa
 
 
 @pytest.mark.parametrize("bad", ["device_id\n../escape\n", "serial,csr\nx,y\n",
-                                 "device_id,colour\nx,red\n"])
+                                 "device_id,colour\nx,red\n",
+                                 # good lines first: the bad one near the end still stops
+                                 # the run before the first chunk is issued
+                                 "device_id\n" + "".join(f"ok-{i}\n" for i in range(30))
+                                 + "../late\n"])
 def test_malformed_device_list_refused_before_anything_is_issued(fleetpki, home: Path,  # type: ignore[no-untyped-def]
                                                                  tmp_path: Path, bad: str) -> None:
     devices = tmp_path / "devices.csv"
     devices.write_text(bad)
     result = fleetpki("batch", "--profile", "sensor", "--devices", str(devices), "--out",
-                      str(tmp_path / "out"), "--keygen", "ec-p256")
+                      str(tmp_path / "out"), "--keygen", "ec-p256", "--chunk-size", "5")
     assert result.exit_code == 2, result.output
     assert "devices.csv" in result.stderr
     assert store_rows(home) == []
+    assert not (tmp_path / "out").exists()  # nothing written, not even the directory
+    with sqlite3.connect(home / "fleetpki.db") as db:
+        assert db.execute("select count(*) from serials").fetchone() == (0,)
 
 
 def test_binary_device_list_gets_a_message_not_a_crash(fleetpki, home: Path,  # type: ignore[no-untyped-def]
@@ -153,6 +160,24 @@ def test_factory_keygen_pem_bundles(fleetpki, home: Path, tmp_path: Path) -> Non
     assert leaf.subject.rfc4514_string() == "2.5.4.5=SN-0001,CN=sensor-k1"
     assert oct((out / "sensor-k1.key").stat().st_mode & 0o777) == "0o600"
     assert not list(out.glob("*.pending"))
+
+
+def test_keygen_row_whose_attributes_cannot_form_a_name_is_rejected_alone(  # type: ignore[no-untyped-def]
+        fleetpki, home: Path, tmp_path: Path) -> None:
+    devices = tmp_path / "devices.csv"
+    devices.write_text("device_id,C\n"
+                       "sensor-n1,USA\n")  # a country name is two letters
+    out = tmp_path / "out"
+    result = fleetpki("batch", "--profile", "sensor", "--devices", str(devices), "--out",
+                      str(out), "--keygen", "ec-p256")
+    assert "internal error" not in result.output
+    assert result.exit_code != 70, result.output
+    assert not (out / "sensor-n1.pem").exists()
+    rejects = (out / "rejects.csv").read_text()
+    assert "sensor-n1" in rejects and "cannot form a name" in rejects
+    with sqlite3.connect(home / "fleetpki.db") as db:
+        states = db.execute("select state, count(*) from serials group by state").fetchall()
+    assert "reserved" not in dict(states), states
 
 
 def test_factory_keygen_pkcs12_bundles_open_with_openssl(fleetpki, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

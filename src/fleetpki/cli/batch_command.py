@@ -16,7 +16,7 @@ from fleetpki.core.serials import RandomSerials
 from fleetpki.ra.authorizers import local_operator
 from fleetpki.ra.batch.bundles import BundleFormat, BundleWriter
 from fleetpki.ra.batch.certificate_log import CertificateLog
-from fleetpki.ra.batch.manifest import count_rows, read_manifest
+from fleetpki.ra.batch.manifest import check_manifest, read_manifest
 from fleetpki.ra.batch.runner import BatchOptions, BatchRunner, write_rejects
 
 BUNDLE_PASSPHRASE_ENV = "FLEETPKI_BUNDLE_PASSPHRASE"
@@ -72,6 +72,7 @@ def batch(state: CliState, profile: str, devices: Path, out: Path, keygen: str |
     if layout == "jsonl" and spec is not None:
         raise click.UsageError("--layout jsonl is for CSR runs; generated keys need their own "
                                "protected files")
+    total = check_manifest(devices, need_csr=spec is None)
     out.mkdir(parents=True, exist_ok=True)
     chain_certs = tuple(fleet.chain(template.profile.issuer)[:-1])
     bundles: BundleWriter | CertificateLog = (
@@ -81,7 +82,6 @@ def batch(state: CliState, profile: str, devices: Path, out: Path, keygen: str |
     options = BatchOptions(workers=workers or os.cpu_count() or 1, chunk_size=chunk_size,
                            keygen=spec, actor=local_operator().actor)
     runner = BatchRunner(fleet.store, template, bundles, options, fleet.clock, RandomSerials())
-    total = count_rows(devices)
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeRemainingColumn())
     with Progress(*columns) as progress:

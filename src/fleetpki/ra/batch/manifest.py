@@ -104,7 +104,8 @@ def _rows(path: Path, numbered: Iterator[tuple[int, list[str]]], header: list[st
         )
 
 
-def count_rows(path: Path) -> int:
-    """For the progress bar: lines minus the header (a cheap upper bound)."""
-    with path.open("rb") as handle:
-        return max(sum(1 for _ in handle) - 1, 0)
+def check_manifest(path: Path, *, need_csr: bool) -> int:
+    """Read the whole list once before anything is issued, so that a bad line near the end
+    refuses the run instead of stopping it half-way; return the number of devices (for the
+    progress bar). Rows hold file names, not CSRs: this pass is cheap beside the issuance."""
+    return sum(1 for _ in read_manifest(path, need_csr=need_csr))

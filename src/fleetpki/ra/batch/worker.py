@@ -148,8 +148,11 @@ def _request_from_row(row: DeviceRow, key: CertificateIssuerPrivateKeyTypes,
         sans = tuple(san_from_text(text) for text in row.sans)
     except ValueError as exc:
         raise BadInput(str(exc)) from None
-    subject = x509.Name([x509.NameAttribute(SUBJECT_ATTRIBUTES[name], value)
-                         for name, value in attributes.items()])
+    try:
+        subject = x509.Name([x509.NameAttribute(SUBJECT_ATTRIBUTES[name], value)
+                             for name, value in attributes.items()])
+    except ValueError as exc:  # e.g. a country that is not two letters, an empty value
+        raise BadInput(f"the subject attributes cannot form a name: {exc}") from None
     return Request(subject=subject, sans=sans, public_key=key.public_key())
 
 
