@@ -103,6 +103,17 @@ def test_take_offline_refuses_to_overwrite_and_without_passphrase(fleetpki, tmp_
     assert "FLEETPKI_EXPORT_PASSPHRASE" in nopass.stderr
 
 
+def test_take_offline_to_a_missing_directory_keeps_the_key_online(  # type: ignore[no-untyped-def]
+        fleetpki, home: Path, tmp_path: Path) -> None:
+    """An unmounted stick: creating its directory would leave the 'offline' root on disk."""
+    media = tmp_path / "usb" / "root.key.enc"
+    result = fleetpki("ca", "take-offline", "root", "--export", str(media), env=EXPORT)
+    assert result.exit_code == 2, result.output
+    assert "does not exist" in result.stderr and "mount" in result.stderr
+    assert not media.parent.exists()
+    assert (home / "keys" / "root.key.pem").exists()
+
+
 def test_import_issuing_ca_made_by_openssl(fleetpki, home: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     openssl = require_tool("openssl")
     key, cert = tmp_path / "ext.key", tmp_path / "ext.pem"

@@ -49,6 +49,12 @@ def test_per_device_secrets_for_a_factory_go_to_one_private_file(fleetpki: Cli,
     devices = tmp_path / "line-7.txt"
     devices.write_text("# line 7, lot 2026-11\nsensor-0001\n\nsensor-0002\nsensor-0003\n")
     out = tmp_path / "secrets" / "line-7.csv"
+    missing = fleetpki("bootstrap", "create", "--profile", "sensor", "--devices", str(devices),
+                       "--out", str(out), "--expires", "14d")
+    assert missing.exit_code == 2 and "does not exist" in missing.output, missing.output
+    assert not out.parent.exists()  # not created: a typo must not scatter secrets
+    assert "sensor-0001" not in fleetpki("bootstrap", "list", "--all").output
+    out.parent.mkdir()
     made = fleetpki("bootstrap", "create", "--profile", "sensor", "--devices", str(devices),
                     "--out", str(out), "--expires", "14d")
     assert made.exit_code == 0, made.output

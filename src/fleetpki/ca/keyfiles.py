@@ -32,15 +32,23 @@ def encrypt_key(key: PrivateKeyTypes, passphrase: bytes) -> bytes:
     )
 
 
-def write_private_file(path: Path, data: bytes) -> None:
+def write_private_file(path: Path, data: bytes, *, make_parents: bool = True) -> None:
     """Write data readable by the owner only, atomically: a crash leaves the old file or none."""
-    write_atomically(path, data, mode=0o600)
+    write_atomically(path, data, mode=0o600, make_parents=make_parents)
 
 
-def write_atomically(path: Path, data: bytes, *, mode: int) -> None:
+def write_atomically(path: Path, data: bytes, *, mode: int, make_parents: bool = True) -> None:
     """Readers (a web server, a CDN sync) see the old file or the new one, never a torn one;
-    after a crash the file is the old or the new, fsynced with its directory entry."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    after a crash the file is the old or the new, fsynced with its directory entry.
+
+    `make_parents=False` for places the user names (an export medium, a secrets file): a
+    missing directory there is an unmounted stick or a typo, and creating it would put the
+    file somewhere nobody meant."""
+    if make_parents:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    elif not path.parent.is_dir():
+        raise BadInput(f"directory {path.parent} does not exist: mount the medium or create "
+                       f"the directory first (nothing was written)")
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:

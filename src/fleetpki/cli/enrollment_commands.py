@@ -124,7 +124,7 @@ def _write_then_add(admin: CredentialAdmin, batch: CredentialBatch, out_file: Pa
     # file gets its name once they do: a failure stores nothing, and a stored credential's
     # secret is never lost, even to a crash (it is then in the hidden file).
     hidden = out_file.with_name(f".{out_file.name}.partial")
-    write_private_file(hidden, table.getvalue().encode("utf-8"))
+    write_private_file(hidden, table.getvalue().encode("utf-8"), make_parents=False)
     try:
         admin.add(batch)
     except BaseException:

@@ -88,7 +88,7 @@ class CAAdmin:
         if load_key_bytes(exported, export_passphrase, source=str(export_to)).public_key() \
                 != signer.private_key.public_key():
             raise KeyAccessError("the exported key does not verify; the online key was kept")
-        write_private_file(export_to, exported)
+        write_private_file(export_to, exported, make_parents=False)
         self._registry.set_ca_key_file(name, None, self._event("ca.key_offline", name, {
             "exported_to": str(export_to)}), at=self._clock.now())
         with contextlib.suppress(FileNotFoundError):
