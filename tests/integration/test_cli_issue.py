@@ -30,6 +30,16 @@ def write_csr(tmp_path: Path, name: str = "dev.csr", **kwargs: object) -> Path:
     return path
 
 
+def test_issue_to_a_missing_directory_issues_nothing(fleetpki, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    csr = write_csr(tmp_path)
+    result = fleetpki("issue", "--profile", "sensor", "--csr", str(csr), "--out",
+                      str(tmp_path / "missing-dir" / "dev.pem"))
+    assert result.exit_code == 2, result.output
+    assert "does not exist (nothing was issued)" in result.output
+    assert "sensor-0001" not in fleetpki("certs", "list").output
+    assert not (tmp_path / "missing-dir").exists()
+
+
 def test_issue_from_pem_csr_writes_certificate_and_records_it(fleetpki, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     csr = write_csr(tmp_path, sans=[x509.UniformResourceIdentifier("urn:dev:mac:0a1b2c3d4e5f")])
     out = tmp_path / "dev.pem"

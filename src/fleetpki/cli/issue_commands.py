@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from fleetpki.ca.keyfiles import write_atomically
 from fleetpki.cli.context import CliState, handle_errors, pass_state, read_input_file
 from fleetpki.cli.output import console
 from fleetpki.core.csr import MAX_CSR_BYTES
@@ -42,6 +44,8 @@ def issue(state: CliState, profile: str, csr_file: Path, validity: str | None, o
             requested = parse_duration(validity)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--validity") from None
+    if out is not None:
+        _check_writable(out)  # before issuing: a certificate nobody receives helps nobody
     fleet = state.fleet()
     record = fleet.issuance.issue_csr(data, profile, local_operator(), requested)
     pem = serialization.Encoding.PEM
@@ -50,9 +54,28 @@ def issue(state: CliState, profile: str, csr_file: Path, validity: str | None, o
         output += b"".join(c.public_bytes(pem) for c in fleet.chain(record.issuer)[:-1])
     if out is None:
         click.echo(output.decode("ascii"), nl=False)
-    else:
-        out.write_bytes(output)
-        click.echo(f"issued serial {record.serial:x} for {record.device_id} -> {out}", err=True)
+        return
+    try:
+        write_atomically(out, output, mode=0o644, make_parents=False)
+    except OSError as exc:  # e.g. the disk filled up meanwhile: the certificate is stored
+        click.echo(f"error: certificate {record.serial:x} for {record.device_id} was issued "
+                   f"and stored, but writing {out} failed ({exc.strerror or exc}); get it "
+                   f"with `fleetpki certs export {record.serial:x}`", err=True)
+        raise SystemExit(_FILE_ERROR) from None
+    click.echo(f"issued serial {record.serial:x} for {record.device_id} -> {out}", err=True)
+
+
+_FILE_ERROR = 11  # docs/operations.md, exit codes
+
+
+def _check_writable(out: Path) -> None:
+    directory = out.parent
+    if not directory.is_dir():
+        raise click.BadParameter(f"directory {directory} does not exist (nothing was issued)",
+                                 param_hint="--out")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise click.BadParameter(f"directory {directory} is not writable (nothing was issued)",
+                                 param_hint="--out")
 
 
 @click.group()
