@@ -98,6 +98,9 @@ def tamper(home: Path, sql: str) -> None:
     ("update audit_log set details = '{}' where seq = 2", "entry 2 was modified"),
     ("delete from audit_log where seq = 3", "missing or out of order"),
     ("update audit_log set seq = seq + 100 where seq = 2", "missing or out of order"),
+    ("update audit_log set at = 'garbage' where seq = 2", "cannot be read"),
+    ("update audit_log set details = '{' where seq = 3", "entry 3 cannot be read"),
+    ("update audit_log set details = '[1]' where seq = 3", "entry 3 cannot be read"),
 ])
 def test_audit_verify_detects_tampering(fleetpki, home: Path, tmp_path: Path, sql: str,  # type: ignore[no-untyped-def]
                                         message: str) -> None:

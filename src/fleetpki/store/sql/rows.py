@@ -7,6 +7,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from fleetpki.core.errors import AuditChainBroken
 from fleetpki.core.reasons import RevocationReason
 from fleetpki.core.records import AuditEntry, CARecord, CARole, IssuedCertificate
 from fleetpki.core.serials import serial_hex
@@ -92,7 +93,16 @@ def ca_record(row: Any) -> CARecord:
 
 
 def audit_record(row: Any) -> AuditEntry:
-    return AuditEntry(
-        seq=row.seq, at=utc(row.at), actor=row.actor, action=row.action, subject=row.subject,
-        details=json.loads(row.details), prev_hash=row.prev_hash, hash=row.hash,
-    )
+    """AuditChainBroken for a row that no longer parses: only an edit behind fleetpki's back
+    makes one, and verification must say so rather than fail on it."""
+    try:
+        details = json.loads(row.details)
+        if not isinstance(details, dict):
+            raise TypeError("details are not a JSON object")
+        return AuditEntry(
+            seq=row.seq, at=utc(row.at), actor=row.actor, action=row.action,
+            subject=row.subject, details=details, prev_hash=row.prev_hash, hash=row.hash,
+        )
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise AuditChainBroken(f"audit entry {row.seq} cannot be read, so it was modified "
+                               f"after it was written ({exc})") from None

@@ -7,7 +7,7 @@ from collections.abc import Iterator, Sequence
 
 import sqlalchemy as sa
 
-from fleetpki.core.errors import Conflict, NotFound
+from fleetpki.core.errors import AuditChainBroken, Conflict, NotFound
 from fleetpki.core.reasons import RevocationReason
 from fleetpki.core.records import AuditEntry, CARecord, CertificateStatus, IssuedCertificate
 from fleetpki.core.serials import serial_hex
@@ -285,8 +285,13 @@ class SqlStore(EnrollmentTables, RevocationTables, RenewalAdvisoryTables, Invent
         next_seq = since_seq
         while True:
             with translate_errors(), self._reader.connect() as c:
-                rows = c.execute(sa.select(audit_log).where(audit_log.c.seq >= next_seq)
-                                 .order_by(audit_log.c.seq).limit(_AUDIT_PAGE)).all()
+                try:
+                    rows = c.execute(sa.select(audit_log).where(audit_log.c.seq >= next_seq)
+                                     .order_by(audit_log.c.seq).limit(_AUDIT_PAGE)).all()
+                except (ValueError, TypeError) as exc:  # a timestamp that no longer parses
+                    raise AuditChainBroken(
+                        f"an audit entry from entry {next_seq} on cannot be read, so it was "
+                        f"modified after it was written ({exc})") from None
             if not rows:
                 return
             for row in rows:
