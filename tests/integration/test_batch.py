@@ -322,6 +322,13 @@ def test_jsonl_layout_writes_one_line_per_device_and_repairs_itself(fleetpki, ho
     assert len(log.read_text().splitlines()) == 60
     assert fleetpki("batch", "--profile", "sensor", "--devices", str(devices), "--out",
                     str(out), "--layout", "jsonl", "--keygen", "ec-p256").exit_code == 2
+    # A line in the middle that no crash could leave: refused by line, nothing issued.
+    lines = log.read_text().splitlines(keepends=True)
+    log.write_text("".join([*lines[:5], "{not json\n", *lines[5:]]))
+    damaged = fleetpki(*args)
+    assert damaged.exit_code == 2, damaged.output
+    assert "certificates.jsonl:6 is not a line fleetpki wrote" in damaged.stderr
+    assert len(store_rows(home)) == 60
 
 
 def test_kill_9_mid_jsonl_batch_leaves_only_committed_lines(home: Path, tmp_path: Path) -> None:

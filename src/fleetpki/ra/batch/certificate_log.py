@@ -18,6 +18,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from fleetpki.ca.keyfiles import write_private_file
+from fleetpki.core.errors import BadInput
 from fleetpki.core.records import IssuedCertificate
 from fleetpki.core.serials import serial_hex
 
@@ -50,7 +51,17 @@ class CertificateLog:
             with self.path.open("r+b") as handle:
                 handle.truncate(len(complete))
                 os.fsync(handle.fileno())
-        return {json.loads(line)["device_id"] for line in complete.splitlines() if line}
+        present = set()
+        for number, line in enumerate(complete.splitlines(), start=1):
+            if not line:
+                continue
+            try:
+                present.add(str(json.loads(line)["device_id"]))
+            except (ValueError, KeyError, TypeError):
+                raise BadInput(f"{self.path}:{number} is not a line fleetpki wrote (edited or "
+                               f"damaged); repair or remove it, or write this run to another "
+                               f"--out directory") from None
+        return present
 
 
 def jsonl_line(cert: IssuedCertificate) -> str:
