@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import errno
+import os
 from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -163,3 +168,27 @@ class Script:
             raise AssertionError(f"unexpected request {request.method} {request.path}")
         answer = queue.pop(0)
         return answer(request) if callable(answer) else answer
+
+
+def make_unreadable(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """chmod 000 the file; as root (which ignores file modes) the read of that one path
+    fails with the EACCES a non-root agent would get."""
+    path.chmod(0o000)
+    if os.geteuid() != 0:
+        return
+    read_bytes, read_text = Path.read_bytes, Path.read_text
+
+    def denied(self: Path) -> None:
+        if self == path:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+
+    def guarded_bytes(self: Path) -> bytes:
+        denied(self)
+        return read_bytes(self)
+
+    def guarded_text(self: Path, *args: Any, **kwargs: Any) -> str:
+        denied(self)
+        return read_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_bytes", guarded_bytes)
+    monkeypatch.setattr(Path, "read_text", guarded_text)

@@ -31,6 +31,11 @@ generations no pointer names are removed, except one newer than every named gene
 is a certificate saved just before the crash whose pointer write never happened, and it
 becomes the candidate (so a certificate the server issued is not thrown away). A current
 generation that does not load (disk corruption, not a crash) falls back to the previous one.
+
+"Does not load" means a file that is absent or whose content does not parse. A file that is
+there but cannot be read (EACCES, EIO, ...) is not damage: repair would rewrite the pointers
+and delete a working identity over a permission mistake. load() then raises KeystoreError
+naming the file, before anything is written, and the session stops with the identity kept.
 """
 
 from __future__ import annotations
@@ -68,6 +73,14 @@ _ROLES = ("current", "previous", "candidate")
 
 class KeystoreError(Exception):
     """A problem with the identity directory that a person must fix; the message says how."""
+
+
+class _Unreadable(Exception):
+    """A file that exists but cannot be read: not damage, so nothing may be repaired."""
+
+    def __init__(self, path: Path, error: OSError) -> None:
+        super().__init__(f"cannot read {path}: {error.strerror or error}; fix its permissions "
+                         "(or the disk); the identity is kept")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -300,7 +313,9 @@ class Keystore:
             document = json.loads(self.pointer_file.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return dict.fromkeys(_ROLES), False
-        except (OSError, ValueError) as error:
+        except OSError as error:
+            raise KeystoreError(str(_Unreadable(self.pointer_file, error))) from None
+        except ValueError as error:
             notes.append(f"{self.pointer_file.name} is unreadable ({error}); rebuilt from "
                          "the generations on disk")
             return dict.fromkeys(_ROLES), True
@@ -375,7 +390,11 @@ class Keystore:
     def _pair(self, name: str) -> Pair | None:
         """A generation that loads and whose key matches its certificate, else None."""
         directory = self.generations / name
-        pair = _load_pair(directory / "key.pem", directory / "cert.pem", directory / "chain.pem")
+        try:
+            pair = _load_pair(directory / "key.pem", directory / "cert.pem",
+                              directory / "chain.pem")
+        except _Unreadable as error:
+            raise KeystoreError(str(error)) from None
         if pair is None:
             return None
         return dataclasses.replace(pair, chain_file=directory / "chain.pem",
@@ -384,7 +403,12 @@ class Keystore:
     def _factory(self, notes: list[str]) -> Pair | None:
         if not self.factory_certificate.exists() and not self.factory_key.exists():
             return None
-        pair = _load_pair(self.factory_key, self.factory_certificate, None)
+        try:
+            pair = _load_pair(self.factory_key, self.factory_certificate, None)
+        except _Unreadable as error:
+            # Provisioned and never rewritten by the agent: a note is enough, nothing is lost.
+            notes.append(f"the factory identity is not used: {error}")
+            return None
         if pair is None:
             notes.append(f"the factory identity in {self.factory_certificate.parent} does not "
                          "load (or its key does not match its certificate); not using it")
@@ -405,8 +429,11 @@ class Keystore:
                      ) -> CertificateIssuerPrivateKeyTypes | None:
         try:
             key = _issuer_key(serialization.load_pem_private_key(
-                self.pending_file.read_bytes(), password=None))
-        except (OSError, ValueError, TypeError):
+                _read(self.pending_file), password=None))
+        except _Unreadable as error:
+            # The key of an enrollment the server holds: a new one must not replace it.
+            raise KeystoreError(str(error)) from None
+        except (FileNotFoundError, ValueError, TypeError):
             return None
         certified = {_public(p.key) for p in (current, candidate) if p is not None}
         if key is not None and _public(key) in certified:
@@ -419,18 +446,30 @@ class Keystore:
 
 def _load_pair(key_file: Path, certificate_file: Path, chain_file: Path | None
                ) -> Pair | None:
+    """The pair, or None if a file is absent or does not parse (damage). _Unreadable if a
+    file is there but cannot be read: the caller must stop, not repair."""
     try:
-        certificates = x509.load_pem_x509_certificates(certificate_file.read_bytes())
-        chain = (x509.load_pem_x509_certificates(chain_file.read_bytes())
-                 if chain_file is not None and chain_file.stat().st_size else [])
-        key = _issuer_key(serialization.load_pem_private_key(key_file.read_bytes(),
-                                                             password=None))
-    except (OSError, ValueError, TypeError):
+        certificates = x509.load_pem_x509_certificates(_read(certificate_file))
+        chain_pem = _read(chain_file) if chain_file is not None else b""
+        chain = x509.load_pem_x509_certificates(chain_pem) if chain_pem else []
+        key = _issuer_key(serialization.load_pem_private_key(_read(key_file), password=None))
+    except (FileNotFoundError, ValueError, TypeError):
         return None
     if key is None or _public(key) != _public_of(certificates[0]):
         return None
     return Pair(key, certificates[0], tuple(chain or certificates[1:]), key_file,
                 certificate_file, chain_file)
+
+
+def _read(path: Path) -> bytes:
+    """The file's bytes; FileNotFoundError if it is absent, _Unreadable for any other OS
+    error (a permission, a failing disk), which must never be mistaken for damage."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise
+    except OSError as error:
+        raise _Unreadable(path, error) from None
 
 
 def _issuer_key(key: PrivateKeyTypes) -> CertificateIssuerPrivateKeyTypes | None:

@@ -12,7 +12,8 @@ entry's priority (SyslogLevelPrefix=). Nothing secret is logged: no key, no boot
 
 Exit status: 0 done, 1 failed (try again later, or read the message), 2 the configuration or
 the command line is wrong, 3 the device needs re-provisioning (or `status`: no usable
-identity), 75 the enrollment is held for approval (EX_TEMPFAIL).
+identity; 1 when its files are there but cannot be read), 75 the enrollment is held for
+approval (EX_TEMPFAIL).
 """
 
 from __future__ import annotations
@@ -177,7 +178,16 @@ def _run(config: AgentConfig, args: argparse.Namespace) -> int:
 
 def _status(config: AgentConfig, args: argparse.Namespace) -> int:
     store = Keystore(config.data_dir)
-    loaded = store.load(repair=False)
+    try:
+        loaded = store.load(repair=False)
+    except KeystoreError as error:
+        # An identity that is there but cannot be read is not "none": say what is wrong.
+        if args.json:
+            print(json.dumps({"healthy": False, "health": "unreadable", "error": str(error),
+                              "data_dir": str(config.data_dir)}, indent=2, sort_keys=True))
+        else:
+            print(f"health:   unreadable\nidentity: {error}")
+        return EXIT_FAILED
     report = status_report(config, store, loaded)
     if args.json:
         print(json.dumps(report, indent=2, sort_keys=True))

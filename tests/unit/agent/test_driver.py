@@ -23,8 +23,16 @@ from fleetpki.agent.flow import Outcome
 from fleetpki.agent.keystore import KeystoreError
 from fleetpki.agent.messages import Credential, HttpRequest, HttpResponse, Reply
 from fleetpki.agent.transport import ClientFiles
+from fleetpki.cli import agent_main
 from fleetpki.protocols.est.codec import CT_PKCS7, certs_only, encode_base64_body
-from support.agent_fakes import Authority, FakeCa, make_ca, renewal_info, status
+from support.agent_fakes import (
+    Authority,
+    FakeCa,
+    make_ca,
+    make_unreadable,
+    renewal_info,
+    status,
+)
 
 
 class FakeServer:
@@ -183,3 +191,31 @@ def test_the_daemon_stops_promptly(config: AgentConfig, ca: FakeCa) -> None:
     stop.set()
     thread.join(timeout=5)
     assert not thread.is_alive() and time.monotonic() - stopped < 1
+
+
+# -- an identity that cannot be read ---------------------------------------------------------
+
+def test_an_unreadable_certificate_stops_the_session_and_keeps_the_identity(
+        config: AgentConfig, ca: FakeCa, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    Agent(config, transport=FakeServer(ca)).run_session()
+    current = Agent(config, transport=FakeServer(ca)).store.load().current
+    assert current is not None
+    generations = sorted(p.name for p in (config.data_dir / "generations").iterdir())
+    make_unreadable(current.certificate_file, monkeypatch)
+    server = FakeServer(ca)
+    with pytest.raises(KeystoreError, match=r"cannot read .*cert\.pem: Permission denied"):
+        Agent(config, transport=server).run_session(force=True)
+    assert server.log == []  # no request, so no secret spent and nothing renewed
+
+    monkeypatch.setattr(agent_main, "load_config", lambda _path: config)
+    assert agent_main.main(["status"]) == agent_main.EXIT_FAILED
+    out = capsys.readouterr().out
+    assert "cannot read" in out and "identity: none" not in out
+    assert agent_main.main(["status", "--json"]) == agent_main.EXIT_FAILED
+    assert "Permission denied" in json.loads(capsys.readouterr().out)["error"]
+
+    monkeypatch.undo()
+    current.certificate_file.chmod(0o644)
+    assert sorted(p.name for p in (config.data_dir / "generations").iterdir()) == generations
+    assert Agent(config, transport=FakeServer(ca)).store.load().current == current

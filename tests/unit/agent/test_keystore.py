@@ -21,11 +21,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from fleetpki.agent import durable
-from fleetpki.agent.keystore import Keystore, Loaded
+from fleetpki.agent.keystore import Keystore, KeystoreError, Loaded
 from fleetpki.agent.messages import Credential, NewIdentity
 from fleetpki.agent.state import AgentState
 from fleetpki.agent.trust_store import TrustStore, TrustStoreError
-from support.agent_fakes import NOW, FakeCa
+from support.agent_fakes import NOW, FakeCa, make_unreadable
 
 
 @pytest.fixture(scope="module")
@@ -201,6 +201,45 @@ def test_a_damaged_current_pair_falls_back_to_the_previous_one(tmp_path: Path,
     promoted.key_file.write_bytes(b"-----BEGIN PRIVATE KEY-----\ntruncated")
     loaded = store.load()
     assert serial(loaded.current) == first.certificate.serial_number and usable(loaded)
+
+
+def snapshot(directory: Path) -> dict[str, bytes | None]:
+    """Every path under `directory` with its content (None for a directory)."""
+    return {str(path.relative_to(directory)): None if path.is_dir() else path.read_bytes()
+            for path in sorted(directory.rglob("*")) if not path.is_symlink()}
+
+
+@pytest.mark.parametrize("name", ["cert.pem", "key.pem", "chain.pem"])
+def test_an_unreadable_current_pair_stops_and_keeps_everything(
+        tmp_path: Path, ca: FakeCa, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    store, first = with_current(tmp_path / "id", ca)
+    store.save_candidate(identity(ca))
+    current = store.promote()  # first is now previous: a fallback repair would use it
+    before = snapshot(store.directory)
+    make_unreadable(current.key_file.parent / name, monkeypatch)
+    for repair in (True, False):
+        with pytest.raises(KeystoreError, match=f"cannot read .*{name}: Permission denied; "
+                                                 "fix its permissions.*identity is kept"):
+            store.load(repair=repair)
+    monkeypatch.undo()
+    (current.key_file.parent / name).chmod(0o600)
+    assert snapshot(store.directory) == before
+    loaded = store.load()
+    assert loaded.current == current and serial(loaded.previous) == \
+        first.certificate.serial_number
+
+
+def test_an_unreadable_pointer_file_is_not_rebuilt(tmp_path: Path, ca: FakeCa,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    store, _ = with_current(tmp_path / "id", ca)
+    store.save_candidate(identity(ca))  # a rebuild would make this unconfirmed one current
+    before = snapshot(store.directory)
+    make_unreadable(store.pointer_file, monkeypatch)
+    with pytest.raises(KeystoreError, match=r"cannot read .*identity\.json: Permission denied"):
+        store.load()
+    monkeypatch.undo()
+    store.pointer_file.chmod(0o600)
+    assert snapshot(store.directory) == before
 
 
 def test_a_pending_key_whose_certificate_was_saved_is_dropped(tmp_path: Path,
