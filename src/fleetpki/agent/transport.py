@@ -6,6 +6,13 @@ The hostname is checked (an IP address against an IP SAN). One connection per re
 resumed: the server reads the client certificate once per handshake, and a resumed TLS 1.3
 session would not carry it (DESIGN.md §3). Every failure to get an HTTP answer becomes a
 `TransportFailure`; the flow's backoff decides what happens next.
+
+Bounds: the TCP connection and the TLS handshake take at most `connect_timeout` (for each
+address the name resolves to); sending the request and reading the whole answer, status line,
+headers and body, at most `read_timeout` overall. A socket timeout alone would not do: it
+restarts with every byte received, so a server trickling one byte a second could hold the
+agent (and a daemon waiting to stop) for ever. The socket therefore carries a deadline, and
+every receive and send waits only for what is left of it.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ import ssl
 import time
 import urllib.parse
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from fleetpki import __version__
 from fleetpki.agent.messages import HttpRequest, HttpResponse, Reply, TransportFailure
@@ -70,9 +77,9 @@ class HttpsTransport:
                                                  timeout=self.connect_timeout)
         try:
             connection.connect()  # TCP and the TLS handshake, under the connect timeout
-            assert connection.sock is not None
-            connection.sock.settimeout(self.read_timeout)
+            assert isinstance(connection.sock, _DeadlineSocket)
             deadline = time.monotonic() + self.read_timeout
+            connection.sock.deadline = deadline
             headers = {"User-Agent": f"fleetpki-agent/{__version__}", "Connection": "close",
                        **dict(request.headers)}
             connection.request(request.method, self.prefix + request.path,
@@ -104,6 +111,7 @@ class HttpsTransport:
 
     def _context(self, client: ClientFiles | None) -> ssl.SSLContext:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # CERT_REQUIRED, check_hostname
+        context.sslsocket_class = _DeadlineSocket
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         try:
             context.load_verify_locations(cafile=str(self.roots_file))
@@ -119,16 +127,17 @@ class HttpsTransport:
         return context
 
     def _read(self, response: http.client.HTTPResponse, deadline: float) -> bytes:
-        """The body, at most `max_body` bytes, within the read deadline overall (a server
-        that trickles one byte at a time cannot hold the agent for long)."""
+        """The body, at most `max_body` bytes, within the read deadline overall: read1
+        returns what has arrived, the socket's deadline bounds each wait (_DeadlineSocket),
+        and the deadline is checked again after every read."""
         chunks: list[bytes] = []
         size = 0
         while True:
-            if time.monotonic() > deadline:
-                raise TimeoutError
-            chunk = response.read(min(65536, self.max_body + 1 - size))
+            chunk = response.read1(min(65536, self.max_body + 1 - size))
             if not chunk:
                 return b"".join(chunks)
+            if time.monotonic() > deadline:
+                raise TimeoutError
             chunks.append(chunk)
             size += len(chunk)
             if size > self.max_body:
@@ -138,6 +147,34 @@ class HttpsTransport:
 
 class _Unusable(Exception):
     pass
+
+
+class _DeadlineSocket(ssl.SSLSocket):
+    """A TLS socket whose receives and sends share one deadline (time.monotonic()): each
+    waits at most for what is left of it, and none starts once it has passed. Installed as
+    the context's `sslsocket_class`; the deadline is set after the handshake."""
+
+    deadline: float | None = None
+
+    def _arm(self) -> None:
+        if self.deadline is None:
+            return
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("the answer took longer than the read timeout")
+        self.settimeout(remaining)
+
+    def recv(self, buflen: int = 1024, flags: int = 0) -> bytes:
+        self._arm()
+        return super().recv(buflen, flags)
+
+    def recv_into(self, buffer: Any, nbytes: int | None = None, flags: int = 0) -> int:
+        self._arm()
+        return super().recv_into(buffer, nbytes, flags)
+
+    def send(self, data: Any, flags: int = 0) -> int:
+        self._arm()
+        return super().send(data, flags)
 
 
 def _ssl_reason(error: ssl.SSLError) -> str:

@@ -147,6 +147,66 @@ def test_a_slow_server_times_out(tls: Tls) -> None:
     assert time.monotonic() - started < 1.4
 
 
+class Trickler:
+    """A TLS server on 127.0.0.1 that sends its answer one byte every `interval` seconds,
+    for at most `limit` seconds, then hangs up. Every wait is bounded; stop() ends it."""
+
+    def __init__(self, tls: Tls, answer: bytes, *, head: int = 0, interval: float = 0.1,
+                 limit: float = 8.0) -> None:
+        self.answer, self.head, self.interval, self.limit = answer, head, interval, limit
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(tls.directory / "server.pem", tls.directory / "server.key")
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(5)
+        self.port = self.listener.getsockname()[1]
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        try:
+            raw, _ = self.listener.accept()
+            raw.settimeout(5)
+            with self.context.wrap_socket(raw, server_side=True) as connection:
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    data = connection.recv(4096)
+                    if not data:
+                        return
+                    request += data
+                connection.sendall(self.answer[:self.head])  # e.g. the headers at once
+                ends = time.monotonic() + self.limit
+                for offset in range(self.head, len(self.answer)):
+                    if self.stopped.wait(self.interval) or time.monotonic() > ends:
+                        return
+                    connection.sendall(self.answer[offset:offset + 1])
+        except OSError:
+            return  # the client gave up: the point of the test
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.listener.close()
+        self.thread.join(timeout=10)
+        assert not self.thread.is_alive()
+
+
+@pytest.mark.parametrize("trickled", ["status line", "body"])
+def test_a_server_trickling_its_answer_is_cut_off_at_the_read_timeout(
+        tls: Tls, trickled: str) -> None:
+    headers = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 1000\r\n\r\n"
+    server = Trickler(tls, headers + b"x" * 1000,
+                      head=len(headers) if trickled == "body" else 0)
+    try:
+        started = time.monotonic()
+        reply = HttpsTransport(f"https://127.0.0.1:{server.port}", tls.directory / "root.pem",
+                               read_timeout=1.0).send(get("/x"), None)
+        elapsed = time.monotonic() - started
+    finally:
+        server.stop()
+    assert isinstance(reply, TransportFailure) and "in time" in reply.reason
+    assert elapsed < 2.5  # the read timeout bounds the whole answer, not each byte
+
+
 def test_connect_timeout_is_bounded(tls: Tls) -> None:
     # A listening socket that never accepts: the TLS handshake cannot complete.
     with socket.socket() as silent:
