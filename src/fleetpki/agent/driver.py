@@ -9,7 +9,9 @@ One session (`Agent.run_session`), under the key store's lock:
        certificate it names; SaveCandidate / PromoteCandidate / DiscardCandidate /
        SavePendingKey go to the key store, each durable before the flow continues
     4. save the state; after a new certificate, refresh the trust store from /cacerts: a
-       new root is added only if pinned (trust.py), an unpinned one is logged and refused
+       new root is added only if pinned (trust.py), an unpinned one is logged and refused.
+       The certificate is on disk by then: a failure here (a bad trust/pins file) is logged
+       as an error and reported, and steps 5 and the messages still happen
     5. outside the lock, after a promotion, run the configured hook
 
 The daemon (`Agent.run_forever`) repeats sessions, sleeping until schedule.next_contact() in
@@ -70,6 +72,7 @@ class SessionReport:
     result: flow.SessionResult
     promoted: Pair | None  # the pair that became current in this session
     hook_ok: bool | None  # None: no hook ran
+    trust_error: str | None = None  # the trust store could not be refreshed afterwards
 
 
 class Agent:
@@ -102,13 +105,26 @@ class Agent:
                 self._now(), loaded.state, loaded.identities(), self.config.enrollee,
                 self.config.policy, self._rng, force=force))
             self.store.save_state(result.state)
-            if result.new_certificate is not None:
-                self.refresh_trust()
+            trust_error = (self._refresh_after_new_certificate()
+                           if result.new_certificate is not None else None)
         _log_messages(result)
         hook_ok = None
         if run.promoted is not None and self.config.hook is not None:
             hook_ok = run_hook(self.config.hook, run.promoted, self.store.trust.roots_file)
-        return SessionReport(result, run.promoted, hook_ok)
+        return SessionReport(result, run.promoted, hook_ok, trust_error)
+
+    def _refresh_after_new_certificate(self) -> str | None:
+        """refresh_trust() once the new certificate is saved (and perhaps promoted): that
+        stands whatever happens here, so a failure is an error to log and report, never a
+        reason to skip the hook that makes services use the new certificate."""
+        try:
+            self.refresh_trust()
+        except (TrustStoreError, OSError) as error:
+            message = (f"the new certificate is kept, but the trust store could not be "
+                       f"refreshed: {error}")
+            log.error(message)
+            return message
+        return None
 
     def refresh_trust(self, *, quiet: bool = False) -> None:
         """Fetch /cacerts anonymously (over TLS verified against the current roots) and

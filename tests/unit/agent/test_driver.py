@@ -219,3 +219,23 @@ def test_an_unreadable_certificate_stops_the_session_and_keeps_the_identity(
     current.certificate_file.chmod(0o644)
     assert sorted(p.name for p in (config.data_dir / "generations").iterdir()) == generations
     assert Agent(config, transport=FakeServer(ca)).store.load().current == current
+
+
+def test_a_bad_pins_file_after_a_renewal_keeps_it_and_still_runs_the_hook(
+        config: AgentConfig, ca: FakeCa, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    seen = tmp_path / "hook.json"
+    agent = Agent(dataclasses.replace(config, hook=hook_recording_to(seen)),
+                  transport=FakeServer(ca))
+    agent.run_session()
+    (config.data_dir / "trust" / "pins").write_text("not a fingerprint\n")
+    seen.unlink()
+    with caplog.at_level(logging.INFO, logger="fleetpki.agent"):
+        report = agent.run_session(force=True)
+    assert report.result.outcome is Outcome.renewed and report.promoted is not None
+    assert agent.store.load().current == report.promoted
+    assert report.hook_ok is True and seen.exists()
+    assert report.trust_error is not None and "pins:1" in report.trust_error
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert any("could not be refreshed" in message for message in errors)
+    assert report.result.messages and report.result.messages[-1] in caplog.text
