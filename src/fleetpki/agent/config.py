@@ -20,7 +20,7 @@
     retry_spread = 0.4                        # spread retries over this share of what is left
     use_server_window = true
     jitter = true
-    backoff_initial = "5m"
+    backoff_initial = "5m"                    # each backoff at most 3650d
     backoff_max = "12h"
     grace = true
     factory_fallback = true
@@ -58,13 +58,16 @@ from fleetpki.agent import trust
 from fleetpki.agent.flow import Enrollee
 from fleetpki.agent.policy import RenewalPolicy
 from fleetpki.agent.transport import parse_server_url
-from fleetpki.core.durations import parse_duration
+from fleetpki.core.durations import format_duration, parse_duration
 from fleetpki.core.keys import KeySpec
 
 DEFAULT_PATH = Path("/etc/fleetpki-agent/agent.toml")
 # The server's rule for labels (protocols/est/handler.py), repeated: the agent cannot import it.
 _LABEL = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 _PRINTABLE = re.compile(r"^[A-Za-z0-9 '()+,./:=?-]{1,64}$")  # X.520 PrintableString
+# Backoff beyond ten years means "never retry" in practice; above it the schedule's date
+# arithmetic could overflow (schedule.retry_at), so it is refused here, not on a device later.
+MAX_BACKOFF = dt.timedelta(days=3650)
 
 
 class AgentConfigError(Exception):
@@ -180,7 +183,7 @@ def _policy(table: _Table, key_spec: KeySpec) -> RenewalPolicy:
     for name in ("use_server_window", "jitter", "grace", "factory_fallback", "server_keygen"):
         values[name] = table.boolean(name, getattr(defaults, name))
     for name in ("backoff_initial", "backoff_max"):
-        values[name] = table.duration(name, getattr(defaults, name))
+        values[name] = table.duration(name, getattr(defaults, name), maximum=MAX_BACKOFF)
     table.finish()
     try:
         return RenewalPolicy(**values)
@@ -201,6 +204,8 @@ def _hook(table: _Table) -> Hook:
         raise table.error("command", "must be a string or a list of strings")
     if not command or not command[0]:
         raise table.error("command", "must name a program")
+    if any("\0" in word for word in command):
+        raise table.error("command", "must not contain a NUL character")
     timeout = table.duration("timeout", dt.timedelta(seconds=30), maximum=dt.timedelta(hours=1))
     table.finish()
     return Hook(command, timeout)
@@ -247,12 +252,17 @@ class _Table:
             raise self.error(key, f"must be a string, not {_kind(value)}")
         if required and not value:
             raise self.error(key, "must not be empty")
+        if value is not None and "\0" in value:
+            # No path, name or program may hold one: the OS would refuse it much later.
+            raise self.error(key, "must not contain a NUL character")
         return value
 
     def strings(self, key: str) -> list[str]:
         value = self.get(key, [])
         if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
             raise self.error(key, f"must be a list of strings, not {_kind(value)}")
+        if any("\0" in item for item in value):
+            raise self.error(key, "must not contain a NUL character")
         return value
 
     def number(self, key: str, default: float) -> float:
@@ -268,7 +278,9 @@ class _Table:
         return value
 
     def duration(self, key: str, default: dt.timedelta, *,
-                 maximum: dt.timedelta | None = None) -> dt.timedelta:
+                 maximum: dt.timedelta) -> dt.timedelta:
+        """Every duration has a maximum: a huge value would overflow date arithmetic
+        later, as a traceback on the device instead of this one-line error."""
         text = self.get(key)
         if text is None:
             return default
@@ -279,10 +291,12 @@ class _Table:
             value = parse_duration(text)
         except ValueError as error:
             raise self.error(key, str(error)) from None
+        except OverflowError:
+            raise self.error(key, f"must be at most {format_duration(maximum)}") from None
         if value <= dt.timedelta(0):
             raise self.error(key, "must be positive")
-        if maximum is not None and value > maximum:
-            raise self.error(key, f"must be at most {maximum}")
+        if value > maximum:
+            raise self.error(key, f"must be at most {format_duration(maximum)}")
         return value
 
     def required_table(self, key: str) -> _Table:

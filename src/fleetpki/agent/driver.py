@@ -267,8 +267,10 @@ def run_hook(hook: Hook, pair: Pair, roots_file: os.PathLike[str]) -> bool:
         # timeout kills whatever it started too.
         process = subprocess.Popen(hook.command, env=environment, stdin=subprocess.DEVNULL,
                                    stdout=2, start_new_session=True)
-    except OSError as error:
-        log.error(f"the renewal hook {name} could not start: {error.strerror or error}")
+    except Exception as error:  # noqa: BLE001 - whatever stops it starting, the identity stands
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+        log.error(f"the renewal hook {name} could not start: {reason}; the new certificate "
+                  "is in use regardless")
         return False
     try:
         status = process.wait(timeout=hook.timeout.total_seconds())

@@ -37,8 +37,12 @@ def retry_at(state: AgentState, policy: RenewalPolicy, rng: random.Random, now: 
     Exponential backoff with full jitter, widened to `retry_spread` of the remaining validity
     when that is longer (a device with weeks left has no reason to queue up with the rest of
     the fleet the minute a CA comes back), and never more than half of what is left, so
-    a device near expiry uses the chances it has. `not_before` (a Retry-After) is a floor."""
-    cap = min(policy.backoff_max, policy.backoff_initial * (2 ** min(state.failures, 30)))
+    a device near expiry uses the chances it has. `not_before` (a Retry-After) is a floor.
+    The result never overflows a datetime: it is at most the last representable moment."""
+    doublings = 2 ** max(0, min(state.failures, 30))
+    # Compared before multiplying: backoff_initial * 2^30 can exceed what a timedelta holds.
+    cap = (policy.backoff_max if policy.backoff_initial > policy.backoff_max / doublings
+           else policy.backoff_initial * doublings)
     if expires is not None and expires > now:
         remaining = expires - now
         cap = max(cap, remaining * policy.retry_spread)
@@ -46,10 +50,18 @@ def retry_at(state: AgentState, policy: RenewalPolicy, rng: random.Random, now: 
     delay: dt.timedelta = cap * rng.random() if policy.jitter else cap
     if policy.jitter:
         delay = max(delay, policy.backoff_initial / 2)
-    moment = now + delay
+    moment = _later(now, delay)
     if not_before is not None and not_before > moment:
         moment = not_before
     return moment
+
+
+def _later(moment: dt.datetime, delay: dt.timedelta) -> dt.datetime:
+    """moment + delay, clamped to the last representable moment instead of OverflowError."""
+    try:
+        return moment + delay
+    except OverflowError:
+        return dt.datetime.max.replace(tzinfo=moment.tzinfo)
 
 
 def next_contact(state: AgentState, now: dt.datetime, *, has_identity: bool,

@@ -11,6 +11,7 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from fleetpki.agent.config import AgentConfigError, load_config
+from fleetpki.cli import agent_main
 from fleetpki.core.keys import KeySpec
 
 MINIMAL = """
@@ -115,6 +116,21 @@ def test_every_key_is_read(tmp_path: Path) -> None:
      "hook.command: cannot be split"),
     (('timeout = "10s"', 'timeout = "2h"'), "hook.timeout: must be at most"),
     (('pinned_roots = ["sha256:', 'pinned_roots = ["sha1:'), "trust.pinned_roots: "),
+    # Values the OS or date arithmetic would refuse only later, with a traceback:
+    (('command = "/usr/local/bin/reload-broker --quiet \'two words\'"',
+      'command = ["/usr/local/bin/reload-broker", "--quiet\\u0000"]'),
+     "hook.command: must not contain a NUL character"),
+    (('command = "/usr/local/bin/reload-broker --quiet \'two words\'"',
+      'command = "/usr/local/bin/reload\\u0000-broker"'),
+     "hook.command: must not contain a NUL character"),
+    (('common_name = "sensor-0001"', 'common_name = "sensor\\u00000001"'),
+     "device.common_name: must not contain a NUL character"),
+    (('"5s"', '"99999999999999d"'), "server.connect_timeout: must be at most 5m"),
+    (('backoff_max = "1h"', 'backoff_max = "99999999999999d"'),
+     "policy.backoff_max: must be at most 3650d"),
+    (('backoff_max = "1h"', 'backoff_max = "3651d"'), "policy.backoff_max: must be at most"),
+    (('backoff_initial = "30s"', 'backoff_initial = "999999999999s"'),
+     "policy.backoff_initial: must be at most 3650d"),
 ])
 def test_mistakes_name_the_file_and_the_key(tmp_path: Path, change: tuple[str, str],
                                             names: str) -> None:
@@ -143,3 +159,12 @@ def test_missing_parts_are_named(tmp_path: Path, text: str, names: str) -> None:
 def test_a_missing_file_says_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(AgentConfigError, match="no such file; write one"):
         load_config(tmp_path / "nope.toml")
+
+
+def test_an_overflowing_duration_is_a_configuration_error_not_a_traceback(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, FULL.replace('"5s"', '"99999999999999d"', 1))
+    assert agent_main.main(["-c", str(path), "status"]) == agent_main.EXIT_CONFIG
+    error = capsys.readouterr().err
+    assert error.strip() == (f"fleetpki-agent: {path}: server.connect_timeout: must be at "
+                             "most 5m")

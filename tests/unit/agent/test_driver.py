@@ -239,3 +239,15 @@ def test_a_bad_pins_file_after_a_renewal_keeps_it_and_still_runs_the_hook(
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert any("could not be refreshed" in message for message in errors)
     assert report.result.messages and report.result.messages[-1] in caplog.text
+
+
+def test_a_hook_that_cannot_start_is_a_logged_failure_not_a_crash(
+        config: AgentConfig, ca: FakeCa, caplog: pytest.LogCaptureFixture) -> None:
+    for command in (("/nonexistent/hook",), ("/bin/true", "nul\0byte")):
+        hook = Hook(command, dt.timedelta(seconds=1))
+        agent = Agent(dataclasses.replace(config, hook=hook), transport=FakeServer(ca))
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="fleetpki.agent"):
+            report = agent.run_session(force=True)
+        assert report.promoted is not None and report.hook_ok is False
+        assert "could not start" in caplog.text

@@ -71,3 +71,13 @@ def test_next_contact() -> None:
     assert schedule.next_contact(state, NOW, has_identity=True, has_candidate=True) == NOW
     overdue = AgentState(renew_at=NOW - DAY)
     assert schedule.next_contact(overdue, NOW, has_identity=True, has_candidate=False) == NOW
+
+
+def test_retry_at_never_overflows_whatever_the_failures_or_the_date() -> None:
+    longest = dt.timedelta(days=3650)  # the configuration's maximum backoff
+    policy = RenewalPolicy(backoff_initial=longest, backoff_max=longest, jitter=False)
+    state = AgentState(failures=1_000_000)
+    assert schedule.retry_at(state, policy, random.Random(1), NOW) == NOW + longest
+    late = dt.datetime(9995, 1, 1, tzinfo=dt.UTC)
+    assert schedule.retry_at(state, policy, random.Random(1), late) == \
+        dt.datetime.max.replace(tzinfo=dt.UTC)
