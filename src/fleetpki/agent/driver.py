@@ -91,10 +91,23 @@ class Agent:
     # -- one session ---------------------------------------------------------------------
 
     def run_session(self, *, force: bool = False) -> SessionReport:
+        report = self._session(force=force, unless_enrolled=False)
+        assert report is not None
+        return report
+
+    def enroll(self) -> SessionReport | None:
+        """A first enrollment now; None if an identity is already current. That is decided
+        under the lock, after loading: of two `enroll` started together, the second sees
+        the first one's certificate instead of forcing a renewal."""
+        return self._session(force=True, unless_enrolled=True)
+
+    def _session(self, *, force: bool, unless_enrolled: bool) -> SessionReport | None:
         with self.store.lock():
             loaded = self.store.load()
             for note in loaded.notes:
                 log.warning(note)
+            if unless_enrolled and loaded.current is not None:
+                return None
             if not self.store.trust.roots():
                 raise KeystoreError(f"no trust roots in {self.store.trust.roots_file}: "
                                     "provision the fleet's root CA certificate there")

@@ -34,7 +34,7 @@ from cryptography import x509
 from fleetpki import __version__
 from fleetpki.agent import schedule, trust
 from fleetpki.agent.config import DEFAULT_PATH, AgentConfig, AgentConfigError, load_config
-from fleetpki.agent.driver import Agent, utc_now
+from fleetpki.agent.driver import Agent, SessionReport, utc_now
 from fleetpki.agent.flow import Outcome
 from fleetpki.agent.keystore import Keystore, KeystoreError, Loaded, Pair
 from fleetpki.agent.state import Health
@@ -127,21 +127,23 @@ def _configure_logging(args: argparse.Namespace) -> None:
 # -- commands ------------------------------------------------------------------------------
 
 def _enroll(config: AgentConfig, args: argparse.Namespace) -> int:
-    current = Keystore(config.data_dir).load(repair=False).current
-    if current is not None:
-        print(f"already enrolled: {_describe(current)}; `fleetpki-agent renew --force` gets "
-              "a new certificate")
+    agent = Agent(config)
+    report = agent.enroll()  # decides "already enrolled" under the lock
+    if report is None:
+        current = agent.store.load(repair=False).current
+        print(f"already enrolled: {_describe(current) if current else 'no certificate'}; "
+              "`fleetpki-agent renew --force` gets a new certificate")
         return 0
-    return _session(config, force=True)
+    return _outcome(agent, report)
 
 
 def _renew(config: AgentConfig, args: argparse.Namespace) -> int:
-    return _session(config, force=args.force)
-
-
-def _session(config: AgentConfig, *, force: bool) -> int:
     agent = Agent(config)
-    report = agent.run_session(force=force)
+    return _outcome(agent, agent.run_session(force=args.force))
+
+
+def _outcome(agent: Agent, report: SessionReport) -> int:
+    """Print a session's outcome; its exit status."""
     result = report.result
     current = agent.store.load(repair=False).current
     if result.outcome in (Outcome.renewed, Outcome.enrolled):

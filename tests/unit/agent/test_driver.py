@@ -21,7 +21,7 @@ from fleetpki.agent.config import AgentConfig, Hook, load_config
 from fleetpki.agent.driver import Agent, build_chain
 from fleetpki.agent.flow import Outcome
 from fleetpki.agent.keystore import KeystoreError
-from fleetpki.agent.messages import Credential, HttpRequest, HttpResponse, Reply
+from fleetpki.agent.messages import Credential, HttpRequest, HttpResponse, NewIdentity, Reply
 from fleetpki.agent.transport import ClientFiles
 from fleetpki.cli import agent_main
 from fleetpki.protocols.est.codec import CT_PKCS7, certs_only, encode_base64_body
@@ -251,3 +251,27 @@ def test_a_hook_that_cannot_start_is_a_logged_failure_not_a_crash(
             report = agent.run_session(force=True)
         assert report.promoted is not None and report.hook_ok is False
         assert "could not start" in caplog.text
+
+
+def test_a_second_enroll_waiting_on_the_lock_finds_the_first_ones_certificate(
+        config: AgentConfig, ca: FakeCa, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    server = FakeServer(ca)
+    monkeypatch.setattr(agent_main, "load_config", lambda _path: config)
+    monkeypatch.setattr(agent_main, "Agent", lambda cfg: Agent(cfg, transport=server))
+    store = Agent(config, transport=server).store
+    codes: list[int] = []
+    second = threading.Thread(target=lambda: codes.append(agent_main.main(["enroll"])))
+    with store.lock():  # the first `enroll`, in the middle of its session
+        second.start()
+        time.sleep(0.5)  # the second has started and waits for the lock
+        key, certificate = ca.pair()
+        store.save_candidate(NewIdentity(key, certificate, (ca.issuing.certificate,)))
+        store.promote()
+    second.join(timeout=40)
+    assert not second.is_alive() and codes == [0]
+    assert capsys.readouterr().out.startswith("already enrolled: certificate ")
+    assert "simpleenroll" not in server.operations()
+    assert "simplereenroll" not in server.operations()
+    current = store.load().current
+    assert current is not None and current.certificate == certificate
