@@ -370,10 +370,9 @@ class _Session:
             raise _Pending(_retry_after(reply, self.now)
                            or self.now + dt.timedelta(minutes=1))
         if reply.status in (429, 503) or reply.status >= 500:
-            raise _Transient(f"HTTP {reply.status}: {_text(reply)}", _retry_after(reply,
-                                                                                  self.now))
+            raise _Transient(_status_text(reply), _retry_after(reply, self.now))
         if reply.status != 200:
-            raise _Refused(f"HTTP {reply.status}: {_text(reply)}")
+            raise _Refused(_status_text(reply))
         identity = self._identity(reply, key, server_keygen)
         # The candidate first: a crash between the two leaves a spare pending key, never a
         # certificate whose key is lost.
@@ -507,9 +506,16 @@ def _text(reply: HttpResponse) -> str:
     return reply.body[:300].decode("utf-8", "replace").strip() or f"HTTP {reply.status}"
 
 
+def _status_text(reply: HttpResponse) -> str:
+    """"HTTP 503: what the body says", or only "HTTP 503" when the body says nothing (not
+    "HTTP 503: HTTP 503")."""
+    text = reply.body[:300].decode("utf-8", "replace").strip()
+    return f"HTTP {reply.status}: {text}" if text else f"HTTP {reply.status}"
+
+
 def _describe(reply: Reply | None) -> str:
     if isinstance(reply, TransportFailure):
         return reply.reason
     if isinstance(reply, HttpResponse):
-        return f"HTTP {reply.status}: {_text(reply)}"
+        return _status_text(reply)
     return "no answer"

@@ -185,6 +185,15 @@ def test_a_busy_server_is_retried_after_its_retry_after(ca: FakeCa, code: int) -
     assert result.state.last_error is not None and f"HTTP {code}" in result.state.last_error
 
 
+@pytest.mark.parametrize("code", [503, 400])
+def test_an_empty_error_body_is_not_repeated_as_text(ca: FakeCa, code: int) -> None:
+    _, current = ca.pair(not_before=NOW - 27 * DAY, not_after=NOW + 3 * DAY)
+    script = Script(renewalinfo=status(404), simplereenroll=status(code))
+    result = run(script, Identities(current))
+    said = " ".join((result.state.last_error or "", *result.messages))
+    assert f"HTTP {code}" in said and f"HTTP {code}: HTTP {code}" not in said
+
+
 def test_an_unreachable_server_means_backoff_and_nothing_before_it(ca: FakeCa) -> None:
     _, current = ca.pair(not_before=NOW - 27 * DAY, not_after=NOW + 3 * DAY)
     policy = RenewalPolicy()  # jitter on, as devices run
