@@ -204,10 +204,15 @@ def status_report(config: AgentConfig, store: Keystore, loaded: Loaded) -> dict[
     current = loaded.current
     window = state.window if current is not None and state.serial == _serial(current) else None
     renew_at = state.renew_at if window is not None else None
+    health = state.health
+    if health == Health.ok and current is None:
+        health = "no-identity"  # "ok" beside "identity: none" would contradict itself
+    elif health == Health.ok and current is not None \
+            and now >= current.certificate.not_valid_after_utc:
+        health = "expired"
     return {
-        "healthy": (current is not None and now < current.certificate.not_valid_after_utc
-                    and state.health == Health.ok),
-        "health": state.health,
+        "healthy": health == Health.ok,
+        "health": health,
         "identity": _pair_report(current, now),
         "candidate": _pair_report(loaded.candidate, now),
         "previous": _pair_report(loaded.previous, now),

@@ -275,3 +275,16 @@ def test_a_second_enroll_waiting_on_the_lock_finds_the_first_ones_certificate(
     assert "simplereenroll" not in server.operations()
     current = store.load().current
     assert current is not None and current.certificate == certificate
+
+
+def test_status_without_an_identity_does_not_say_ok(
+        config: AgentConfig, ca: FakeCa, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(agent_main, "load_config", lambda _path: config)
+    assert agent_main.main(["status", "--json"]) == agent_main.EXIT_REPROVISION
+    report = json.loads(capsys.readouterr().out)
+    assert report["identity"] is None and report["health"] == "no-identity"
+    assert not report["healthy"]
+    Agent(config, transport=FakeServer(ca)).run_session()
+    assert agent_main.main(["status"]) == 0
+    assert capsys.readouterr().out.startswith("health:       ok\n")
