@@ -68,7 +68,7 @@ def head(state: CliState) -> None:
 @audit.command("list")
 @click.option("--since", type=click.IntRange(1, 2**63 - 1), default=1,
               help="First sequence number.")
-@click.option("--limit", type=click.IntRange(1, 10000), default=50, show_default=True)
+@click.option("--limit", type=click.IntRange(1, 2**31), default=50, show_default=True)
 @pass_state
 @handle_errors
 def list_entries(state: CliState, since: int, limit: int) -> None:
