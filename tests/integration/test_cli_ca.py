@@ -11,7 +11,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
+from fleetpki.ca.ceremony import ca_name
 from fleetpki.cli.main import cli
+from fleetpki.core.keys import KeySpec
+from fleetpki.ra.authorizers import local_operator
+from fleetpki.wiring import DEFAULT_PASSPHRASE_ENV, open_fleet, prepare_home
 from support.csrs import make_csr
 from support.lint import lint_crl, require_tool
 
@@ -39,6 +43,50 @@ def test_init_with_selected_key_type(tmp_path: Path, key_type: str, key_class: t
     again = CliRunner().invoke(cli, ["--home", str(home), "init"])
     assert again.exit_code == 6
     assert "already holds a CA hierarchy" in again.stderr
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--root-name", "x", "--issuing-name", "x"], "must differ"),
+    (["--root-name", "../a"], "CA names are letters"),
+    (["--org", "o" * 5000], "cannot hold it"),
+    (["--org", "  "], "must not be empty"),
+])
+def test_init_checks_its_options_before_writing_anything(tmp_path: Path, args: list[str],
+                                                         says: str) -> None:
+    home = tmp_path / "home"
+    result = CliRunner().invoke(cli, ["--home", str(home), "init", *args])
+    assert result.exit_code == 2, result.output
+    assert says in result.stderr
+    assert not home.exists()
+
+
+def test_init_with_a_short_passphrase_creates_no_ca_and_can_be_run_again(tmp_path: Path
+                                                                         ) -> None:
+    home = tmp_path / "home"
+    short = CliRunner().invoke(cli, ["--home", str(home), "init"],
+                               env={DEFAULT_PASSPHRASE_ENV: "short"})
+    assert short.exit_code == 8 and "at least 12 bytes" in short.stderr, short.output
+    assert not list((home / "keys").iterdir())
+    good = CliRunner().invoke(cli, ["--home", str(home), "init"],
+                              env={DEFAULT_PASSPHRASE_ENV: "a-long-enough-passphrase"})
+    assert good.exit_code == 0, good.output
+
+
+def test_init_that_stopped_after_the_root_is_finished_by_running_it_again(tmp_path: Path
+                                                                          ) -> None:
+    home = tmp_path / "home"
+    prepare_home(home)
+    fleet = open_fleet(home)
+    try:
+        fleet.ca_admin(local_operator()).create_root(
+            "root", ca_name("fleetpki Root CA", "fleetpki"), KeySpec.parse("ec-p256"))
+    finally:
+        fleet.close()
+    result = CliRunner().invoke(cli, ["--home", str(home), "init"])
+    assert result.exit_code == 0, result.output
+    chain = CliRunner().invoke(cli, ["--home", str(home), "ca", "export-chain", "issuing"])
+    issuing, root = x509.load_pem_x509_certificates(chain.stdout.encode())
+    issuing.verify_directly_issued_by(root)
 
 
 def issue(fleetpki, tmp_path: Path, cn: str) -> x509.Certificate:  # type: ignore[no-untyped-def]

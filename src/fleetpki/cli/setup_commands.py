@@ -18,7 +18,7 @@ from cryptography.x509 import verification
 from cryptography.x509.oid import NameOID
 
 from fleetpki.ca.ceremony import ca_name
-from fleetpki.ca.keyfiles import write_private_file
+from fleetpki.ca.keyfiles import MIN_PASSPHRASE_BYTES, write_private_file
 from fleetpki.cli.context import CliState, handle_errors, pass_state
 from fleetpki.cli.output import ca_table, console
 from fleetpki.cli.serve_command import (
@@ -28,9 +28,10 @@ from fleetpki.cli.serve_command import (
     run_server,
 )
 from fleetpki.core.api_tokens import Role
-from fleetpki.core.errors import Conflict
+from fleetpki.core.errors import BadInput, Conflict, KeyAccessError
 from fleetpki.core.issuance_plan import Request
 from fleetpki.core.keys import KeySpec
+from fleetpki.core.records import CARole
 from fleetpki.ra.authorizers import local_operator
 from fleetpki.wiring import Fleet, prepare_home
 
@@ -55,24 +56,48 @@ def register(cli: click.Group) -> None:
 @handle_errors
 def init(state: CliState, org: str, key_type: str, root_key_type: str | None, root_name: str,
          issuing_name: str) -> None:
-    """Create the data directory, a root CA and an issuing CA under it."""
+    """Create the data directory, a root CA and an issuing CA under it.
+
+    Everything that can be checked is checked before anything is written; an init that
+    stopped after the root CA (a full disk, an interrupt) is finished by running it again."""
+    root_subject, issuing_subject = _init_subjects(org, root_name, issuing_name)
     created = prepare_home(state.home)
     fleet = state.fleet()
-    if fleet.store.list_cas():
+    existing = fleet.store.list_cas()
+    resuming = [ca.name for ca in existing] == [root_name] and existing[0].role is CARole.root
+    if existing and not resuming:
         raise Conflict(f"{state.home} already holds a CA hierarchy; use `fleetpki ca` to add "
                        "issuing CAs")
+    passphrase = fleet.settings.passphrase.read()
+    if len(passphrase) < MIN_PASSPHRASE_BYTES:
+        raise KeyAccessError(f"the key passphrase must be at least {MIN_PASSPHRASE_BYTES} "
+                             f"bytes (nothing was created)")
     admin = fleet.ca_admin(local_operator())
-    with console.status("creating the root CA"):
-        admin.create_root(root_name, ca_name(f"{org} Root CA", org),
-                          KeySpec.parse(root_key_type or key_type))
+    if not resuming:
+        with console.status("creating the root CA"):
+            admin.create_root(root_name, root_subject, KeySpec.parse(root_key_type or key_type))
     with console.status("creating the issuing CA"):
-        admin.create_issuing(issuing_name, ca_name(f"{org} Issuing CA 1", org),
-                             KeySpec.parse(key_type), parent=root_name)
+        admin.create_issuing(issuing_name, issuing_subject, KeySpec.parse(key_type),
+                             parent=root_name)
     for path in created:
         click.echo(f"created {path}")
     console.print(ca_table(fleet.store.list_cas()))
     click.echo(f"profiles: {', '.join(sorted(fleet.profiles))} "
                f"(edit {fleet.settings.profiles_file})")
+
+
+def _init_subjects(org: str, root_name: str, issuing_name: str) -> tuple[x509.Name, x509.Name]:
+    if root_name == issuing_name:
+        raise BadInput("--root-name and --issuing-name must differ")
+    for name, option in ((root_name, "--root-name"), (issuing_name, "--issuing-name")):
+        if not name or not name.replace("-", "").replace("_", "").isalnum() or len(name) > 64:
+            raise BadInput(f"{option}: CA names are letters, digits, '-' and '_' (at most 64)")
+    if not org.strip():
+        raise BadInput("--org must not be empty: it names the organisation in the CA subjects")
+    try:
+        return (ca_name(f"{org} Root CA", org), ca_name(f"{org} Issuing CA 1", org))
+    except ValueError as exc:  # RFC 5280 upper bounds: O and CN at most 64 characters
+        raise BadInput(f"--org {org[:20]!r}...: the CA subjects cannot hold it ({exc})") from None
 
 
 @click.command()
