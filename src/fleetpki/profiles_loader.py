@@ -55,8 +55,12 @@ class Publication:
 
 
 def load_profiles(path: Path, *, known_issuers: set[str] | None = None,
+                  root_cas: frozenset[str] = frozenset(),
                   publication: Publication = Publication()) -> dict[str, Profile]:
-    """Parse and validate every profile; `known_issuers` (if given) must contain each issuer."""
+    """Parse and validate every profile; `known_issuers` (if given) must contain each issuer.
+    Only a sub-CA profile may name one of `root_cas`: a root signs CAs only, so that it can
+    stay offline, and a device certificate straight under it could be revoked only by the
+    root's own CRL."""
     file = str(path)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8-sig"))
@@ -79,8 +83,16 @@ def load_profiles(path: Path, *, known_issuers: set[str] | None = None,
         if not isinstance(body, dict):
             raise ConfigError("must be a table", file=file, profile=name)
         profile = _profile(name, Section(body, file=file, profile=name, path=""), publication)
+        if profile.issuer in root_cas and profile.kind is not ProfileKind.sub_ca:
+            available = ", ".join(sorted((known_issuers or set()) - root_cas)) or \
+                "none yet: `fleetpki ca create-issuing`"
+            raise ConfigError(f"names the root CA '{profile.issuer}'; a root CA signs only "
+                              f"CAs (kind = \"sub-ca\"): name an issuing CA (available: "
+                              f"{available})",
+                              file=file, profile=name, field="issuer")
         if known_issuers is not None and profile.issuer not in known_issuers:
-            available = ", ".join(sorted(known_issuers)) or "none yet: run `fleetpki init`"
+            available = ", ".join(sorted(known_issuers - root_cas)) or \
+                "none yet: run `fleetpki init`"
             raise ConfigError(f"names issuing CA '{profile.issuer}', which does not exist "
                               f"(available: {available})", file=file, profile=name,
                               field="issuer")

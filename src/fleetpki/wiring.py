@@ -30,7 +30,7 @@ from fleetpki.core.clock import Clock, SystemClock
 from fleetpki.core.errors import ConfigError
 from fleetpki.core.inventory_records import StoredSummary
 from fleetpki.core.profile import Profile
-from fleetpki.core.records import IssuedCertificate
+from fleetpki.core.records import CARole, IssuedCertificate
 from fleetpki.core.serials import RandomSerials
 from fleetpki.derivation_key import FILE_NAME as DERIVATION_KEY_FILE
 from fleetpki.derivation_key import derivation_key
@@ -87,8 +87,10 @@ class Fleet:
 
     @functools.cached_property
     def profiles(self) -> dict[str, Profile]:
-        issuers = {ca.name for ca in self.store.list_cas()}
-        return load_profiles(self.settings.profiles_file, known_issuers=issuers,
+        cas = self.store.list_cas()
+        return load_profiles(self.settings.profiles_file,
+                             known_issuers={ca.name for ca in cas},
+                             root_cas=frozenset(ca.name for ca in cas if ca.role is CARole.root),
                              publication=self.settings.revocation.publication)
 
     @functools.cached_property

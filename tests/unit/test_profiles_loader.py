@@ -81,6 +81,17 @@ def test_profile_naming_missing_ca_refuses(tmp_path: Path) -> None:
         load_profiles(write(tmp_path, MINIMAL), known_issuers={"other"})
 
 
+def test_profile_naming_a_root_ca_refuses(tmp_path: Path) -> None:
+    """A root signs CAs only (it is kept offline); the message lists the issuing CAs."""
+    with pytest.raises(ConfigError, match=r"names the root CA 'issuing'.*available: sub-1"):
+        load_profiles(write(tmp_path, MINIMAL), known_issuers={"issuing", "sub-1"},
+                      root_cas=frozenset({"issuing"}))
+    sub_ca = (MINIMAL.replace('issuer = "issuing"', 'issuer = "issuing"\nkind = "sub-ca"')
+              .replace('["digitalSignature"]', '["keyCertSign", "cRLSign"]'))
+    assert load_profiles(write(tmp_path, sub_ca), known_issuers={"issuing"},
+                         root_cas=frozenset({"issuing"}))["p"].issuer == "issuing"
+
+
 def test_broken_toml_refuses_with_position(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_profiles(write(tmp_path, MINIMAL + "\n[profiles.p\n"))
