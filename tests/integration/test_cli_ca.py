@@ -175,6 +175,9 @@ def test_import_issuing_ca_made_by_openssl(fleetpki, home: Path, tmp_path: Path)
     assert result.exit_code == 0, result.output
     stored = (home / "keys" / "legacy.key.pem").read_bytes()
     assert b"ENCRYPTED PRIVATE KEY" in stored  # re-encrypted under our passphrase
+    twice = fleetpki("ca", "import", "legacy-2", "--cert", str(cert), "--key", str(key))
+    assert twice.exit_code == 6 and "already CA 'legacy'" in twice.stderr, twice.output
+    assert not (home / "keys" / "legacy-2.key.pem").exists()
     profiles = home / "profiles.toml"
     profiles.write_text(profiles.read_text().replace(
         '[profiles.gateway]\ndescription = "Linux gateways: EC or RSA keys, client and server '

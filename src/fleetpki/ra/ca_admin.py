@@ -72,6 +72,10 @@ class CAAdmin:
                 certificate = x509.load_der_x509_certificate(certificate_pem)
             except ValueError:
                 raise BadInput("the CA certificate file is neither PEM nor DER") from None
+        der = certificate.public_bytes(serialization.Encoding.DER)
+        for known in self._registry.list_cas():
+            if known.certificate_der == der:
+                raise Conflict(f"this certificate is already CA '{known.name}'; one CA, one name")
         key = load_key_bytes(key_data, key_passphrase, source="imported key")
         signer = ceremony.check_importable_ca(name, certificate, key, now=self._clock.now())
         parent = self._known_parent(certificate)
