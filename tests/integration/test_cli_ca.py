@@ -205,10 +205,19 @@ def test_import_refuses_non_ca_and_mismatched_key(fleetpki, tmp_path: Path) -> N
     assert not_ca.exit_code == 2 and "not a CA" in not_ca.stderr
     subprocess.run([openssl, "genpkey", "-algorithm", "ed25519", "-out", str(other)],
                    check=True, capture_output=True, timeout=60)
+    ca_cert = tmp_path / "ca.pem"
+    subprocess.run([openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-keyout", str(tmp_path / "ca.key"),
+                    "-out", str(ca_cert), "-days", "30", "-subj", "/CN=Other CA",
+                    "-addext", "basicConstraints=critical,CA:TRUE",
+                    "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+                   check=True, capture_output=True, timeout=60)
+    mismatch = fleetpki("ca", "import", "y", "--cert", str(ca_cert), "--key", str(other))
+    assert mismatch.exit_code == 2 and "does not belong" in mismatch.stderr
     chain = tmp_path / "issuing.pem"
     chain.write_text(fleetpki("ca", "export-chain", "issuing").stdout)
-    mismatch = fleetpki("ca", "import", "y", "--cert", str(chain), "--key", str(other))
-    assert mismatch.exit_code == 2 and "does not belong" in mismatch.stderr
+    ours = fleetpki("ca", "import", "z", "--cert", str(chain), "--key", str(other))
+    assert ours.exit_code == 6 and "already CA 'issuing'" in ours.stderr
 
 
 def test_several_issuing_cas_coexist(fleetpki, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
