@@ -40,7 +40,12 @@ class PassphraseSource:
 
     def read(self) -> bytes:
         value = os.environ.get(self.env)
-        if value:
+        if value is not None:
+            if not value:
+                # Set but empty is a mistake (a secret manager that returned nothing), never
+                # a request to fall back to the file.
+                raise KeyAccessError(f"{self.env} is set but empty: give it the passphrase, "
+                                     f"or unset it to use the passphrase file")
             return value.encode("utf-8")
         if self.file is None:
             raise KeyAccessError(f"no key passphrase: set {self.env} or configure "

@@ -384,7 +384,7 @@ def prepare_home(home: Path) -> list[str]:
         created.append(str(profiles))
     settings = load_settings(home)
     source = settings.passphrase
-    if not os.environ.get(source.env) and source.file is not None and not source.file.exists():
+    if source.env not in os.environ and source.file is not None and not source.file.exists():
         # The embedded default needs no manual step; production sets the env var instead
         # (docs/operations.md), so the passphrase and the keys are not on the same disk.
         write_private_file(source.file, secrets.token_urlsafe(32).encode("ascii"))

@@ -116,6 +116,8 @@ def test_root_key_offline_then_back_for_a_new_issuing_ca_and_root_crl(
                      env={"FLEETPKI_EXPORT_PASSPHRASE": "not-the-right-one"})
     assert wrong.exit_code == 8
     assert fleetpki("ca", "restore-key", "root", "--from", str(media), env=EXPORT).exit_code == 0
+    again = fleetpki("ca", "restore-key", "root", "--from", str(media), env=EXPORT)
+    assert again.exit_code == 6 and "already online" in again.stderr
     assert fleetpki("ca", "create-issuing", "issuing-2", "--key-type", "ec-p384").exit_code == 0
     assert fleetpki("ca", "revoke", "issuing-2", "--reason", "cessationOfOperation"
                     ).exit_code == 0

@@ -158,6 +158,15 @@ def test_wrong_passphrase_is_one_line(fleetpki, tmp_path: Path) -> None:  # type
     assert result.stderr.count("\n") == 1
 
 
+def test_empty_passphrase_variable_is_an_error_not_a_fallback(fleetpki, home: Path,  # type: ignore[no-untyped-def]
+                                                              tmp_path: Path) -> None:
+    result = fleetpki("issue", "--profile", "sensor", "--csr", str(write_csr(tmp_path)),
+                      env={"FLEETPKI_KEY_PASSPHRASE": ""})
+    assert result.exit_code == 8, result.output
+    assert "FLEETPKI_KEY_PASSPHRASE is set but empty" in result.stderr
+    assert "sensor-0001" not in fleetpki("certs", "list").output
+
+
 def test_profile_typo_refuses_to_start_naming_the_field(fleetpki, home: Path,  # type: ignore[no-untyped-def]
                                                        tmp_path: Path) -> None:
     profiles = home / "profiles.toml"

@@ -106,8 +106,11 @@ def revoke(state: CliState, serial: str | None, device: str | None, reason: str,
     """Revoke a certificate (or all of a device's): CRLs list it and OCSP reports it at once;
     CRL files show it at their next publication (at once if the profile says publish_on_revoke).
     """
-    if (serial is None) == (device is None):
+    if serial is not None and device is not None:
         raise click.UsageError("give either a SERIAL or --device, not both")
+    if serial is None and device is None:
+        raise click.UsageError("give the SERIAL of the certificate to revoke, or --device to "
+                               "revoke all of a device's certificates")
     try:
         parsed = RevocationReason.parse(reason)
     except ValueError as exc:

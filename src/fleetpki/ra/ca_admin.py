@@ -101,6 +101,8 @@ class CAAdmin:
 
     def restore_key(self, name: str, source: Path, export_passphrase: bytes) -> None:
         record = self._record(name)
+        if record.key_file is not None:
+            raise Conflict(f"the key of CA '{name}' is already online")
         try:
             data = source.read_bytes()
         except OSError as exc:
