@@ -38,6 +38,7 @@ from fleetpki.agent import flow, schedule, trust
 from fleetpki.agent.config import AgentConfig, Hook
 from fleetpki.agent.keystore import Keystore, KeystoreError, Loaded, Pair
 from fleetpki.agent.messages import (
+    CertificateRefused,
     Command,
     Credential,
     DiscardCandidate,
@@ -326,6 +327,6 @@ def _signed_by(certificate: x509.Certificate, issuer: x509.Certificate) -> bool:
 
 
 def _describe(reply: Reply) -> str:
-    if isinstance(reply, TransportFailure):
+    if isinstance(reply, TransportFailure | CertificateRefused):
         return reply.reason
     return f"HTTP {reply.status}"

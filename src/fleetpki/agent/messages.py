@@ -1,7 +1,8 @@
 """What the enrollment flow asks of its driver, and what it gets back (flow.py).
 
 The flow yields commands; the driver performs them and sends back the result: an
-`HttpResponse` or a `TransportFailure` for an `HttpRequest`, None for the others. On a device
+`HttpResponse`, a `CertificateRefused` or a `TransportFailure` for an `HttpRequest`, None for
+the others. On a device
 the driver is the HTTPS transport and the key store; in the simulator it is a virtual network
 into the in-process EST front end and an in-memory slot per device.
 """
@@ -53,7 +54,21 @@ class TransportFailure:
     untrusted_server: bool = False
 
 
-Reply = HttpResponse | TransportFailure
+@dataclasses.dataclass(frozen=True, slots=True)
+class CertificateRefused:
+    """No HTTP answer because the server's TLS layer refused the client certificate we
+    presented: a TLS alert that names our certificate (RFC 8446 §6.2: bad_certificate,
+    unsupported_certificate, certificate_revoked, certificate_expired, certificate_unknown,
+    unknown_ca, access_denied, certificate_required). That is an answer about the credential,
+    like an HTTP 401/403, not an outage: the flow treats it as a refusal of that credential
+    and falls back to the next one. Never produced for an anonymous connection, nor for a
+    server we did not trust (that stays a `TransportFailure` with `untrusted_server`)."""
+
+    reason: str
+    alert: str  # the alert's name as RFC 8446 spells it, e.g. "unknown_ca"
+
+
+Reply = HttpResponse | CertificateRefused | TransportFailure
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

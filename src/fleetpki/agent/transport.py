@@ -5,7 +5,13 @@ the system store, so a certificate from a public CA cannot stand in for the enro
 The hostname is checked (an IP address against an IP SAN). One connection per request, never
 resumed: the server reads the client certificate once per handshake, and a resumed TLS 1.3
 session would not carry it (DESIGN.md §3). Every failure to get an HTTP answer becomes a
-`TransportFailure`; the flow's backoff decides what happens next.
+`TransportFailure`, and the flow's backoff decides what happens next, with one exception: a
+TLS alert from the server that refuses the client certificate we presented becomes a
+`CertificateRefused`, so that the flow can fall back to another credential instead of
+waiting for an outage to end. With TLS 1.2 that alert ends the handshake; with TLS 1.3 the
+client finishes its side first, and the alert arrives on the first read after it (RFC 8446
+§4.4.2.4). A connection closed or reset without an alert stays a `TransportFailure`: networks
+drop connections too.
 
 Bounds: the TCP connection and the TLS handshake take at most `connect_timeout` (for each
 address the name resolves to); sending the request and reading the whole answer, status line,
@@ -25,13 +31,28 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from fleetpki import __version__
-from fleetpki.agent.messages import HttpRequest, HttpResponse, Reply, TransportFailure
+from fleetpki.agent.messages import (
+    CertificateRefused,
+    HttpRequest,
+    HttpResponse,
+    Reply,
+    TransportFailure,
+)
 
-__all__ = ["MAX_BODY_BYTES", "HttpsTransport", "Transport", "parse_server_url"]
+__all__ = ["CERTIFICATE_ALERTS", "MAX_BODY_BYTES", "HttpsTransport", "Transport",
+           "parse_server_url"]
 
 # The largest answer the agent reads: a certs-only chain or a serverkeygen reply is a few
 # kilobytes; a /cacerts during a root rollover a few more. Anything far larger is refused.
 MAX_BODY_BYTES = 256 * 1024
+
+# The TLS alerts by which a server refuses the client's certificate (RFC 8446 §6.2; RFC 5246
+# §7.2.2 for TLS 1.2): it did not chain to the server's anchors, was revoked or expired, or
+# was missing. Others (handshake_failure, protocol_version...) say nothing about it.
+CERTIFICATE_ALERTS = frozenset({
+    "bad_certificate", "unsupported_certificate", "certificate_revoked",
+    "certificate_expired", "certificate_unknown", "unknown_ca", "access_denied",
+    "certificate_required"})
 
 ClientFiles = tuple[Path, Path]  # (certificate chain PEM, private key PEM)
 
@@ -97,6 +118,11 @@ class HttpsTransport:
                 f"certificate must chain to {self.roots_file} and name {self.host})",
                 untrusted_server=True)
         except ssl.SSLError as error:
+            alert = _alert(error)
+            if client is not None and alert in CERTIFICATE_ALERTS:
+                return CertificateRefused(
+                    f"the server at {where} refused the certificate {client[0]} in the TLS "
+                    f"handshake ({alert.replace('_', ' ')})", alert)
             return TransportFailure(f"TLS with {where} failed: {_ssl_reason(error)}")
         except TimeoutError:
             return TransportFailure(f"{where} did not answer in time")
@@ -175,6 +201,17 @@ class _DeadlineSocket(ssl.SSLSocket):
     def send(self, data: Any, flags: int = 0) -> int:
         self._arm()
         return super().send(data, flags)
+
+
+def _alert(error: ssl.SSLError) -> str | None:
+    """The name of the TLS alert the peer sent, as RFC 8446 spells it ("unknown_ca"), from
+    OpenSSL's reason ("TLSV1_ALERT_UNKNOWN_CA", "SSLV3_ALERT_BAD_CERTIFICATE"); None when
+    the error is not a received alert."""
+    reason = (error.reason or "").upper()
+    head, found, name = reason.partition("_ALERT_")
+    if not found or not head.startswith(("SSLV3", "TLSV1")):
+        return None
+    return name.lower()
 
 
 def _ssl_reason(error: ssl.SSLError) -> str:

@@ -15,7 +15,13 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from fleetpki.agent.messages import Credential, HttpRequest, HttpResponse, TransportFailure
+from fleetpki.agent.messages import (
+    CertificateRefused,
+    Credential,
+    HttpRequest,
+    HttpResponse,
+    TransportFailure,
+)
 from fleetpki.agent.transport import HttpsTransport, parse_server_url
 from support.ports import free_port
 from support.tiny_pki import Issued, issue
@@ -70,6 +76,7 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tls]:
     issue("server", root, ip="127.0.0.1").write(directory, "server")
     device = issue("device-1", root)
     device.write(directory, "device")
+    issue("device-1", other).write(directory, "foreign")  # valid, from a CA the server ignores
     for name, ca in (("root", root), ("other", other)):
         (directory / f"{name}.pem").write_bytes(ca.cert.public_bytes(serialization.Encoding.PEM))
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -145,6 +152,91 @@ def test_a_slow_server_times_out(tls: Tls) -> None:
     reply = tls.transport(read_timeout=0.3).send(get("/slow"), None)
     assert isinstance(reply, TransportFailure) and "in time" in reply.reason
     assert time.monotonic() - started < 1.4
+
+
+class Refuser:
+    """A one-connection TLS server on 127.0.0.1 that requires a client certificate chaining to
+    root.pem and refuses others with a TLS alert, as OpenSSL-based servers do; `drop` instead
+    completes the handshake and hangs up without a word (as a network might, or a server that
+    sends no alert: asyncio's and uvloop's TLS transports drop it, CPython gh-98078)."""
+
+    def __init__(self, tls: Tls, version: ssl.TLSVersion, *, drop: bool = False) -> None:
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(tls.directory / "server.pem", tls.directory / "server.key")
+        self.context.maximum_version = version
+        if not drop:
+            self.context.load_verify_locations(tls.directory / "root.pem")
+            self.context.verify_mode = ssl.CERT_REQUIRED
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(5)
+        self.port = self.listener.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        try:
+            raw, _ = self.listener.accept()
+            raw.settimeout(5)
+            with self.context.wrap_socket(raw, server_side=True,
+                                          do_handshake_on_connect=False) as connection:
+                try:
+                    connection.do_handshake()
+                except ssl.SSLError:
+                    # OpenSSL has sent its alert. Close as careful servers do (a "lingering
+                    # close"): FIN first, then read what the client already sent until it
+                    # hangs up. Closing with unread data would send a reset, which may
+                    # overtake the alert and discard it from the client's receive queue.
+                    connection.shutdown(socket.SHUT_WR)
+                    while connection.recv(4096):
+                        pass
+        except OSError:
+            return  # drop: the handshake is done; close at once
+
+    def send(self, tls: Tls, client: tuple[Path, Path] | None) -> object:
+        try:
+            return HttpsTransport(f"https://127.0.0.1:{self.port}", tls.directory / "root.pem",
+                                  connect_timeout=5, read_timeout=5).send(
+                get("/x", Credential.current if client else Credential.none), client)
+        finally:
+            self.thread.join(timeout=10)
+            self.listener.close()
+            assert not self.thread.is_alive()
+
+
+VERSIONS = [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3]
+
+
+@pytest.mark.parametrize("version", VERSIONS, ids=["tls1.2", "tls1.3"])
+def test_a_client_certificate_the_server_refuses_is_reported_as_refused(
+        tls: Tls, version: ssl.TLSVersion) -> None:
+    # TLS 1.2 ends the handshake with the alert; TLS 1.3 sends it after the client's
+    # Finished, so it arrives on the first read: both are the same refusal.
+    foreign = (tls.directory / "foreign.pem", tls.directory / "foreign.key")
+    reply = Refuser(tls, version).send(tls, foreign)
+    assert isinstance(reply, CertificateRefused), reply
+    assert reply.alert in ("unknown_ca", "bad_certificate", "certificate_unknown")
+    assert "refused the certificate" in reply.reason and str(foreign[0]) in reply.reason
+
+
+@pytest.mark.parametrize("version", VERSIONS, ids=["tls1.2", "tls1.3"])
+def test_an_alert_without_a_client_certificate_is_a_plain_failure(
+        tls: Tls, version: ssl.TLSVersion) -> None:
+    reply = Refuser(tls, version).send(tls, None)  # no certificate presented: nothing refused
+    assert isinstance(reply, TransportFailure) and not reply.untrusted_server
+
+
+@pytest.mark.parametrize("version", VERSIONS, ids=["tls1.2", "tls1.3"])
+def test_a_connection_dropped_without_an_alert_is_a_plain_failure(
+        tls: Tls, version: ssl.TLSVersion) -> None:
+    device = (tls.directory / "device.pem", tls.directory / "device.key")
+    reply = Refuser(tls, version, drop=True).send(tls, device)
+    assert isinstance(reply, TransportFailure) and not reply.untrusted_server
+
+
+def test_an_untrusted_server_stays_untrusted_whatever_certificate_we_hold(tls: Tls) -> None:
+    foreign = (tls.directory / "foreign.pem", tls.directory / "foreign.key")
+    reply = tls.transport(roots="other.pem").send(get("/x", Credential.current), foreign)
+    assert isinstance(reply, TransportFailure) and reply.untrusted_server
 
 
 class Trickler:
