@@ -14,9 +14,10 @@ What a session does, in order:
     3. decide                  nothing to do / renew / enroll again
     4. renew                   EST simplereenroll with the current certificate, even expired
                                while the policy allows grace (RFC 7030 §4.2.2)
-    5. fall back               revoked, or expired past grace: simpleenroll with the factory
-                               identity, then a bootstrap secret; if both are refused, the
-                               device needs re-provisioning (and keeps trying, slowly)
+    5. fall back               revoked, expired past grace, or refused by the server's TLS
+                               layer: simpleenroll with the factory identity, then a
+                               bootstrap secret; if both are refused, the device needs
+                               re-provisioning (and keeps trying, slowly)
 
 A new key is made for every enrollment (or by the server, with serverkeygen); the driver
 stores it as a candidate next to the current pair, so that nothing that works is overwritten
@@ -42,6 +43,7 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 
 from fleetpki.agent import schedule
 from fleetpki.agent.messages import (
+    CertificateRefused,
     Command,
     Credential,
     DiscardCandidate,
@@ -117,6 +119,11 @@ class _Refused(Exception):
     """The server answered, and the answer is no (4xx other than 429)."""
 
 
+class _CertificateRefused(_Refused):
+    """The server's TLS layer refused the client certificate (a `CertificateRefused` reply):
+    the certificate does not work with this server at all, valid or not."""
+
+
 class _Transient(Exception):
     def __init__(self, message: str, retry_after: dt.datetime | None = None, *,
                  unanswered: bool = False) -> None:
@@ -154,6 +161,7 @@ class _Session:
         self.messages: list[str] = []
         self.requests = 0
         self.new_certificate: x509.Certificate | None = None
+        self.refused: str | None = None  # the server's TLS layer refused the current certificate
 
     def run(self) -> Session:
         # The backoff gate holds every attempt, a device without a certificate's included
@@ -177,6 +185,9 @@ class _Session:
             return self._result(Outcome.advised if advised else Outcome.idle)
         if self.state.certificate_status == "revoked":
             return (yield from self._enroll_again("the certificate was revoked"))
+        if self.refused is not None:
+            return (yield from self._enroll_again(f"renewal information refused: "
+                                                  f"{self.refused}"))
         assert self.state.renew_at is not None
         expired = self.now >= self.current.not_valid_after_utc
         if self.now < self.state.renew_at and not expired and not self.force:
@@ -203,6 +214,12 @@ class _Session:
             yield DiscardCandidate(f"the server refuses the new certificate ({reply.status})")
             self._log(f"the server refused the new certificate {_serial(candidate)}: "
                       f"{_text(reply)}")
+            return False
+        if isinstance(reply, CertificateRefused):
+            yield DiscardCandidate(f"the server refuses the new certificate in the TLS "
+                                   f"handshake ({reply.alert})")
+            self._log(f"the server refused the new certificate {_serial(candidate)}: "
+                      f"{reply.reason}")
             return False
         if isinstance(reply, HttpResponse) and reply.status == 404:
             # An EST server without renewalinfo (RFC 7030 has none). It answered over TLS
@@ -246,6 +263,10 @@ class _Session:
         self.state = self.state.replace(info_next=retry)
         if isinstance(reply, HttpResponse) and reply.status in (401, 403):
             self._log(f"renewal information refused: {_text(reply)}")
+        if isinstance(reply, CertificateRefused):
+            # Unlike a 401/403 from the application (a window, a policy), a TLS refusal says
+            # the certificate itself is not accepted: renewing with it cannot work either.
+            self.refused = reply.reason
         return False
 
     def _adopt_advice(self, reply: HttpResponse) -> bool:
@@ -286,7 +307,8 @@ class _Session:
             yield from self._enroll("simplereenroll", Credential.current,
                                     _names_of(self.current), basic=None)
         except _Refused as error:
-            if expired or self.state.certificate_status == "revoked":
+            if (expired or self.state.certificate_status == "revoked"
+                    or isinstance(error, _CertificateRefused)):
                 return (yield from self._enroll_again(f"renewal refused: {error}"))
             # Perhaps the server's clock or window differs: ask for advice at once next time.
             self.state = self.state.replace(info_next=self.now)
@@ -332,6 +354,9 @@ class _Session:
                     continue
                 return self._failure(f"{why}; enrollment failed: {error}",
                                      retry_after=error.retry_after)
+            if not first:
+                self._log(f"{why}; enrolled again with the "
+                          f"{'factory identity' if basic is None else 'bootstrap secret'}")
             return self._result(Outcome.enrolled)
         if unanswered is not None:  # not a refusal: perhaps the network, so try again later
             return self._failure(f"{why}; enrollment failed: factory: {unanswered}"
@@ -363,6 +388,8 @@ class _Session:
             headers.append(("authorization", _basic(*basic)))
         reply = yield self._request(HttpRequest("POST", self._path(operation), tuple(headers),
                                                 encode_base64_body(csr), credential))
+        if isinstance(reply, CertificateRefused):
+            raise _CertificateRefused(reply.reason)
         if not isinstance(reply, HttpResponse):
             raise _Transient(_describe(reply), unanswered=True)
         if reply.status == 202:
@@ -514,7 +541,7 @@ def _status_text(reply: HttpResponse) -> str:
 
 
 def _describe(reply: Reply | None) -> str:
-    if isinstance(reply, TransportFailure):
+    if isinstance(reply, TransportFailure | CertificateRefused):
         return reply.reason
     if isinstance(reply, HttpResponse):
         return _status_text(reply)

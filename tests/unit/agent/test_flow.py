@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKey
 from fleetpki.agent import flow
 from fleetpki.agent.flow import Enrollee, Identities, Outcome, SessionResult
 from fleetpki.agent.messages import (
+    CertificateRefused,
     Credential,
     DiscardCandidate,
     HttpRequest,
@@ -35,6 +36,10 @@ from support.agent_fakes import DAY, DOWN, NOW, FakeCa, Script, name, renewal_in
 POLICY = RenewalPolicy(jitter=False)
 ENROLLEE = Enrollee(name("device-1"))
 BOOTSTRAP = ("boot-1", "s3cret-value")
+# The server's TLS layer refuses the client certificate (transport.py): not an outage.
+REFUSED = CertificateRefused("the server at 127.0.0.1:8443 refused the certificate "
+                             "current/fullchain.pem in the TLS handshake (unknown ca)",
+                             "unknown_ca")
 
 
 @pytest.fixture(scope="module")
@@ -245,6 +250,69 @@ def test_expired_and_refused_falls_back_to_factory_then_bootstrap_then_gives_up(
     assert result.state.last_error is not None
     assert "allow list" in result.state.last_error and "bootstrap" in result.state.last_error
     assert "s3cret" not in " ".join(result.messages)
+
+
+def test_a_valid_certificate_refused_in_the_tls_handshake_falls_back_to_factory_then_secret(
+        ca: FakeCa) -> None:
+    _, current = ca.pair()  # valid for weeks: only the server's refusal makes it useless
+    script = Script(renewalinfo=REFUSED,
+                    simpleenroll=[REFUSED, ca.enrollment_reply])
+    script.queues["renewalinfo"].append(confirm(script, ca))  # type: ignore[arg-type]
+    result = run(script, Identities(current, factory=True, bootstrap=BOOTSTRAP))
+    assert result.outcome is Outcome.enrolled
+    assert script.operations() == ["renewalinfo", "simpleenroll", "simpleenroll",
+                                   "renewalinfo"]
+    assert [r.credential for r in script.requests] == [
+        Credential.current, Credential.factory, Credential.none, Credential.candidate]
+    assert csr_of(script.requests[2]).subject == current.subject
+    assert any(isinstance(c, PromoteCandidate) for c in script.commands)
+    assert result.state.failures == 0 and result.state.health == Health.ok
+    assert any("unknown ca" in message for message in result.messages)
+
+
+def test_a_renewal_refused_in_the_tls_handshake_falls_back_but_a_403_does_not(
+        ca: FakeCa) -> None:
+    _, current = ca.pair(not_before=NOW - 27 * DAY, not_after=NOW + 3 * DAY)
+    script = Script(renewalinfo=status(404), simplereenroll=REFUSED,
+                    simpleenroll=ca.enrollment_reply)
+    script.queues["renewalinfo"].append(confirm(script, ca))  # type: ignore[arg-type]
+    assert run(script, Identities(current, factory=True)).outcome is Outcome.enrolled
+    assert script.operations() == ["renewalinfo", "simplereenroll", "simpleenroll",
+                                   "renewalinfo"]
+    assert script.requests[2].credential is Credential.factory
+    # The application's 403 while valid is about timing or policy, not the certificate.
+    http = Script(renewalinfo=status(404), simplereenroll=status(403, "not yet"))
+    assert run(http, Identities(current, factory=True)).outcome is Outcome.failed
+    assert "simpleenroll" not in http.operations()
+
+
+def test_tls_refusals_of_every_credential_need_reprovisioning(ca: FakeCa) -> None:
+    _, current = ca.pair()
+    script = Script(renewalinfo=REFUSED,
+                    simpleenroll=[REFUSED, status(401, "unknown bootstrap credential")])
+    result = run(script, Identities(current, factory=True, bootstrap=BOOTSTRAP))
+    assert result.outcome is Outcome.needs_reprovisioning
+    assert result.state.health == Health.needs_reprovisioning
+    assert result.state.last_error is not None
+    assert "factory: " in result.state.last_error and "unknown ca" in result.state.last_error
+
+
+def test_a_tls_refusal_waits_for_the_backoff_gate(ca: FakeCa) -> None:
+    _, current = ca.pair()
+    state = AgentState(next_attempt=NOW + DAY, failures=1)
+    script = Script(renewalinfo=REFUSED)
+    result = run(script, Identities(current, factory=True), state=state)
+    assert result.outcome is Outcome.idle and script.operations() == ["renewalinfo"]
+
+
+def test_a_candidate_refused_in_the_tls_handshake_is_discarded(ca: FakeCa) -> None:
+    _, current = ca.pair()
+    _, candidate = ca.pair()
+    script = Script(renewalinfo=[REFUSED, renewal_info(current, NOW + 5 * DAY, NOW + 6 * DAY)])
+    result = run(script, Identities(current, candidate=candidate))
+    assert any(isinstance(c, DiscardCandidate) for c in script.commands)
+    assert not any(isinstance(c, PromoteCandidate) for c in script.commands)
+    assert result.state.serial == f"{current.serial_number:x}"
 
 
 def test_expired_without_grace_goes_straight_to_the_factory_identity(ca: FakeCa) -> None:
