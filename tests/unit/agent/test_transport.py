@@ -8,7 +8,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -154,6 +154,17 @@ def test_a_slow_server_times_out(tls: Tls) -> None:
     assert time.monotonic() - started < 1.4
 
 
+def _serve_once(serve: Callable[[socket.socket], None]
+                ) -> tuple[socket.socket, int, threading.Thread]:
+    """A listener on a free loopback port (accept bounded to 5 s) and the thread serving it,
+    which is handed the listener (the caller's attributes are not set yet when it starts)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(5)
+    thread = threading.Thread(target=serve, args=(listener,), daemon=True)
+    thread.start()
+    return listener, listener.getsockname()[1], thread
+
+
 class Refuser:
     """A one-connection TLS server on 127.0.0.1 that requires a client certificate chaining to
     root.pem and refuses others with a TLS alert, as OpenSSL-based servers do; `drop` instead
@@ -167,15 +178,11 @@ class Refuser:
         if not drop:
             self.context.load_verify_locations(tls.directory / "root.pem")
             self.context.verify_mode = ssl.CERT_REQUIRED
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.listener.settimeout(5)
-        self.port = self.listener.getsockname()[1]
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
+        self.listener, self.port, self.thread = _serve_once(self._serve)
 
-    def _serve(self) -> None:
+    def _serve(self, listener: socket.socket) -> None:
         try:
-            raw, _ = self.listener.accept()
+            raw, _ = listener.accept()
             raw.settimeout(5)
             with self.context.wrap_socket(raw, server_side=True,
                                           do_handshake_on_connect=False) as connection:
@@ -248,16 +255,12 @@ class Trickler:
         self.answer, self.head, self.interval, self.limit = answer, head, interval, limit
         self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.context.load_cert_chain(tls.directory / "server.pem", tls.directory / "server.key")
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.listener.settimeout(5)
-        self.port = self.listener.getsockname()[1]
         self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
+        self.listener, self.port, self.thread = _serve_once(self._serve)
 
-    def _serve(self) -> None:
+    def _serve(self, listener: socket.socket) -> None:
         try:
-            raw, _ = self.listener.accept()
+            raw, _ = listener.accept()
             raw.settimeout(5)
             with self.context.wrap_socket(raw, server_side=True) as connection:
                 request = b""
