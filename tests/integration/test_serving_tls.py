@@ -36,9 +36,9 @@ WIRE_VERSION = {TLS12: 0x0303, TLS13: 0x0304}
 async def echo_app(scope: dict[str, Any], receive: Callable[[], Any], send: Callable[..., Any]
                    ) -> None:
     if scope["method"] == "POST":  # read the whole body first, as the protocol servers do
-        while (message := await receive())["type"] == "http.request" \
-                and message.get("more_body"):
-            pass
+        message = await receive()
+        while message["type"] == "http.request" and message.get("more_body"):
+            message = await receive()
         if message["type"] == "http.disconnect":
             return
     extensions = scope.get("extensions") or {}

@@ -281,7 +281,9 @@ def run_hook(hook: Hook, pair: Pair, roots_file: os.PathLike[str]) -> bool:
         # timeout kills whatever it started too.
         process = subprocess.Popen(hook.command, env=environment, stdin=subprocess.DEVNULL,
                                    stdout=2, start_new_session=True)
-    except Exception as error:  # noqa: BLE001 - whatever stops it starting, the identity stands
+    except (OSError, ValueError, TypeError, subprocess.SubprocessError) as error:
+        # OSError: not found, not executable; ValueError: a NUL in an argument (config.py
+        # refuses those, this is the second line); either way the identity stands.
         reason = error.strerror if isinstance(error, OSError) and error.strerror else error
         log.error(f"the renewal hook {name} could not start: {reason}; the new certificate "
                   "is in use regardless")

@@ -26,7 +26,6 @@ before its successor has worked once.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import datetime as dt
 import enum
@@ -34,14 +33,23 @@ import random
 from collections.abc import Generator
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import (
     CertificateIssuerPrivateKeyTypes,
-    CertificatePublicKeyTypes,
 )
 
 from fleetpki.agent import schedule
+from fleetpki.agent.est_wire import (
+    basic_authorization,
+    body_text,
+    build_csr,
+    describe,
+    names_of,
+    public_key_der,
+    retry_after,
+    serial_text,
+    status_text,
+)
 from fleetpki.agent.messages import (
     CertificateRefused,
     Command,
@@ -54,7 +62,6 @@ from fleetpki.agent.messages import (
     Reply,
     SaveCandidate,
     SavePendingKey,
-    TransportFailure,
 )
 from fleetpki.agent.policy import RenewalPolicy
 from fleetpki.agent.state import AgentState, Health, Window
@@ -178,7 +185,7 @@ class _Session:
                 return self._result(Outcome.idle)
             return (yield from self._enroll_again("the device has no certificate yet"))
         advised = yield from self._advice()
-        serial = _serial(self.current)
+        serial = serial_text(self.current)
         if self.state.serial != serial or self.state.renew_at is None:
             self._choose_window(None)
         if gated:
@@ -206,19 +213,19 @@ class _Session:
         if isinstance(reply, HttpResponse) and reply.status == 200:
             yield PromoteCandidate()
             self.current = candidate
-            self._log(f"certificate {_serial(candidate)} works; it is now the current one")
+            self._log(f"certificate {serial_text(candidate)} works; it is now the current one")
             if not (self.policy.use_server_window and self._adopt_advice(reply)):
                 self._choose_window(None)
             return True
         if isinstance(reply, HttpResponse) and reply.status in (401, 403):
             yield DiscardCandidate(f"the server refuses the new certificate ({reply.status})")
-            self._log(f"the server refused the new certificate {_serial(candidate)}: "
-                      f"{_text(reply)}")
+            self._log(f"the server refused the new certificate {serial_text(candidate)}: "
+                      f"{body_text(reply)}")
             return False
         if isinstance(reply, CertificateRefused):
             yield DiscardCandidate(f"the server refuses the new certificate in the TLS "
                                    f"handshake ({reply.alert})")
-            self._log(f"the server refused the new certificate {_serial(candidate)}: "
+            self._log(f"the server refused the new certificate {serial_text(candidate)}: "
                       f"{reply.reason}")
             return False
         if isinstance(reply, HttpResponse) and reply.status == 404:
@@ -227,7 +234,7 @@ class _Session:
             # chain: the best confirmation such a server can give.
             yield PromoteCandidate()
             self.current = candidate
-            self._log(f"certificate {_serial(candidate)} accepted in a TLS handshake (the "
+            self._log(f"certificate {serial_text(candidate)} accepted in a TLS handshake (the "
                       "server offers no renewal information); it is now the current one")
             self._choose_window(None)
             return True
@@ -237,11 +244,11 @@ class _Session:
             # Nothing better to use: a fresh certificate beats an expired one.
             yield PromoteCandidate()
             self.current = candidate
-            self._log(f"could not confirm certificate {_serial(candidate)} "
-                      f"({_describe(reply)}), using it since the previous one expired")
+            self._log(f"could not confirm certificate {serial_text(candidate)} "
+                      f"({describe(reply)}), using it since the previous one expired")
             self._choose_window(None)
             return True
-        self._fail(f"could not confirm the new certificate: {_describe(reply)}")
+        self._fail(f"could not confirm the new certificate: {describe(reply)}")
         return None
 
     # -- 2. advice ----------------------------------------------------------------------
@@ -250,7 +257,7 @@ class _Session:
         if not self.policy.use_server_window or self.current is None:
             return False
         due = (self.state.info_next is None or self.now >= self.state.info_next
-               or self.state.serial != _serial(self.current))
+               or self.state.serial != serial_text(self.current))
         if not due:
             return False
         reply = yield self._request(HttpRequest("GET", self._path("renewalinfo"),
@@ -262,7 +269,7 @@ class _Session:
                                   self.now)
         self.state = self.state.replace(info_next=retry)
         if isinstance(reply, HttpResponse) and reply.status in (401, 403):
-            self._log(f"renewal information refused: {_text(reply)}")
+            self._log(f"renewal information refused: {body_text(reply)}")
         if isinstance(reply, CertificateRefused):
             # Unlike a 401/403 from the application (a window, a policy), a TLS refusal says
             # the certificate itself is not accepted: renewing with it cannot work either.
@@ -275,14 +282,14 @@ class _Session:
         except BadInput as error:
             self._log(f"unusable renewal information: {error}")
             return False
-        retry = _retry_after(reply, self.now) or self.now + dt.timedelta(days=1)
+        retry = retry_after(reply, self.now) or self.now + dt.timedelta(days=1)
         self.state = self.state.replace(info_next=retry, certificate_status=info.status)
         self._choose_window(info)
         return True
 
     def _choose_window(self, info: RenewalInfo | None) -> None:
         assert self.current is not None
-        serial = _serial(self.current)
+        serial = serial_text(self.current)
         if info is not None and info.serial == serial:
             window = Window(info.start, info.end, "server", info.explanation)
         elif self.state.serial == serial and self.state.window is not None:
@@ -305,7 +312,7 @@ class _Session:
         assert self.current is not None
         try:
             yield from self._enroll("simplereenroll", Credential.current,
-                                    _names_of(self.current), basic=None)
+                                    names_of(self.current), basic=None)
         except _Refused as error:
             if (expired or self.state.certificate_status == "revoked"
                     or isinstance(error, _CertificateRefused)):
@@ -365,7 +372,7 @@ class _Session:
 
     def _first_names(self) -> tuple[x509.Name, tuple[x509.GeneralName, ...]]:
         if self.current is not None:
-            return _names_of(self.current)
+            return names_of(self.current)
         return self.enrollee.subject, self.enrollee.sans
 
     # -- one EST enrollment -------------------------------------------------------------
@@ -376,30 +383,30 @@ class _Session:
         server_keygen = self.policy.server_keygen
         key = self.ids.pending_key if self.state.pending_since is not None else None
         if key is not None and self.current is not None and (
-                _public_bytes(key.public_key()) == _public_bytes(self.current.public_key())):
+                public_key_der(key.public_key()) == public_key_der(self.current.public_key())):
             key = None  # already certified: a crash kept it after its certificate was saved
         if key is None:
             key = self.policy.key_spec.generate()
         if server_keygen:
             operation = "serverkeygen"
-        csr = _csr(key, *names)
+        csr = build_csr(key, *names)
         headers = [("content-type", CT_PKCS10)]
         if basic is not None:
-            headers.append(("authorization", _basic(*basic)))
+            headers.append(("authorization", basic_authorization(*basic)))
         reply = yield self._request(HttpRequest("POST", self._path(operation), tuple(headers),
                                                 encode_base64_body(csr), credential))
         if isinstance(reply, CertificateRefused):
             raise _CertificateRefused(reply.reason)
         if not isinstance(reply, HttpResponse):
-            raise _Transient(_describe(reply), unanswered=True)
+            raise _Transient(describe(reply), unanswered=True)
         if reply.status == 202:
             yield SavePendingKey(key)
-            raise _Pending(_retry_after(reply, self.now)
+            raise _Pending(retry_after(reply, self.now)
                            or self.now + dt.timedelta(minutes=1))
         if reply.status in (429, 503) or reply.status >= 500:
-            raise _Transient(_status_text(reply), _retry_after(reply, self.now))
+            raise _Transient(status_text(reply), retry_after(reply, self.now))
         if reply.status != 200:
-            raise _Refused(_status_text(reply))
+            raise _Refused(status_text(reply))
         identity = self._identity(reply, key, server_keygen)
         # The candidate first: a crash between the two leaves a spare pending key, never a
         # certificate whose key is lost.
@@ -407,7 +414,7 @@ class _Session:
         if self.state.pending_since is not None:
             yield SavePendingKey(None)
         self.new_certificate = identity.certificate
-        self._log(f"{operation}: got certificate {_serial(identity.certificate)} valid until "
+        self._log(f"{operation}: got certificate {serial_text(identity.certificate)} valid until "
                   f"{identity.certificate.not_valid_after_utc:%Y-%m-%d %H:%M}Z")
         self.state = self.state.replace(failures=0, next_attempt=None, pending_since=None,
                                         last_renewal_at=self.now, health=Health.ok,
@@ -420,7 +427,7 @@ class _Session:
         if confirmed is False:
             self.new_certificate = None
             raise _Transient(f"the server refused the certificate it had just issued "
-                             f"({_serial(identity.certificate)})")
+                             f"({serial_text(identity.certificate)})")
 
     def _identity(self, reply: HttpResponse, key: CertificateIssuerPrivateKeyTypes,
                   server_keygen: bool) -> NewIdentity:
@@ -437,7 +444,7 @@ class _Session:
         if not certificates:
             raise _Transient("the server answered without a certificate")
         certificate = certificates[0]
-        if _public_bytes(certificate.public_key()) != _public_bytes(key.public_key()):
+        if public_key_der(certificate.public_key()) != public_key_der(key.public_key()):
             raise _Transient("the certificate the server returned is not for our key")
         return NewIdentity(key, certificate, tuple(certificates[1:]))
 
@@ -489,60 +496,3 @@ class _Session:
     def _log(self, message: str) -> None:
         self.messages.append(message)
 
-
-def _serial(certificate: x509.Certificate) -> str:
-    return f"{certificate.serial_number:x}"
-
-
-def _names_of(certificate: x509.Certificate) -> tuple[x509.Name, tuple[x509.GeneralName, ...]]:
-    try:
-        sans = tuple(certificate.extensions.get_extension_for_class(
-            x509.SubjectAlternativeName).value)
-    except x509.ExtensionNotFound:
-        sans = ()
-    return certificate.subject, sans
-
-
-def _csr(key: CertificateIssuerPrivateKeyTypes, subject: x509.Name,
-         sans: tuple[x509.GeneralName, ...]) -> bytes:
-    builder = x509.CertificateSigningRequestBuilder().subject_name(subject)
-    if sans:
-        builder = builder.add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
-    algorithm = None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
-    return builder.sign(key, algorithm).public_bytes(serialization.Encoding.DER)
-
-
-def _public_bytes(key: CertificatePublicKeyTypes) -> bytes:
-    return key.public_bytes(serialization.Encoding.DER,
-                            serialization.PublicFormat.SubjectPublicKeyInfo)
-
-
-def _basic(username: str, secret: str) -> str:
-    return "Basic " + base64.b64encode(f"{username}:{secret}".encode()).decode("ascii")
-
-
-def _retry_after(reply: HttpResponse, now: dt.datetime) -> dt.datetime | None:
-    """RFC 9110 §10.2.3: delay-seconds (HTTP-date is not used by EST servers we know)."""
-    value = reply.header("retry-after")
-    if value is None or not value.strip().isdigit():
-        return None
-    return now + dt.timedelta(seconds=min(int(value.strip()), 90 * 86400))
-
-
-def _text(reply: HttpResponse) -> str:
-    return reply.body[:300].decode("utf-8", "replace").strip() or f"HTTP {reply.status}"
-
-
-def _status_text(reply: HttpResponse) -> str:
-    """"HTTP 503: what the body says", or only "HTTP 503" when the body says nothing (not
-    "HTTP 503: HTTP 503")."""
-    text = reply.body[:300].decode("utf-8", "replace").strip()
-    return f"HTTP {reply.status}: {text}" if text else f"HTTP {reply.status}"
-
-
-def _describe(reply: Reply | None) -> str:
-    if isinstance(reply, TransportFailure | CertificateRefused):
-        return reply.reason
-    if isinstance(reply, HttpResponse):
-        return _status_text(reply)
-    return "no answer"

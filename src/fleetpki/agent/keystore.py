@@ -75,8 +75,9 @@ class KeystoreError(Exception):
     """A problem with the identity directory that a person must fix; the message says how."""
 
 
-class _Unreadable(Exception):
-    """A file that exists but cannot be read: not damage, so nothing may be repaired."""
+class _Unreadable(KeystoreError):
+    """A file that exists but cannot be read: not damage, so nothing may be repaired, and the
+    session stops with this message."""
 
     def __init__(self, path: Path, error: OSError) -> None:
         super().__init__(f"cannot read {path}: {error.strerror or error}; fix its permissions "
@@ -314,7 +315,7 @@ class Keystore:
         except FileNotFoundError:
             return dict.fromkeys(_ROLES), False
         except OSError as error:
-            raise KeystoreError(str(_Unreadable(self.pointer_file, error))) from None
+            raise _Unreadable(self.pointer_file, error) from None
         except ValueError as error:
             notes.append(f"{self.pointer_file.name} is unreadable ({error}); rebuilt from "
                          "the generations on disk")
@@ -390,11 +391,7 @@ class Keystore:
     def _pair(self, name: str) -> Pair | None:
         """A generation that loads and whose key matches its certificate, else None."""
         directory = self.generations / name
-        try:
-            pair = _load_pair(directory / "key.pem", directory / "cert.pem",
-                              directory / "chain.pem")
-        except _Unreadable as error:
-            raise KeystoreError(str(error)) from None
+        pair = _load_pair(directory / "key.pem", directory / "cert.pem", directory / "chain.pem")
         if pair is None:
             return None
         return dataclasses.replace(pair, chain_file=directory / "chain.pem",
@@ -427,12 +424,11 @@ class Keystore:
 
     def _pending_key(self, current: Pair | None, candidate: Pair | None, repair: bool
                      ) -> CertificateIssuerPrivateKeyTypes | None:
+        # _Unreadable goes up: the key of an enrollment the server holds must not be
+        # replaced by a new one over a permission mistake.
         try:
             key = _issuer_key(serialization.load_pem_private_key(
                 _read(self.pending_file), password=None))
-        except _Unreadable as error:
-            # The key of an enrollment the server holds: a new one must not replace it.
-            raise KeystoreError(str(error)) from None
         except (FileNotFoundError, ValueError, TypeError):
             return None
         certified = {_public(p.key) for p in (current, candidate) if p is not None}

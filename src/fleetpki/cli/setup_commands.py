@@ -33,6 +33,7 @@ from fleetpki.core.issuance_plan import Request
 from fleetpki.core.keys import KeySpec
 from fleetpki.core.records import CARole
 from fleetpki.ra.authorizers import local_operator
+from fleetpki.ra.ca_admin import check_ca_name
 from fleetpki.wiring import Fleet, prepare_home
 
 KEY_TYPES = ["ec-p256", "ec-p384", "ed25519", "rsa-2048", "rsa-3072", "rsa-4096"]
@@ -89,9 +90,8 @@ def init(state: CliState, org: str, key_type: str, root_key_type: str | None, ro
 def _init_subjects(org: str, root_name: str, issuing_name: str) -> tuple[x509.Name, x509.Name]:
     if root_name == issuing_name:
         raise BadInput("--root-name and --issuing-name must differ")
-    for name, option in ((root_name, "--root-name"), (issuing_name, "--issuing-name")):
-        if not name or not name.replace("-", "").replace("_", "").isalnum() or len(name) > 64:
-            raise BadInput(f"{option}: CA names are letters, digits, '-' and '_' (at most 64)")
+    check_ca_name(root_name, option="--root-name")
+    check_ca_name(issuing_name, option="--issuing-name")
     if not org.strip():
         raise BadInput("--org must not be empty: it names the organisation in the CA subjects")
     try:

@@ -188,8 +188,7 @@ class CAAdmin:
     def _refuse_existing(self, name: str) -> None:
         if self._registry.get_ca(name) is not None:
             raise Conflict(f"a CA named '{name}' already exists")
-        if not name or not name.replace("-", "").replace("_", "").isalnum() or len(name) > 64:
-            raise BadInput("CA names are letters, digits, '-' and '_' (at most 64)")
+        check_ca_name(name)
 
     def _key_path(self, name: str) -> Path:
         return self._keys / f"{name}.key.pem"
@@ -198,3 +197,11 @@ class CAAdmin:
         log.info(action.replace(".", " ").replace("_", " "),
                  extra={"actor": self._actor, "ca": subject, **details})
         return AuditEvent(actor=self._actor, action=action, subject=subject, details=details)
+
+
+def check_ca_name(name: str, *, option: str | None = None) -> None:
+    """CA names become key file names: letters, digits, '-' and '_', nothing a path could
+    use to leave the key directory."""
+    if not name or not name.replace("-", "").replace("_", "").isalnum() or len(name) > 64:
+        prefix = f"{option}: " if option else ""
+        raise BadInput(f"{prefix}CA names are letters, digits, '-' and '_' (at most 64)")

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable, Mapping
 
 from fleetpki.core.clock import Clock
-from fleetpki.core.errors import BadInput, NotFound
+from fleetpki.core.errors import BadInput, FleetPKIError, NotFound
 from fleetpki.core.profile import Profile
 from fleetpki.core.reasons import RevocationReason
 from fleetpki.core.records import CertificateStatus, IssuedCertificate
@@ -119,13 +119,16 @@ class RevocationDesk:
             return
         try:
             self._publish_now(record)
-        except Exception as error:  # noqa: BLE001 - the change is committed; say so, go on
+        except Exception as error:  # the change is committed: say so, go on
             change = "revoked" if record.revoked_at is not None else "no longer on hold"
             message = (f"certificate {serial_hex(record.serial)} is {change} (OCSP answers "
                        f"so now), but its CRL was not re-signed at once: {error}. "
                        f"The next scheduled publication lists it; `fleetpki crl publish` "
                        f"signs it now")
-            log.warning("%s", message)
+            # A key or disk problem is the operator's to fix and says so; anything else is
+            # a bug, logged with its traceback (never shown to a client).
+            log.warning("%s", message,
+                        exc_info=not isinstance(error, FleetPKIError | OSError))
             self.publish_failures.append(message)
 
     @staticmethod

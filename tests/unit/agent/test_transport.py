@@ -194,8 +194,9 @@ class Refuser:
                     # hangs up. Closing with unread data would send a reset, which may
                     # overtake the alert and discard it from the client's receive queue.
                     connection.shutdown(socket.SHUT_WR)
-                    while connection.recv(4096):
-                        pass
+                    unread = connection.recv(4096)
+                    while unread:
+                        unread = connection.recv(4096)
         except OSError:
             return  # drop: the handshake is done; close at once
 
