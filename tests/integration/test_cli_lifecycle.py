@@ -57,6 +57,24 @@ def test_search_by_device_profile_status_key_and_expiry(fleetpki, tmp_path: Path
     assert [c["device_id"] for c in listed(fleetpki, "--subject", "gw-b")] == ["gw-b1"]
 
 
+def test_list_by_unknown_profile_is_not_found_but_a_retired_one_still_lists(  # type: ignore[no-untyped-def]
+        fleetpki, home: Path, tmp_path: Path) -> None:
+    issue(fleetpki, tmp_path, "sensor-k1")
+    typo = fleetpki("certs", "list", "--profile", "sensr")
+    assert typo.exit_code == 5, typo.output
+    assert "no profile named 'sensr'" in typo.stderr
+    assert "(profiles: edge, gateway, sensor)" in typo.stderr
+    assert typo.stderr.count("\n") == 1
+    assert listed(fleetpki, "--profile", "edge") == []  # defined, nothing issued yet: no error
+    # The profile leaves profiles.toml; its certificates stay in the store and stay listable.
+    profiles = home / "profiles.toml"
+    profiles.write_text(profiles.read_text().replace("[profiles.sensor", "[profiles.probe"))
+    assert [c["device_id"] for c in listed(fleetpki, "--profile", "sensor")] == ["sensor-k1"]
+    assert listed(fleetpki, "--profile", "sensor", "--status", "revoked") == []
+    gone = fleetpki("certs", "list", "--profile", "sensr")
+    assert gone.exit_code == 5 and "(profiles: edge, gateway, probe)" in gone.stderr
+
+
 def test_revoke_twice_is_a_conflict_and_unknown_serial_not_found(fleetpki, tmp_path: Path  # type: ignore[no-untyped-def]
                                                                 ) -> None:
     serial = format(issue(fleetpki, tmp_path, "sensor-c1"), "x")

@@ -65,6 +65,8 @@ def list_certs(state: CliState, device: str | None, profile: str | None, issuer:
         subject_contains=subject, san_contains=san, key_spec=key_spec, limit=limit,
         offset=offset)
     rows = fleet.store.find_certificates(query, now=now)
+    if not rows and profile is not None:
+        _check_profile_known(state, profile, now)
     if as_json:
         for row in rows:
             click.echo(json.dumps(certificate_details(row, now)))
@@ -72,6 +74,18 @@ def list_certs(state: CliState, device: str | None, profile: str | None, issuer:
         console.print(certificate_table(rows, now))
         click.echo(f"{len(rows)} certificate(s)" + (" (more: raise --limit or use --offset)"
                                                     if len(rows) == limit else ""))
+
+
+def _check_profile_known(state: CliState, profile: str, now: dt.datetime) -> None:
+    """An empty list for a mistyped profile reads as "no certificates", which is wrong: refuse
+    a name that neither profiles.toml nor any stored certificate knows. A profile removed
+    from profiles.toml keeps its certificates, and they stay listable."""
+    fleet = state.fleet()
+    if profile in fleet.profiles or fleet.store.find_certificates(
+            CertificateQuery(profile=profile, limit=1), now=now):
+        return
+    raise NotFound(f"no profile named '{profile}' in {fleet.settings.profiles_file.name} or on "
+                   f"any stored certificate (profiles: {', '.join(sorted(fleet.profiles))})")
 
 
 @certs.command("show")
