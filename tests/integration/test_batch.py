@@ -102,6 +102,9 @@ def test_batch_refusals_go_to_rejects_file_and_issue_the_rest(fleetpki, home: Pa
 
 @pytest.mark.parametrize("bad", ["device_id\n../escape\n", "serial,csr\nx,y\n",
                                  "device_id,colour\nx,red\n",
+                                 # which of two same-named columns wins would be silent
+                                 "device_id,CN,CN\nsensor-1,sensor-1,sensor-2\n",
+                                 "device_id,device_id\nsensor-1,sensor-2\n",
                                  # good lines first: the bad one near the end still stops
                                  # the run before the first chunk is issued
                                  "device_id\n" + "".join(f"ok-{i}\n" for i in range(30))

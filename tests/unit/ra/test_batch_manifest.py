@@ -46,6 +46,8 @@ def test_line_numbers_count_the_header_and_blank_lines(tmp_path: Path) -> None:
     (b"CN,csr\nx,y\n", "including device_id (found: CN, csr)"),
     (b"device_id,colour\nx,red\n", "unknown column(s) colour"),
     (b"device_id\ndev-1\n", "a csr column is needed"),
+    (b"device_id,csr,device_id\ndev-1,a.csr,dev-2\n", "column device_id appears more than once"),
+    (b"device_id;csr;CN; CN\ndev-1;a.csr;Sensor 1;Sensor 2\n", "column CN appears more than once"),
     (b"device_id,csr\ndev-1,a.csr,extra\n", "devices.csv:2: more fields than columns"),
     (b"device_id,csr\n../escape,a.csr\n", "devices.csv:2: device_id '../escape'"),
     (b"device_id,csr\ndev-1,\n", "devices.csv:2: device dev-1 has no csr"),

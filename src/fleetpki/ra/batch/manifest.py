@@ -2,7 +2,8 @@
 
 Columns: `device_id` (required); `csr` (path of a PKCS#10 file, relative to the CSV) unless keys
 are generated at the factory; optional subject attributes by short name (CN, serialNumber, O,
-OU, C, ST, L) and `san` (space-separated, e.g. "uri:urn:dev:mac:0a1b2c3d4e5f").
+OU, C, ST, L) and `san` (space-separated, e.g. "uri:urn:dev:mac:0a1b2c3d4e5f"). Each column
+appears once.
 """
 
 from __future__ import annotations
@@ -75,6 +76,11 @@ def _rows(path: Path, numbered: Iterator[tuple[int, list[str]]], header: list[st
     if unknown:
         raise BadInput(f"{path}: unknown column(s) {', '.join(sorted(unknown))}; allowed: "
                        f"{', '.join(sorted(_KNOWN))}")
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        # Which copy would win is an accident of the code: refuse rather than guess.
+        raise BadInput(f"{path}: column {', '.join(repeated)} appears more than once in the "
+                       "first line; keep one column of each name")
     if need_csr and "csr" not in header:
         raise BadInput(f"{path}: a csr column is needed (or use --keygen)")
     width = len(header)
