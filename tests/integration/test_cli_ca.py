@@ -164,6 +164,39 @@ def test_take_offline_to_a_missing_directory_keeps_the_key_online(  # type: igno
     assert (home / "keys" / "root.key.pem").exists()
 
 
+def test_empty_key_files_are_called_empty_not_a_wrong_passphrase(  # type: ignore[no-untyped-def]
+        fleetpki, home: Path, tmp_path: Path) -> None:
+    """A key file emptied by a full disk or a botched copy: hunting for the right passphrase
+    would be a waste of the operator's time."""
+    stored = home / "keys" / "issuing.key.pem"
+    stored.write_bytes(b"")
+    csr, _ = make_csr("sensor-0001")
+    (tmp_path / "dev.csr").write_bytes(csr.public_bytes(PEM))
+    broken = fleetpki("issue", "--profile", "sensor", "--csr", str(tmp_path / "dev.csr"))
+    assert broken.exit_code == 8, broken.output
+    assert f"{stored} is empty (0 bytes)" in broken.stderr
+    assert "passphrase" not in broken.stderr and broken.stderr.count("\n") == 1
+    empty, blank = tmp_path / "empty.pem", tmp_path / "blank.pem"
+    empty.write_bytes(b"")
+    blank.write_bytes(b"\n\n")
+    chain = tmp_path / "chain.pem"
+    chain.write_text(fleetpki("ca", "export-chain", "root").stdout)
+    for name, path in (("key", empty), ("certificate", blank)):
+        args = ["--cert", str(chain), "--key", str(path)] if name == "key" else \
+            ["--cert", str(path), "--key", str(chain)]
+        imported = fleetpki("ca", "import", "other", *args)
+        assert imported.exit_code == 2, imported.output
+        assert f"{name} {path} is empty" in imported.stderr
+        assert imported.stderr.count("\n") == 1
+    media = tmp_path / "root.key.enc"
+    assert fleetpki("ca", "take-offline", "root", "--export", str(media), env=EXPORT
+                    ).exit_code == 0
+    restored = fleetpki("ca", "restore-key", "root", "--from", str(blank), env=EXPORT)
+    assert restored.exit_code == 8, restored.output
+    assert f"{blank} is empty (2 bytes of blank space)" in restored.stderr
+    assert "passphrase" not in restored.stderr
+
+
 def test_import_issuing_ca_made_by_openssl(fleetpki, home: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     openssl = require_tool("openssl")
     key, cert = tmp_path / "ext.key", tmp_path / "ext.pem"

@@ -81,6 +81,12 @@ def load_key_file(path: Path, passphrase: bytes) -> CertificateIssuerPrivateKeyT
 
 def load_key_bytes(data: bytes, passphrase: bytes | None, *, source: str
                    ) -> CertificateIssuerPrivateKeyTypes:
+    if not data.strip():
+        # Without this, decryption fails on nothing and the message blames the passphrase:
+        # the operator would hunt for the right passphrase of a file truncated by a full disk
+        # or a botched copy.
+        found = "0 bytes" if not data else f"{len(data)} bytes of blank space"
+        raise KeyAccessError(f"{source} is empty ({found}): there is no key in it")
     try:
         if data.lstrip().startswith(b"-----BEGIN"):
             key = serialization.load_pem_private_key(data, passphrase)

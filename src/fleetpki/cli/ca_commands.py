@@ -67,8 +67,9 @@ def import_ca(state: CliState, name: str, cert_file: Path, key_file: Path,
     """Import an existing CA certificate and key as an issuing CA."""
     passphrase = _env_passphrase(key_passphrase_env) if key_passphrase_env else None
     admin = state.fleet().ca_admin(local_operator())
-    signer = admin.import_issuing(name, read_input_file(cert_file, what="certificate"),
-                                  read_input_file(key_file, what="key"), passphrase)
+    signer = admin.import_issuing(
+        name, read_input_file(cert_file, what="certificate", allow_empty=False),
+        read_input_file(key_file, what="key", allow_empty=False), passphrase)
     click.echo(f"imported issuing CA '{name}': {signer.certificate.subject.rfc4514_string()}")
 
 

@@ -15,7 +15,7 @@ import click
 
 from fleetpki import logs
 from fleetpki.core.durations import parse_duration
-from fleetpki.core.errors import FleetPKIError
+from fleetpki.core.errors import BadInput, FleetPKIError
 from fleetpki.wiring import Fleet, open_fleet
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -80,12 +80,19 @@ def handle_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def read_input_file(path: Path, *, what: str, limit: int | None = None) -> bytes:
+def read_input_file(path: Path, *, what: str, limit: int | None = None,
+                    allow_empty: bool = True) -> bytes:
+    """`allow_empty=False` for a file that must hold something (a certificate, a key): an
+    empty one is said to be empty, with its name, rather than failing to parse as something
+    vaguer further on."""
     try:
         size = path.stat().st_size
         if limit is not None and size > limit:
             raise click.UsageError(f"{what} {path} is {size} bytes; the limit is {limit}")
-        return path.read_bytes()
+        data = path.read_bytes()
+        if not allow_empty and not data.strip():
+            raise BadInput(f"{what} {path} is empty ({len(data)} bytes)")
+        return data
     except FileNotFoundError:
         raise click.UsageError(f"{what} {path} does not exist") from None
     except IsADirectoryError:

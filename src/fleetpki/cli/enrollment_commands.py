@@ -203,7 +203,8 @@ def add_manufacturer(state: CliState, name: str, ca_file: Path, profile: str,
     fleet = state.fleet()
     admin = fleet.manufacturer_admin(local_operator())
     ids = _device_ids(allow_list) if allow_list else None
-    record = admin.add(name, read_input_file(ca_file, what="CA certificate", limit=65536),
+    record = admin.add(name, read_input_file(ca_file, what="CA certificate", limit=65536,
+                                             allow_empty=False),
                        profile, device_id_from=device_id_from, allow_list=ids is not None)
     if ids:
         admin.allow(name, ids)
