@@ -104,6 +104,16 @@ def test_show_and_export_with_colon_serial(fleetpki, tmp_path: Path) -> None:  #
     assert certs[0].serial_number == serial
     assert len(certs) == 3
     assert certs[2].subject == certs[2].issuer  # root last
+    leaf_only = fleetpki("certs", "export", format(serial, "x"), "--no-chain")
+    assert len(x509.load_pem_x509_certificates(leaf_only.stdout.encode())) == 1
+
+
+def test_export_refuses_root_without_chain(fleetpki, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    serial = format(issue(fleetpki, tmp_path, "sensor-e2"), "x")
+    result = fleetpki("certs", "export", serial, "--no-chain", "--root")
+    assert result.exit_code == 2, result.output
+    assert "cannot be combined with --no-chain" in result.stderr
+    assert result.stdout == ""  # nothing printed: not even the leaf
 
 
 def tamper(home: Path, sql: str) -> None:

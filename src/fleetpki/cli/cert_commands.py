@@ -173,11 +173,17 @@ def _timestamp(text: str, option: str) -> dt.datetime:
 @click.option("--issuer", default=None)
 @click.option("--chain/--no-chain", default=True, show_default=True,
               help="Include the issuing CAs up to (not including) the root.")
-@click.option("--root/--no-root", default=False, help="Include the root as well.")
+@click.option("--root/--no-root", default=False,
+              help="Include the root as well, after the chain (not with --no-chain).")
 @pass_state
 @handle_errors
 def export(state: CliState, serial: str, issuer: str | None, chain: bool, root: bool) -> None:
     """Print a certificate with its chain, PEM."""
+    if root and not chain:
+        # The leaf and the root without the CAs between them is no chain anything can verify,
+        # and dropping --root silently would hide that the request made no sense.
+        raise click.UsageError("--root adds the root to the end of the chain; it cannot be "
+                               "combined with --no-chain")
     cert = _find(state, serial, issuer)
     click.echo(pem(cert.der), nl=False)
     if chain:
