@@ -100,6 +100,20 @@ def test_batch_refusals_go_to_rejects_file_and_issue_the_rest(fleetpki, home: Pa
     assert reserved == (0,)  # refused devices consumed no serial
 
 
+def test_oversized_csr_is_refused_with_its_own_size(fleetpki, home: Path,  # type: ignore[no-untyped-def]
+                                                    tmp_path: Path) -> None:
+    devices = manifest(tmp_path, 1)
+    (tmp_path / "csrs" / "huge.csr").write_bytes(b"A" * 300_000)
+    with devices.open("a") as handle:
+        handle.write("huge,csrs/huge.csr\n")
+    result = fleetpki("batch", "--profile", "sensor", "--devices", str(devices), "--out",
+                      str(tmp_path / "out"))
+    assert result.exit_code == 3, result.output
+    rejects = (tmp_path / "out" / "rejects.csv").read_text()
+    assert "huge.csr is 300000 bytes; the limit is 65536 bytes (64 KiB)" in rejects
+    assert len(store_rows(home)) == 1
+
+
 @pytest.mark.parametrize("bad", ["device_id\n../escape\n", "serial,csr\nx,y\n",
                                  "device_id,colour\nx,red\n",
                                  # which of two same-named columns wins would be silent

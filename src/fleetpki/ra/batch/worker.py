@@ -19,7 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 
 from fleetpki.ca.certificate_template import CertificateTemplate
-from fleetpki.core.csr import check_proof_of_possession, load_csr
+from fleetpki.core.csr import MAX_CSR_BYTES, check_proof_of_possession, load_csr
 from fleetpki.core.errors import BadInput, PolicyViolation
 from fleetpki.core.issuance_plan import Request, plan_issuance
 from fleetpki.core.keys import KeySpec
@@ -129,13 +129,22 @@ def _request_from_csr(row: DeviceRow) -> Request:
     assert row.csr_path is not None
     try:
         with open(row.csr_path, "rb") as handle:  # noqa: PTH123 - hot path, plain open
-            data = handle.read(70 * 1024)
+            data = handle.read(MAX_CSR_BYTES + 1)  # one byte more tells an oversized file
+            if len(data) > MAX_CSR_BYTES:
+                raise BadInput(f"CSR {row.csr_path} is {_size(handle.fileno())}; the limit is "
+                               f"{MAX_CSR_BYTES} bytes (64 KiB)")
     except OSError as exc:
         raise BadInput(f"cannot read CSR {row.csr_path}: {exc.strerror}") from None
     csr = load_csr(data)
     request = Request.from_csr(csr)
     check_proof_of_possession(csr, request.public_key)
     return request
+
+
+def _size(fd: int) -> str:
+    """The file's own size, not how much of it was read; a pipe or device has none to tell."""
+    size = os.fstat(fd).st_size
+    return f"{size} bytes" if size > MAX_CSR_BYTES else f"more than {MAX_CSR_BYTES} bytes"
 
 
 def _request_from_row(row: DeviceRow, key: CertificateIssuerPrivateKeyTypes,
