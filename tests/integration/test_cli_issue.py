@@ -129,6 +129,29 @@ def test_garbage_csr_gets_one_line_error(fleetpki, home: Path, tmp_path: Path, c
     assert counts(home) == (certs, serials, audit + 1)  # refused, audited, nothing else
 
 
+def test_pem_with_text_above_it_is_called_pem_not_der(fleetpki, home: Path,  # type: ignore[no-untyped-def]
+                                                      tmp_path: Path) -> None:
+    csr = write_csr(tmp_path)
+    shown = subprocess.run(["openssl", "req", "-in", str(csr), "-text"], capture_output=True,
+                           timeout=30, check=True).stdout
+    assert shown.startswith(b"Certificate Request:")
+    path = tmp_path / "with-text.csr"
+    path.write_bytes(shown)
+    before = counts(home)
+    result = fleetpki("issue", "--profile", "sensor", "--csr", str(path))
+    assert result.exit_code == 2, result.output
+    above = shown.index(b"-----BEGIN")
+    assert f"this is PEM with {above} bytes of text before its '-----BEGIN CERTIFICATE " \
+           "REQUEST-----' line" in result.stderr
+    assert "DER" not in result.stderr and result.stderr.count("\n") == 1
+    assert counts(home)[:2] == before[:2]
+    key = tmp_path / "with-text.key"
+    key.write_bytes(b"my key\n" + make_key().private_bytes(
+        PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    refused = fleetpki("issue", "--profile", "sensor", "--csr", str(key))
+    assert refused.exit_code == 2 and "this is a private key" in refused.stderr
+
+
 def test_pem_certificate_instead_of_csr_is_named(fleetpki, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     chain = fleetpki("ca", "export-chain", "issuing").stdout
     path = tmp_path / "not-a-csr.pem"

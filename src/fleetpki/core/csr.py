@@ -29,11 +29,9 @@ def load_csr(data: bytes) -> x509.CertificateSigningRequest:
     stripped = data.lstrip()
     try:
         if stripped.startswith(b"-----BEGIN"):
-            if b"-----BEGIN CERTIFICATE-----" in stripped[:40]:
-                raise BadInput("this is a certificate, not a certificate request (CSR)")
-            if b"PRIVATE KEY-----" in stripped[:60]:
-                raise BadInput("this is a private key, not a certificate request (CSR); "
-                               "never send private keys to the CA")
+            wrong_kind = _other_pem(stripped)
+            if wrong_kind is not None:
+                raise BadInput(wrong_kind)
             csr = x509.load_pem_x509_csr(stripped)
         else:
             csr = x509.load_der_x509_csr(data)
@@ -43,9 +41,35 @@ def load_csr(data: bytes) -> x509.CertificateSigningRequest:
                            "expected a 'CERTIFICATE REQUEST' block") from None
         if _is_certificate(data):
             raise BadInput("this is a certificate, not a certificate request (CSR)") from None
-        raise BadInput(f"not a valid PKCS#10 certificate request (DER): "
-                       f"{_asn1_problem(exc)}") from None
+        raise BadInput(_pem_after_text(data) or "not a valid PKCS#10 certificate request "
+                       f"(DER): {_asn1_problem(exc)}") from None
     return csr
+
+
+def _other_pem(block: bytes) -> str | None:
+    """Why a PEM block that starts `block` is not a CSR, when its label says so."""
+    if b"-----BEGIN CERTIFICATE-----" in block[:40]:
+        return "this is a certificate, not a certificate request (CSR)"
+    if b"PRIVATE KEY-----" in block[:60]:
+        return ("this is a private key, not a certificate request (CSR); never send private "
+                "keys to the CA")
+    return None
+
+
+def _pem_after_text(data: bytes) -> str | None:
+    """The refusal of a PEM file with text above its block (what `openssl req -text` writes),
+    which is neither the DER it was parsed as nor PEM as fleetpki reads it; None otherwise.
+    RFC 7468 §2 lets such text be, but a person should see what the CA signs: the text
+    above may describe another request than the block below."""
+    begin = data.find(b"-----BEGIN")
+    if begin <= 0:
+        return None
+    block = data[begin:]
+    line = block.split(b"\n", 1)[0].strip().decode("ascii", "replace")[:64]
+    return _other_pem(block) or (
+        f"this is PEM with {begin} bytes of text before its '{line}' line (as `openssl req "
+        "-text` writes, for one); delete the text above that line, or write the request "
+        "without it (`openssl req -in FILE -out NEW`)")
 
 
 def _is_certificate(data: bytes) -> bool:
