@@ -22,6 +22,7 @@ import tempfile
 from pathlib import Path
 
 from fleetpki import __version__
+from fleetpki.ca.keyfiles import failures_naming
 from fleetpki.config import SETTINGS_FILE, Settings
 from fleetpki.core.errors import BadInput, Conflict, StoreError
 
@@ -63,19 +64,20 @@ def create_backup(settings: Settings, archive: Path, audit_head: tuple[int, str]
         }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
         partial = archive.with_name(f".{archive.name}.partial")
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as raw:
-                with tarfile.open(fileobj=raw, mode="w:gz") as tar:
-                    tar.add(staging / MANIFEST, arcname=MANIFEST)
-                    for path in files:
-                        tar.add(path, arcname=str(path.relative_to(staging)))
-                raw.flush()
-                os.fsync(raw.fileno())  # on disk before it gets its name
-            partial.replace(archive)
-        except BaseException:  # a full disk, an interrupt: no half archive left behind
-            partial.unlink(missing_ok=True)
-            raise
+        with failures_naming(archive, temporary=partial):
+            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                with os.fdopen(fd, "wb") as raw:
+                    with tarfile.open(fileobj=raw, mode="w:gz") as tar:
+                        tar.add(staging / MANIFEST, arcname=MANIFEST)
+                        for path in files:
+                            tar.add(path, arcname=str(path.relative_to(staging)))
+                    raw.flush()
+                    os.fsync(raw.fileno())  # on disk before it gets its name
+                partial.replace(archive)
+            except BaseException:  # a full disk, an interrupt: no half archive left behind
+                partial.unlink(missing_ok=True)
+                raise
     return BackupReport(archive=archive, files=len(files), audit_head=audit_head)
 
 

@@ -9,11 +9,13 @@ import tarfile
 import time
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
 
 from fleetpki.cli.main import cli
 from support.csrs import make_csr
+from support.full_disk import fill_disk_for
 
 FLEETPKI = [sys.executable, "-m", "fleetpki.cli"]
 
@@ -88,3 +90,16 @@ def test_restore_refuses_non_empty_target_and_damaged_archive(fleetpki, tmp_path
     result = runner.invoke(cli, ["restore", str(damaged), "--into", str(tmp_path / "new")])
     assert result.exit_code == 2
     assert "Traceback" not in result.output
+
+
+def test_backup_to_a_full_disk_names_the_archive_and_leaves_nothing(  # type: ignore[no-untyped-def]
+        fleetpki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    media = tmp_path / "media"
+    media.mkdir()
+    archive = media / "b.tar.gz"
+    fill_disk_for(monkeypatch, "b.tar.gz")
+    result = fleetpki("backup", "--to", str(archive))
+    assert result.exit_code == 11, result.output
+    assert f"error: {archive}: No space left on device; no backup was written" in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert list(media.iterdir()) == []

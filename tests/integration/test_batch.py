@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from support.csrs import make_csr
+from support.full_disk import fill_disk_for
 from support.lint import openssl_verify, require_tool
 
 PEM = serialization.Encoding.PEM
@@ -346,6 +347,36 @@ def test_jsonl_layout_writes_one_line_per_device_and_repairs_itself(fleetpki, ho
     assert damaged.exit_code == 2, damaged.output
     assert "certificates.jsonl:6 is not a line fleetpki wrote" in damaged.stderr
     assert len(store_rows(home)) == 60
+
+
+@pytest.mark.parametrize(("layout", "name"), [("files", "sensor-00001.pem"),
+                                           ("jsonl", "certificates.jsonl")])
+def test_full_disk_names_the_file_and_the_rerun_writes_it(  # type: ignore[no-untyped-def]
+        fleetpki, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, layout: str,
+        name: str) -> None:
+    devices = manifest(tmp_path, 3)
+    out = tmp_path / "out"
+    args = ("batch", "--profile", "sensor", "--devices", str(devices), "--out", str(out),
+            "--layout", layout, "--workers", "1")
+    fill_disk_for(monkeypatch, name)
+    full = fleetpki(*args)
+    assert full.exit_code == 11, full.output
+    assert f"error: {out / name}: No space left on device; the certificates issued so far " \
+           "are stored" in full.stderr
+    assert "run the same command again" in full.stderr and full.stderr.count("\n") == 1
+    assert not list(out.glob(".*"))  # no temporary file left behind
+    assert not (out / name).exists() or (out / name).read_bytes() == b""
+    assert len(store_rows(home)) == 3
+    monkeypatch.undo()
+    again = fleetpki(*args)
+    assert again.exit_code == 0, again.output
+    assert "issued 0, already issued 3" in again.stdout
+    stored = {device: der for device, _, der in store_rows(home)}
+    if layout == "jsonl":
+        assert jsonl_devices(out / name) == stored
+    else:
+        assert len(assert_outputs_match_store(home, out)) == 3
+        assert len(list(out.glob("*.pem"))) == 3
 
 
 def test_kill_9_mid_jsonl_batch_leaves_only_committed_lines(home: Path, tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from fleetpki.core.keys import KeySpec
 from fleetpki.ra.authorizers import local_operator
 from fleetpki.wiring import DEFAULT_PASSPHRASE_ENV, open_fleet, prepare_home
 from support.csrs import make_csr
+from support.full_disk import fill_disk_for
 from support.lint import lint_crl, require_tool
 
 PEM = serialization.Encoding.PEM
@@ -140,6 +141,17 @@ def test_root_key_offline_then_back_for_a_new_issuing_ca_and_root_crl(
     assert "verify OK" in checked.stdout + checked.stderr
     listing = fleetpki("ca", "list").stdout
     assert "issuing-2" in listing and "revoked" in listing
+
+
+def test_root_crl_to_a_full_disk_names_the_file_and_leaves_none(  # type: ignore[no-untyped-def]
+        fleetpki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    media = tmp_path / "media"
+    media.mkdir()
+    fill_disk_for(monkeypatch, "root.crl")
+    result = fleetpki("ca", "root-crl", "root", "--out", str(media / "root.crl"))
+    assert result.exit_code == 11, result.output
+    assert f"No space left on device ({media / 'root.crl'})" in result.stderr
+    assert list(media.iterdir()) == []
 
 
 def test_take_offline_refuses_to_overwrite_and_without_passphrase(fleetpki, tmp_path: Path  # type: ignore[no-untyped-def]

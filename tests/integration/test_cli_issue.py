@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from support.csrs import make_csr, make_key
+from support.full_disk import fill_disk_for
 
 PEM = serialization.Encoding.PEM
 
@@ -38,6 +39,19 @@ def test_issue_to_a_missing_directory_issues_nothing(fleetpki, tmp_path: Path) -
     assert "does not exist (nothing was issued)" in result.output
     assert "sensor-0001" not in fleetpki("certs", "list").output
     assert not (tmp_path / "missing-dir").exists()
+
+
+def test_issue_to_a_full_disk_names_the_file_and_keeps_the_certificate(  # type: ignore[no-untyped-def]
+        fleetpki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    csr = write_csr(tmp_path)
+    out = tmp_path / "dev.pem"
+    fill_disk_for(monkeypatch, "dev.pem")
+    result = fleetpki("issue", "--profile", "sensor", "--csr", str(csr), "--out", str(out))
+    assert result.exit_code == 11, result.output
+    assert f"writing {out} failed (No space left on device)" in result.stderr
+    assert "fleetpki certs export" in result.stderr and result.stderr.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dev.csr", "home"]
+    assert '"device_id": "sensor-0001"' in fleetpki("certs", "list", "--json").stdout
 
 
 def test_issue_from_pem_csr_writes_certificate_and_records_it(fleetpki, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

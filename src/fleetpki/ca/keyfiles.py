@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -50,18 +51,35 @@ def write_atomically(path: Path, data: bytes, *, mode: int, make_parents: bool =
         raise BadInput(f"directory {path.parent} does not exist: mount the medium or create "
                        f"the directory first (nothing was written)")
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with failures_naming(path, temporary=tmp):
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            tmp.replace(path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            raise
+        _fsync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def failures_naming(path: Path, *, temporary: Path | None = None) -> Iterator[None]:
+    """An OSError inside names `path`, the file the caller set out to write. A write() or
+    fsync() that fails (ENOSPC on a full disk, EIO) carries no file name, and the name of a
+    temporary file means nothing to whoever asked for `path`: either would leave the person
+    guessing which file and which disk. An error naming some other file (one being read) is
+    left as it is. The errno, and so the OSError subclass, is kept."""
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        tmp.replace(path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-    _fsync_dir(path.parent)
+        yield
+    except OSError as exc:
+        named = None if exc.filename is None else str(exc.filename)
+        if named is not None and named != str(temporary):
+            raise
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
 
 
 def write_key_file(path: Path, key: PrivateKeyTypes, passphrase: bytes) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from fleetpki.backup import create_backup, restore_backup
-from fleetpki.cli.context import CliState, handle_errors, pass_state
+from fleetpki.cli.context import FILE_ERROR_EXIT, CliState, fail, handle_errors, pass_state
 from fleetpki.core.audit_chain import verify_chain
 from fleetpki.wiring import open_fleet
 
@@ -26,7 +26,12 @@ def backup(state: CliState, archive: Path) -> None:
     """Copy the store, CA key files (encrypted), settings and profiles, consistently, while
     fleetpki keeps running. The key passphrase is NOT included: keep it separately."""
     fleet = state.fleet()
-    report = create_backup(fleet.settings, archive, fleet.store.audit_head(), fleet.clock.now())
+    try:
+        report = create_backup(fleet.settings, archive, fleet.store.audit_head(),
+                               fleet.clock.now())
+    except OSError as exc:  # a full disk, most likely: say which file, and what is left
+        fail(f"{exc.filename or archive}: {exc.strerror or exc}; no backup was written",
+             FILE_ERROR_EXIT)
     seq, digest = report.audit_head
     click.echo(f"wrote {report.archive} ({report.files} files; audit head {seq}:{digest})")
     click.echo("the key passphrase is not in the archive: store it separately", err=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from fleetpki.cli.context import CliState, handle_errors, pass_state
+from fleetpki.cli.context import FILE_ERROR_EXIT, CliState, fail, handle_errors, pass_state
 from fleetpki.cli.setup_commands import KEY_TYPES
 from fleetpki.core.errors import PolicyViolation
 from fleetpki.core.keys import KeySpec
@@ -73,26 +73,34 @@ def batch(state: CliState, profile: str, devices: Path, out: Path, keygen: str |
         raise click.UsageError("--layout jsonl is for CSR runs; generated keys need their own "
                                "protected files")
     total = check_manifest(devices, need_csr=spec is None)
-    out.mkdir(parents=True, exist_ok=True)
-    chain_certs = tuple(fleet.chain(template.profile.issuer)[:-1])
-    bundles: BundleWriter | CertificateLog = (
-        CertificateLog(out, chain_certs) if layout == "jsonl" else
-        BundleWriter(directory=out, chain=chain_certs, format=BundleFormat(bundle_format),
-                     passphrase=passphrase, include_chain=chain))
-    options = BatchOptions(workers=workers or os.cpu_count() or 1, chunk_size=chunk_size,
-                           keygen=spec, actor=local_operator().actor)
-    runner = BatchRunner(fleet.store, template, bundles, options, fleet.clock, RandomSerials())
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeRemainingColumn())
-    with Progress(*columns) as progress:
-        task = progress.add_task(f"batch {profile}", total=total)
-        report = runner.run(read_manifest(devices, need_csr=spec is None),
-                            lambda n: progress.advance(task, n))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        chain_certs = tuple(fleet.chain(template.profile.issuer)[:-1])
+        bundles: BundleWriter | CertificateLog = (
+            CertificateLog(out, chain_certs) if layout == "jsonl" else
+            BundleWriter(directory=out, chain=chain_certs, format=BundleFormat(bundle_format),
+                         passphrase=passphrase, include_chain=chain))
+        options = BatchOptions(workers=workers or os.cpu_count() or 1, chunk_size=chunk_size,
+                               keygen=spec, actor=local_operator().actor)
+        runner = BatchRunner(fleet.store, template, bundles, options, fleet.clock,
+                             RandomSerials())
+        columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeRemainingColumn())
+        with Progress(*columns) as progress:
+            task = progress.add_task(f"batch {profile}", total=total)
+            report = runner.run(read_manifest(devices, need_csr=spec is None),
+                                lambda n: progress.advance(task, n))
+        if report.rejects:
+            write_rejects(out / "rejects.csv", report.rejects)
+    except BrokenPipeError:
+        raise  # standard output went away, not a file: handle_errors says nothing
+    except OSError as exc:  # an output file: a full disk, most likely
+        fail(f"{exc.filename or out}: {exc.strerror or exc}; the certificates issued so far are "
+             "stored: fix this, then run the same command again to write their files",
+             FILE_ERROR_EXIT)
     click.echo(f"issued {report.issued}, already issued {report.already_issued} "
                f"({report.rewritten} files rewritten), refused {report.refused}"
                + (f", keys lost {report.lost_keys}" if report.lost_keys else ""))
     if report.rejects:
-        rejects = out / "rejects.csv"
-        write_rejects(rejects, report.rejects)
-        click.echo(f"see {rejects} for the devices not issued and why", err=True)
+        click.echo(f"see {out / 'rejects.csv'} for the devices not issued and why", err=True)
         raise SystemExit(PolicyViolation.exit_code)

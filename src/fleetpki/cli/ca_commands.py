@@ -9,6 +9,7 @@ import click
 from cryptography.hazmat.primitives import serialization
 
 from fleetpki.ca.ceremony import ca_name
+from fleetpki.ca.keyfiles import write_atomically
 from fleetpki.cli.context import CliState, handle_errors, pass_state, read_input_file
 from fleetpki.cli.output import ca_table, console
 from fleetpki.cli.setup_commands import KEY_TYPES
@@ -124,7 +125,9 @@ def revoke_ca(state: CliState, name: str, reason: str) -> None:
 def root_crl(state: CliState, root: str, out: Path) -> None:
     """Sign the root's CRL over its issuing CAs (the offline step: restore the key first)."""
     crl = state.fleet().ca_admin(local_operator()).sign_root_crl(root)
-    out.write_bytes(crl.public_bytes(serialization.Encoding.DER))
+    # Whole or not at all, and a failure names `out`: relying parties fetch this file.
+    write_atomically(out, crl.public_bytes(serialization.Encoding.DER), mode=0o644,
+                     make_parents=False)
     click.echo(f"wrote {out} ({len(list(crl))} revoked, "
                f"next update {crl.next_update_utc:%Y-%m-%d})")
 

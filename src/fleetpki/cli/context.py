@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 
@@ -20,6 +20,7 @@ from fleetpki.wiring import Fleet, open_fleet
 
 F = TypeVar("F", bound=Callable[..., Any])
 INTERNAL_ERROR_EXIT = 70
+FILE_ERROR_EXIT = 11  # docs/operations.md, exit codes: the message names the file
 
 
 @dataclasses.dataclass
@@ -45,7 +46,7 @@ class CliState:
 pass_state = click.make_pass_decorator(CliState)
 
 
-def fail(message: str, code: int) -> None:
+def fail(message: str, code: int) -> NoReturn:
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
 
@@ -68,14 +69,13 @@ def handle_errors(func: F) -> F:
             sys.exit(0)
         except OSError as exc:
             where = f" ({exc.filename})" if exc.filename else ""
-            fail(f"{exc.strerror or exc}{where}", 11)
+            fail(f"{exc.strerror or exc}{where}", FILE_ERROR_EXIT)
         except Exception as exc:
             if os.environ.get("FLEETPKI_DEBUG"):
                 raise
             fail(f"internal error ({type(exc).__name__}: {exc}); this is a bug in fleetpki. "
                  "Rerun with FLEETPKI_DEBUG=1 to see the traceback and report it.",
                  INTERNAL_ERROR_EXIT)
-        return None
 
     return wrapper  # type: ignore[return-value]
 

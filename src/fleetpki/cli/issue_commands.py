@@ -10,7 +10,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from fleetpki.ca.keyfiles import write_atomically
-from fleetpki.cli.context import CliState, handle_errors, pass_state, read_input_file
+from fleetpki.cli.context import (
+    FILE_ERROR_EXIT,
+    CliState,
+    handle_errors,
+    pass_state,
+    read_input_file,
+)
 from fleetpki.cli.output import console
 from fleetpki.core.csr import MAX_CSR_BYTES
 from fleetpki.core.durations import format_duration, parse_duration
@@ -61,11 +67,8 @@ def issue(state: CliState, profile: str, csr_file: Path, validity: str | None, o
         click.echo(f"error: certificate {record.serial:x} for {record.device_id} was issued "
                    f"and stored, but writing {out} failed ({exc.strerror or exc}); get it "
                    f"with `fleetpki certs export {record.serial:x}`", err=True)
-        raise SystemExit(_FILE_ERROR) from None
+        raise SystemExit(FILE_ERROR_EXIT) from None
     click.echo(f"issued serial {record.serial:x} for {record.device_id} -> {out}", err=True)
-
-
-_FILE_ERROR = 11  # docs/operations.md, exit codes
 
 
 def _check_writable(out: Path) -> None:

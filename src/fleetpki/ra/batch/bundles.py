@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from fleetpki.ca.keyfiles import load_key_bytes
+from fleetpki.ca.keyfiles import failures_naming, load_key_bytes
 
 _PEM = serialization.Encoding.PEM
 
@@ -84,8 +84,16 @@ class BundleWriter:
 
 
 def _atomic_write(path: Path, data: bytes, mode: int) -> None:
+    """Whole file or none, and a failure (a full disk) names `path` and leaves no temporary
+    file behind. No fsync: a run writes a file per device, and a crash is repaired by the next
+    run, which rewrites what is missing from the store."""
     tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    tmp.replace(path)
+    with failures_naming(path, temporary=tmp):
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            tmp.replace(path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise

@@ -9,6 +9,7 @@ next run cuts it off, and re-appends any committed device whose line is missing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import ssl
@@ -17,7 +18,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from fleetpki.ca.keyfiles import write_private_file
+from fleetpki.ca.keyfiles import failures_naming, write_private_file
 from fleetpki.core.errors import BadInput
 from fleetpki.core.records import IssuedCertificate
 from fleetpki.core.serials import serial_hex
@@ -34,11 +35,24 @@ class CertificateLog:
         (directory / "chain.pem").chmod(0o644)
 
     def append(self, lines: list[tuple[str, str]]) -> None:
-        """(device_id, line) pairs, lines from `jsonl_line`, in one write."""
+        """(device_id, line) pairs, lines from `jsonl_line`, in one write. A write that fails
+        (a full disk) is cut back off and names the file: no torn line waits for the next run."""
         if not lines:
             return
-        with self.path.open("a", encoding="utf-8") as handle:
-            handle.write("".join(line for _, line in lines))
+        data = "".join(line for _, line in lines).encode("utf-8")
+        with failures_naming(self.path):
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+            try:
+                start = os.fstat(fd).st_size
+                try:
+                    while data:
+                        data = data[os.write(fd, data):]
+                except OSError:
+                    with contextlib.suppress(OSError):  # best effort: _recover cuts it too
+                        os.ftruncate(fd, start)
+                    raise
+            finally:
+                os.close(fd)
         self.present.update(device for device, _ in lines)
 
     def _recover(self) -> set[str]:

@@ -16,6 +16,7 @@ import collections
 import csv
 import dataclasses
 import datetime as dt
+import io
 import logging
 import multiprocessing
 import os
@@ -27,6 +28,7 @@ from typing import Protocol
 from cryptography import x509
 
 from fleetpki.ca.certificate_template import CertificateTemplate
+from fleetpki.ca.keyfiles import write_atomically
 from fleetpki.core.clock import Clock
 from fleetpki.core.keys import KeySpec
 from fleetpki.core.records import IssuedCertificate
@@ -247,7 +249,9 @@ def _chunks(rows: Iterable[DeviceRow], size: int) -> Iterator[list[DeviceRow]]:
 
 
 def write_rejects(path: Path, rejects: list[tuple[int, str, str]]) -> None:
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["line", "device_id", "reason"])
-        writer.writerows(rejects)
+    """Written whole or not at all: a half list of refusals would read as the whole one."""
+    table = io.StringIO()
+    writer = csv.writer(table)
+    writer.writerow(["line", "device_id", "reason"])
+    writer.writerows(rejects)
+    write_atomically(path, table.getvalue().encode("utf-8"), mode=0o644)
