@@ -54,7 +54,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from fleetpki.agent import trust
+from fleetpki.agent import durable, trust
 from fleetpki.agent.flow import Enrollee
 from fleetpki.agent.policy import RenewalPolicy
 from fleetpki.agent.transport import parse_server_url
@@ -95,10 +95,15 @@ class AgentConfig:
 
 def load_config(path: Path) -> AgentConfig:
     try:
-        document = tomllib.loads(path.read_text(encoding="utf-8-sig"))
+        # Not path.read_text(): a FIFO there would block the agent forever (durable.py).
+        document = tomllib.loads(durable.read_regular(path).decode("utf-8-sig"))
     except FileNotFoundError:
         raise AgentConfigError(f"{path}: no such file; write one (docs/agent.md) or pass "
                                "--config") from None
+    except durable.NotRegularFile as error:
+        raise AgentConfigError(f"{path}: is {error.strerror}; point --config (or "
+                               "FLEETPKI_AGENT_CONFIG) at the configuration file itself"
+                               ) from None
     except (OSError, UnicodeDecodeError) as error:
         raise AgentConfigError(f"{path}: cannot read it: {error}") from None
     except tomllib.TOMLDecodeError as error:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -170,3 +172,29 @@ def test_an_overflowing_duration_is_a_configuration_error_not_a_traceback(
     error = capsys.readouterr().err
     assert error.strip() == (f"fleetpki-agent: {path}: server.connect_timeout: duration "
                              "'99999999999999d' is longer than 73000 days")
+
+
+def test_a_fifo_as_the_configuration_file_is_refused_without_blocking(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # A FIFO nobody writes to: opening it for reading the ordinary way never returns.
+    path = tmp_path / "agent.toml"
+    os.mkfifo(path)
+    codes: list[int] = []
+    reader = threading.Thread(target=lambda: codes.append(
+        agent_main.main(["-c", str(path), "status"])), daemon=True)
+    reader.start()
+    reader.join(timeout=10)
+    if reader.is_alive():  # the old behaviour: unblock the reader, then fail
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+        reader.join(timeout=10)
+        pytest.fail("reading a FIFO as the configuration file blocked")
+    assert codes == [agent_main.EXIT_CONFIG]
+    assert capsys.readouterr().err.strip() == (
+        f"fleetpki-agent: {path}: is a FIFO, not a regular file; point --config (or "
+        "FLEETPKI_AGENT_CONFIG) at the configuration file itself")
+
+
+def test_a_directory_as_the_configuration_file_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(AgentConfigError, match="is a directory, not a regular file; point "
+                                               "--config"):
+        load_config(tmp_path)
