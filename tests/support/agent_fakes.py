@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 )
 from cryptography.x509.oid import NameOID
 
+from fleetpki.agent import durable
 from fleetpki.agent.flow import Session, SessionResult
 from fleetpki.agent.messages import (
     Command,
@@ -177,6 +178,11 @@ def make_unreadable(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     if os.geteuid() != 0:
         return
     read_bytes, read_text = Path.read_bytes, Path.read_text
+    read_regular = durable.read_regular
+
+    def guarded_regular(target: Path) -> bytes:
+        denied(target)
+        return read_regular(target)
 
     def denied(self: Path) -> None:
         if self == path:
@@ -192,3 +198,4 @@ def make_unreadable(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(Path, "read_bytes", guarded_bytes)
     monkeypatch.setattr(Path, "read_text", guarded_text)
+    monkeypatch.setattr(durable, "read_regular", guarded_regular)

@@ -338,8 +338,8 @@ class _Session:
         if self.ids.bootstrap is not None:
             attempts.append((Credential.none, self.ids.bootstrap))
         if not attempts:
-            return self._reprovision(f"{why}; the device has neither a factory identity nor "
-                                     "a bootstrap secret")
+            return self._reprovision(f"{why}; the device has no usable factory identity or "
+                                     "bootstrap secret")
         refusals = []
         unanswered: _Transient | None = None
         for credential, basic in attempts:

@@ -9,6 +9,7 @@ Layout (the directory is 0700, every private key file 0600):
     factory/idevid.pem      the factory identity (IDevID) and its key: provisioned, read-only
     factory/idevid.key
     bootstrap.secret        "<id>:<secret>", an optional one-time enrollment secret
+                            (bootstrap_secret.py)
     trust/                  roots, pins of future roots, intermediates (trust_store.py)
     agent.lock              one session at a time (the daemon and a manual `renew`)
     current -> generations/g000007   a convenience link for services that want fixed paths
@@ -60,7 +61,7 @@ from cryptography.hazmat.primitives.asymmetric.types import (
     PrivateKeyTypes,
 )
 
-from fleetpki.agent import durable
+from fleetpki.agent import bootstrap_secret, durable
 from fleetpki.agent.flow import Identities
 from fleetpki.agent.messages import Credential, NewIdentity
 from fleetpki.agent.state import AgentState
@@ -204,14 +205,10 @@ class Keystore:
             self._link_current(pointers["current"])
             self._collect()
         pending = self._pending_key(pairs["current"], pairs["candidate"], repair)
-        with contextlib.suppress(OSError):
-            if self.bootstrap_file.stat().st_mode & 0o077:
-                notes.append(f"{self.bootstrap_file} is readable by other users; "
-                             "chmod 600 it")
         return Loaded(current=pairs["current"], candidate=pairs["candidate"],
                       previous=pairs["previous"], factory=self._factory(notes),
-                      bootstrap=self._bootstrap(), pending_key=pending,
-                      state=self.load_state(), notes=tuple(notes))
+                      bootstrap=bootstrap_secret.read(self.bootstrap_file, notes),
+                      pending_key=pending, state=self.load_state(notes), notes=tuple(notes))
 
     def _recover(self, recorded: dict[str, str | None], damaged: bool, notes: list[str]
                  ) -> dict[str, str | None]:
@@ -236,13 +233,26 @@ class Keystore:
                          "before an interruption: it will be confirmed as a candidate")
         return pointers
 
-    def load_state(self) -> AgentState:
-        """The saved state; none, or an unreadable one, is a fresh state (the agent then
-        asks the server again rather than refusing to run)."""
+    def load_state(self, notes: list[str] | None = None) -> AgentState:
+        """The saved state. None is a fresh state; so is one that cannot be read or parsed,
+        with a note naming the file: it holds no identity (state.py), so the agent asks the
+        server again rather than refusing to run, and the session's save_state replaces it."""
         try:
-            return AgentState.from_json(self.state_file.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError):
+            return AgentState.from_json(
+                durable.read_regular(self.state_file).decode("utf-8"))
+        except FileNotFoundError:
             return AgentState()
+        except OSError as error:
+            problem = f"cannot read {self.state_file}: {error.strerror or error}"
+            fix = "fix its permissions or delete it"
+        except (UnicodeDecodeError, ValueError) as error:
+            problem = f"{self.state_file} is not valid agent state ({error})"
+            fix = "delete it to start afresh at once"
+        if notes is not None:
+            notes.append(f"{problem}; the renewal schedule and backoff start afresh (the "
+                         f"file holds no keys or certificates) and the next session rewrites "
+                         f"it, or {fix}")
+        return AgentState()
 
     # -- writing: identities ---------------------------------------------------------------
 
@@ -411,16 +421,6 @@ class Keystore:
                          "load (or its key does not match its certificate); not using it")
             return None
         return dataclasses.replace(pair, fullchain_file=self.factory_certificate)
-
-    def _bootstrap(self) -> tuple[str, str] | None:
-        try:
-            text = self.bootstrap_file.read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError):
-            return None
-        identifier, colon, secret = text.partition(":")
-        if not colon or not identifier or not secret:
-            return None
-        return identifier, secret
 
     def _pending_key(self, current: Pair | None, candidate: Pair | None, repair: bool
                      ) -> CertificateIssuerPrivateKeyTypes | None:

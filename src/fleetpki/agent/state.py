@@ -1,7 +1,9 @@
 """What an agent remembers between sessions, besides its keys and certificates.
 
 Persisted as JSON next to the identity files (keystore.py writes it atomically) and shown by
-`fleetpki-agent status`. It holds no secret: keys live in their own 0600 files.
+`fleetpki-agent status`. It holds no secret: keys live in their own 0600 files. Nor does it
+hold an identity: losing it costs a fresh renewal window, a reset backoff and the last error,
+and a request held for approval (pending_since) is sent again with a new key.
 """
 
 from __future__ import annotations
@@ -61,23 +63,29 @@ class AgentState:
 
     @classmethod
     def from_json(cls, text: str) -> AgentState:
-        """The saved state; an unreadable file yields a fresh state (the agent then asks the
-        server again), since refusing to start would leave the device without renewals."""
+        """The saved state, or ValueError saying what is wrong with it (for a message that
+        names the file). The key store then starts from a fresh state rather than refusing to
+        run, which would leave the device without renewals: the file holds no identity."""
         try:
             document = json.loads(text)
-            window = document.pop("window", None)
-            known = {f.name: f for f in dataclasses.fields(cls)}
-            values: dict[str, Any] = {name: _decode(name, value)
-                                      for name, value in document.items() if name in known}
-            if window is not None:
-                explanation = window.get("explanation")
-                if explanation is not None and not isinstance(explanation, str):
-                    raise ValueError("the window's explanation is a string")
-                values["window"] = Window(_time(window["start"]), _time(window["end"]),
-                                          str(window["source"]), explanation)
-            return cls(**values)
-        except (ValueError, KeyError, TypeError, AttributeError):
-            return cls()
+        except RecursionError:
+            raise ValueError("nested too deeply") from None
+        if not isinstance(document, dict):
+            raise ValueError("not a JSON object")
+        window = document.pop("window", None)
+        known = {f.name for f in dataclasses.fields(cls)}
+        values: dict[str, Any] = {name: _decode(name, value)
+                                  for name, value in document.items() if name in known}
+        if window is not None:
+            if not isinstance(window, dict) or not {"start", "end", "source"} <= set(window):
+                raise ValueError("window must be an object with start, end and source")
+            explanation = window.get("explanation")
+            if explanation is not None and not isinstance(explanation, str):
+                raise ValueError("the window's explanation must be a string")
+            values["window"] = Window(_time("window.start", window["start"]),
+                                      _time("window.end", window["end"]),
+                                      str(window["source"]), explanation)
+        return cls(**values)
 
 
 _TIMES = frozenset({"renew_at", "info_next", "next_attempt", "pending_since", "last_error_at",
@@ -94,22 +102,25 @@ def _decode(name: str, value: object) -> object:
     """A field's value, or ValueError: a file edited by hand or written by another version
     must not put a string where arithmetic expects a number (the session would crash)."""
     if name in _TIMES and value is not None:
-        return _time(value)
+        return _time(name, value)
     if name == "failures":
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise ValueError("failures is a count")
+            raise ValueError("failures must be a count")
         return value
     if value is None and name != "health":
         return value
     if not isinstance(value, str):
-        raise ValueError(f"{name} is a string")
+        raise ValueError(f"{name} must be a string")
     return value
 
 
-def _time(value: object) -> dt.datetime:
+def _time(name: str, value: object) -> dt.datetime:
     if not isinstance(value, str):
-        raise ValueError("timestamps are strings")
-    parsed = dt.datetime.fromisoformat(value)
+        raise ValueError(f"{name} must be a timestamp string")
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{name} is not an ISO 8601 timestamp") from None
     if parsed.tzinfo is None:
-        raise ValueError("timestamps carry a zone")
+        raise ValueError(f"{name} has no time zone")
     return parsed

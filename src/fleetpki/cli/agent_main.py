@@ -233,6 +233,10 @@ def status_report(config: AgentConfig, store: Keystore, loaded: Loaded) -> dict[
         "bootstrap_secret": loaded.bootstrap is not None,  # whether one exists, never what
         "server": config.server_url,
         "data_dir": str(config.data_dir),
+        # What loading found: a state file or a bootstrap secret that cannot be used, a
+        # fallback to the previous identity. A session logs these as warnings; status must
+        # show them too, or "bootstrap_secret: false" would not say which file to fix.
+        "notes": list(loaded.notes),
     }
 
 
@@ -277,6 +281,7 @@ def _print_status(report: dict[str, Any]) -> None:
     lines.append(("last renewal", report["last_renewal"] or "never"))
     error = report["last_error"]
     lines.append(("last error", f"{error} ({report['last_error_at']})" if error else "none"))
+    lines += [("note", note) for note in report["notes"]]
     width = max(len(name) for name, _ in lines) + 1
     for name, value in lines:
         print(f"{name + ':':<{width}} {value}")

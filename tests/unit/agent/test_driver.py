@@ -288,3 +288,37 @@ def test_status_without_an_identity_does_not_say_ok(
     Agent(config, transport=FakeServer(ca)).run_session()
     assert agent_main.main(["status"]) == 0
     assert capsys.readouterr().out.startswith("health:       ok\n")
+
+
+def test_a_bad_state_file_and_a_malformed_secret_are_named_in_the_log_and_in_status(
+        config: AgentConfig, ca: FakeCa, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    state_file = config.data_dir / "state.json"
+    secret_file = config.data_dir / "bootstrap.secret"
+    state_file.write_text('{"failures": "many"}\n')
+    secret_file.write_text("secret-7\n")  # the id is missing
+    secret_file.chmod(0o600)
+    server = FakeServer(ca)
+    monkeypatch.setattr(agent_main, "load_config", lambda _path: config)
+    monkeypatch.setattr(agent_main, "Agent", lambda cfg: Agent(cfg, transport=server))
+
+    assert agent_main.main(["renew"]) == agent_main.EXIT_REPROVISION
+    errors = capsys.readouterr().err.splitlines()
+    assert errors[-1].startswith("fleetpki-agent: error: needs re-provisioning")
+    assert errors[-1].endswith("no usable factory identity or bootstrap secret")
+    warnings = [line for line in errors if line.startswith("fleetpki-agent: warning: ")]
+    assert any(f"{state_file} is not valid agent state (failures must be a count)" in line
+               and "start afresh" in line for line in warnings)
+    assert any(f"{secret_file} is not one line '<id>:<secret>'" in line
+               and "provision it again" in line for line in warnings)
+    assert not any("secret-7" in line for line in errors)
+    assert "simpleenroll" not in server.operations()  # nothing to enroll with
+    assert json.loads(state_file.read_text())["failures"] == 1  # rewritten by the session
+    assert secret_file.read_text() == "secret-7\n"  # provisioned: never touched
+
+    assert agent_main.main(["status"]) == agent_main.EXIT_REPROVISION
+    out = capsys.readouterr().out
+    assert f"note:         {secret_file} is not one line" in out and "secret-7" not in out
+    assert agent_main.main(["status", "--json"]) == agent_main.EXIT_REPROVISION
+    [note] = json.loads(capsys.readouterr().out)["notes"]
+    assert note.startswith(f"{secret_file} is not one line")

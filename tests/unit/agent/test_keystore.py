@@ -8,10 +8,13 @@ new one, never neither. tests/integration/test_agent.py does the same with SIGKI
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import shutil
 import stat
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -144,6 +147,98 @@ def test_factory_identity_and_bootstrap_secret_are_read(tmp_path: Path, ca: Fake
         serialization.NoEncryption()))
     broken = store.load()
     assert broken.factory is None and any("factory" in note for note in broken.notes)
+
+
+def open_briefly_for_writing(fifo: Path) -> None:
+    with contextlib.suppress(OSError):  # ENXIO: nobody is reading, which is as it should be
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+
+def spoil(path: Path, how: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make `path` unusable the way an operator or a bad disk might."""
+    if how == "unreadable":
+        path.write_text("{}\n")
+        make_unreadable(path, monkeypatch)
+    elif how == "fifo":
+        os.mkfifo(path, 0o600)  # reading it the ordinary way would block the agent for ever
+        # ...and this test with it: a writer comes by after a while, so that such a read
+        # ends (with nothing) and the test fails instead of hanging.
+        writer = threading.Timer(5, open_briefly_for_writing, (path,))
+        writer.daemon = True
+        writer.start()
+    elif how == "not utf-8":
+        path.write_bytes(b"\xff\xfe\x00")
+        path.chmod(0o600)
+    else:
+        path.write_text(how)
+        path.chmod(0o600)
+
+
+@pytest.mark.parametrize(("how", "says"), [
+    ("{not json", r"state\.json is not valid agent state \(Expecting property name.*, or "
+                  "delete it to start afresh at once"),
+    ('{"failures": "many"}', r"state\.json is not valid agent state \(failures must be a count"),
+    ('{"renew_at": "tomorrow"}', r"state\.json is not valid agent state \(renew_at is not"),
+    ("[1, 2]", r"state\.json is not valid agent state \(not a JSON object\)"),
+    ("not utf-8", r"state\.json is not valid agent state \('utf-8' codec"),
+    ("unreadable", r"cannot read .*state\.json: Permission denied; .* or fix its permissions "
+                   "or delete it"),
+    ("fifo", r"cannot read .*state\.json: a FIFO, not a regular file"),
+])
+def test_a_bad_state_file_is_named_and_the_schedule_starts_afresh(
+        tmp_path: Path, ca: FakeCa, monkeypatch: pytest.MonkeyPatch, how: str,
+        says: str) -> None:
+    store, first = with_current(tmp_path / "id", ca)
+    spoil(store.state_file, how, monkeypatch)
+    for repair in (False, True):
+        loaded = store.load(repair=repair)
+        assert loaded.state == AgentState()
+        assert serial(loaded.current) == first.certificate.serial_number  # the identity stands
+        [note] = [note for note in loaded.notes if "state.json" in note]
+        assert str(store.state_file) in note and re.search(says, note)
+        assert "the renewal schedule and backoff start afresh" in note
+        assert "the next session rewrites it" in note
+    assert store.state_file.exists()  # the session's save_state replaces it, nothing else
+    monkeypatch.undo()
+    store.state_file.unlink()
+    store.save_state(AgentState(failures=2))
+    loaded = store.load()
+    assert loaded.state.failures == 2 and not loaded.notes
+
+
+@pytest.mark.parametrize(("how", "says"), [
+    ("just-the-secret\n", "is not one line '<id>:<secret>'"),
+    ("boot-1:\n", "is not one line '<id>:<secret>'"),
+    (":s3cret\n", "is not one line '<id>:<secret>'"),
+    ("", "is not one line '<id>:<secret>'"),
+    ("boot-1:s3cret\nboot-2:s3cret\n", "is not one line '<id>:<secret>'"),
+    ("dev-7,boot-1,s3cret,2027-03-01T12:00:00+00:00\n", "is not one line '<id>:<secret>'"),
+    ("not utf-8", "is not one line '<id>:<secret>'"),
+    ("unreadable", "cannot read .*bootstrap.secret: Permission denied; the bootstrap secret is "
+                   "not used: fix its permissions"),
+    ("fifo", "cannot read .*bootstrap.secret: a FIFO, not a regular file"),
+])
+def test_an_unusable_bootstrap_secret_is_named_not_quoted_and_kept(
+        tmp_path: Path, ca: FakeCa, monkeypatch: pytest.MonkeyPatch, how: str,
+        says: str) -> None:
+    store, _ = with_current(tmp_path / "id", ca)
+    spoil(store.bootstrap_file, how, monkeypatch)
+    loaded = store.load()
+    assert loaded.bootstrap is None
+    [note] = [note for note in loaded.notes if "bootstrap.secret" in note]
+    assert str(store.bootstrap_file) in note and re.search(says, note)
+    assert "s3cret" not in note and "provision it again" in note
+    assert store.bootstrap_file.exists() or store.bootstrap_file.is_fifo()  # never deleted
+
+
+def test_a_bootstrap_secret_readable_by_others_is_used_with_a_note(tmp_path: Path) -> None:
+    store = Keystore(tmp_path / "id")
+    store.prepare()
+    store.bootstrap_file.write_text("boot-1:s3cret\n")
+    store.bootstrap_file.chmod(0o644)
+    loaded = store.load()
+    assert loaded.bootstrap == ("boot-1", "s3cret")
+    assert loaded.notes == (f"{store.bootstrap_file} is readable by other users; chmod 600 it",)
 
 
 def test_pins_file_lines_are_checked(tmp_path: Path) -> None:

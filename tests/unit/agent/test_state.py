@@ -1,5 +1,6 @@
-"""AgentState as JSON: every field survives a round trip; a damaged file gives a fresh state
-(the agent then asks the server again) instead of a crash."""
+"""AgentState as JSON: every field survives a round trip; a damaged file is a ValueError that
+says what is wrong (the key store then names the file and starts from a fresh state,
+test_keystore.py), never a crash."""
 
 from __future__ import annotations
 
@@ -32,19 +33,25 @@ def test_unknown_fields_from_a_newer_agent_are_ignored() -> None:
     assert AgentState.from_json(json.dumps(document)) == full_state()
 
 
-@pytest.mark.parametrize("text", [
-    "", "{", "[]", "null", '"text"',
-    '{"failures": "many"}',
-    '{"failures": -1}',
-    '{"failures": true}',
-    '{"renew_at": "tomorrow"}',
-    '{"renew_at": "2027-03-01T12:00:00"}',  # no time zone
-    '{"renew_at": 5}',
-    '{"serial": 12}',
-    '{"health": null}',
-    '{"window": {"start": "2027-03-01T12:00:00+00:00"}}',
-    '{"window": {"start": "2027-03-01T12:00:00+00:00", "end": "2027-03-02T12:00:00+00:00", '
-    '"source": "server", "explanation": 7}}',
+@pytest.mark.parametrize(("text", "reason"), [
+    ("", "Expecting value"), ("{", "Expecting property name"), ("[]", "not a JSON object"),
+    ("null", "not a JSON object"), ('"text"', "not a JSON object"),
+    ("[" * 100_000, "nested too deeply"),
+    ('{"failures": "many"}', "failures must be a count"),
+    ('{"failures": -1}', "failures must be a count"),
+    ('{"failures": true}', "failures must be a count"),
+    ('{"renew_at": "tomorrow"}', "renew_at is not an ISO 8601 timestamp"),
+    ('{"renew_at": "2027-03-01T12:00:00"}', "renew_at has no time zone"),
+    ('{"renew_at": 5}', "renew_at must be a timestamp string"),
+    ('{"serial": 12}', "serial must be a string"),
+    ('{"health": null}', "health must be a string"),
+    ('{"window": []}', "window must be an object with start, end and source"),
+    ('{"window": {"start": "2027-03-01T12:00:00+00:00"}}', "window must be an object"),
+    ('{"window": {"start": 1, "end": "2027-03-02T12:00:00+00:00", "source": "server"}}',
+     "window.start must be a timestamp string"),
+    ('{"window": {"start": "2027-03-01T12:00:00+00:00", "end": "2027-03-02T12:00:00+00:00", '
+     '"source": "server", "explanation": 7}}', "the window's explanation must be a string"),
 ])
-def test_a_damaged_file_gives_a_fresh_state(text: str) -> None:
-    assert AgentState.from_json(text) == AgentState()
+def test_a_damaged_file_is_refused_with_what_is_wrong(text: str, reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        AgentState.from_json(text)
