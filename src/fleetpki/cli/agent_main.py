@@ -130,11 +130,41 @@ def _enroll(config: AgentConfig, args: argparse.Namespace) -> int:
     agent = Agent(config)
     report = agent.enroll()  # decides "already enrolled" under the lock
     if report is None:
-        current = agent.store.load(repair=False).current
+        loaded = agent.store.load(repair=False)
+        current = loaded.current
+        if current is not None and utc_now() >= current.certificate.not_valid_after_utc:
+            print(f"fleetpki-agent: {_after_expiry(config, loaded, current)}", file=sys.stderr)
+            return EXIT_FAILED
         print(f"already enrolled: {_describe(current) if current else 'no certificate'}; "
               "`fleetpki-agent renew --force` gets a new certificate")
         return 0
     return _outcome(agent, report)
+
+
+def _after_expiry(config: AgentConfig, loaded: Loaded, current: Pair) -> str:
+    """Why `enroll` did nothing for a device whose certificate expired, and what a session
+    does about it, as flow.py decides it: with `grace`, simplereenroll presenting the
+    expired certificate (the server's profile decides how long after expiry it accepts it);
+    without grace, or when that is refused, simpleenroll with the factory identity, then the
+    bootstrap secret, if `factory_fallback` allows; else the device needs re-provisioning."""
+    policy = config.policy
+    fallbacks = [name for name, present in (("the factory identity", loaded.factory),
+                                            ("the bootstrap secret", loaded.bootstrap))
+                 if present is not None]
+    if not policy.factory_fallback:
+        fallback = "the device needs re-provisioning ([policy] factory_fallback is off)"
+    elif not fallbacks:
+        fallback = ("the device needs re-provisioning (it has no usable factory identity or "
+                    "bootstrap secret)")
+    else:
+        fallback = f"it tries to enroll again with {', then '.join(fallbacks)}"
+    plan = (f"renews it with the expired certificate if the server's grace period allows, "
+            f"and otherwise {fallback}" if policy.grace
+            else f"does not renew it ([policy] grace is off): {fallback}")
+    return (f"certificate {_serial(current)} for {current.certificate.subject.rfc4514_string()}"
+            f" expired on {_time(current.certificate.not_valid_after_utc)}, so `enroll` did "
+            f"nothing; `fleetpki-agent renew --force` (or the daemon, at its next contact) "
+            f"{plan}")
 
 
 def _renew(config: AgentConfig, args: argparse.Namespace) -> int:

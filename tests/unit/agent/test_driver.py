@@ -322,3 +322,38 @@ def test_a_bad_state_file_and_a_malformed_secret_are_named_in_the_log_and_in_sta
     assert agent_main.main(["status", "--json"]) == agent_main.EXIT_REPROVISION
     [note] = json.loads(capsys.readouterr().out)["notes"]
     assert note.startswith(f"{secret_file} is not one line")
+
+
+@pytest.mark.parametrize(("policy", "says"), [
+    ({}, "renews it with the expired certificate if the server's grace period allows, and "
+         "otherwise it tries to enroll again with the bootstrap secret"),
+    ({"grace": False}, "does not renew it ([policy] grace is off): it tries to enroll again with "
+                       "the bootstrap secret"),
+    ({"grace": False, "factory_fallback": False},
+     "does not renew it ([policy] grace is off): the device needs re-provisioning ([policy] "
+     "factory_fallback is off)"),
+])
+def test_enroll_with_an_expired_certificate_says_when_it_expired_and_what_happens_next(
+        config: AgentConfig, ca: FakeCa, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str], policy: dict[str, bool], says: str) -> None:
+    config = dataclasses.replace(config, policy=dataclasses.replace(config.policy, **policy))
+    server = FakeServer(ca)
+    monkeypatch.setattr(agent_main, "load_config", lambda _path: config)
+    monkeypatch.setattr(agent_main, "Agent", lambda cfg: Agent(cfg, transport=server))
+    store = Agent(config, transport=server).store
+    expired_at = dt.datetime(2025, 6, 1, 8, 30, tzinfo=dt.UTC)
+    key, certificate = ca.pair(cn="device-7", not_before=expired_at - dt.timedelta(days=30),
+                               not_after=expired_at)
+    store.save_candidate(NewIdentity(key, certificate, (ca.issuing.certificate,)))
+    store.promote()
+
+    assert agent_main.main(["enroll"]) == agent_main.EXIT_FAILED
+    captured = capsys.readouterr()
+    assert captured.out == "" and "already enrolled" not in captured.err
+    assert captured.err.splitlines()[-1] == (
+        f"fleetpki-agent: certificate {certificate.serial_number:x} for CN=device-7 expired on "
+        f"2025-06-01 08:30:00Z, so `enroll` did nothing; `fleetpki-agent renew --force` (or "
+        f"the daemon, at its next contact) {says}")
+    assert server.log == []  # nothing was sent: enroll only reports
+    current = store.load().current
+    assert current is not None and current.certificate == certificate
