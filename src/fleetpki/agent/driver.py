@@ -30,11 +30,12 @@ import signal
 import subprocess
 import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
-from fleetpki.agent import flow, schedule, trust
+from fleetpki.agent import durable, flow, schedule, trust
 from fleetpki.agent.config import AgentConfig, Hook
 from fleetpki.agent.keystore import Keystore, KeystoreError, Loaded, Pair
 from fleetpki.agent.messages import (
@@ -62,6 +63,7 @@ log = logging.getLogger("fleetpki.agent")
 MAX_SLEEP = dt.timedelta(hours=1)
 MIN_SLEEP = dt.timedelta(seconds=1)  # never a busy loop, whatever the state says
 _SLICE = 5.0  # seconds: how long SIGTERM may wait while the daemon sleeps
+_SESSION_SWEEPS = 10  # rounds of looking for a timed-out hook's processes (kill_session)
 
 
 def utc_now() -> dt.datetime:
@@ -291,7 +293,7 @@ def run_hook(hook: Hook, pair: Pair, roots_file: os.PathLike[str]) -> bool:
     try:
         status = process.wait(timeout=hook.timeout.total_seconds())
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
+        kill_session(process.pid)
         process.wait()
         log.error(f"the renewal hook {name} did not finish within "
                   f"{hook.timeout.total_seconds():.0f} s and was killed; the new certificate "
@@ -303,6 +305,56 @@ def run_hook(hook: Hook, pair: Pair, roots_file: os.PathLike[str]) -> bool:
         return False
     log.info(f"the renewal hook {name} succeeded")
     return True
+
+
+def kill_session(leader: int) -> None:
+    """SIGKILL everything in the session a hook was started in (start_new_session): its
+    process group, then, where /proc lists processes, each process still in the session,
+    such as a child a job-control shell or setpgid() put in a group of its own.
+
+    Only the hook's own processes are hit: a session is inherited and cannot be joined, so
+    its members all descend from the hook (one that began a session of its own, as a daemon
+    does, is left alone). The leader is not reaped yet (the caller waits afterwards), so the
+    number naming the session cannot be reused meanwhile; each member is signalled through a
+    pidfd opened before its session is checked, so a pid just reused is not hit either."""
+    os.killpg(leader, signal.SIGKILL)  # the leader, unreaped, keeps its group in being
+    signalled: set[int] = set()
+    for _ in range(_SESSION_SWEEPS):  # a member may fork between a sweep and its signal
+        members = [pid for pid in _pids() if pid not in signalled and _sid(pid) == leader]
+        if not members:
+            return
+        for pid in members:
+            _kill_member(pid, leader)
+        signalled.update(members)
+
+
+def _pids() -> list[int]:
+    try:
+        return [int(entry.name) for entry in durable.entries(Path("/proc"))
+                if entry.name.isdigit()]
+    except OSError:
+        return []  # no /proc: the process group is all that can be reached
+
+
+def _sid(pid: int) -> int | None:
+    try:
+        return os.getsid(pid)
+    except OSError:
+        return None
+
+
+def _kill_member(pid: int, leader: int) -> None:
+    try:
+        handle = os.pidfd_open(pid)
+    except OSError:  # gone already, or no pidfd (Linux < 5.3): never signal a bare pid
+        return
+    try:
+        if _sid(pid) == leader:
+            signal.pidfd_send_signal(handle, signal.SIGKILL)
+    except OSError:
+        pass  # it ended meanwhile
+    finally:
+        os.close(handle)
 
 
 def _log_messages(result: flow.SessionResult) -> None:

@@ -3,10 +3,13 @@ and the daemon's stop."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import json
 import logging
+import os
+import signal
 import sys
 import threading
 import time
@@ -357,3 +360,41 @@ def test_enroll_with_an_expired_certificate_says_when_it_expired_and_what_happen
     assert server.log == []  # nothing was sent: enroll only reports
     current = store.load().current
     assert current is not None and current.certificate == certificate
+
+
+def process_state(pid: int) -> str | None:
+    """The /proc state letter of `pid` ('Z' for a zombie), None once it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return stat.rpartition(")")[2].split()[0]
+
+
+@pytest.mark.parametrize("own_group", [False, True], ids=["same-group", "own-group"])
+def test_a_hook_killed_at_its_timeout_takes_its_grandchildren_with_it(
+        config: AgentConfig, ca: FakeCa, tmp_path: Path, own_group: bool) -> None:
+    # The hook starts a sleeping grandchild (in the hook's process group, or in a group of
+    # its own as a job-control shell would make it), writes its pid, and outlives its timeout.
+    marker = f"grandchild-of-a-hook-{tmp_path.name}"
+    pid_file = tmp_path / "grandchild.pid"
+    script = (f"import subprocess, sys, time; child = subprocess.Popen([sys.executable, '-c', "
+              f"'import time; time.sleep(60)', {marker!r}], process_group="
+              f"{0 if own_group else None}); "
+              f"open({str(pid_file)!r}, 'w').write(str(child.pid)); time.sleep(60)")
+    hook = Hook((sys.executable, "-c", script), dt.timedelta(seconds=2))
+    agent = Agent(dataclasses.replace(config, hook=hook), transport=FakeServer(ca))
+    report = agent.run_session()
+    assert report.promoted is not None and report.hook_ok is False
+    grandchild = int(pid_file.read_text())
+    try:
+        deadline = time.monotonic() + 5  # SIGKILL is prompt; reaping by init may not be
+        while process_state(grandchild) not in (None, "Z") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert process_state(grandchild) in (None, "Z"), "the grandchild survived the hook"
+    finally:
+        # Clean up after a failure: only the process this test started (its marker).
+        with contextlib.suppress(OSError):
+            if process_state(grandchild) not in (None, "Z") and marker in Path(
+                    f"/proc/{grandchild}/cmdline").read_text():
+                os.kill(grandchild, signal.SIGKILL)
