@@ -24,6 +24,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from support.fleet_server import RunningServer, fleet_server
+from support.http_head import head
 from support.lint import lint_certificate, lint_crl
 from support.revocation_home import (
     Issued,
@@ -347,6 +348,22 @@ def test_crls_are_served_at_the_urls_the_certificates_carry(pki: Pki,
         assert max_age is not None, reply.headers
         assert abs(int(max_age.group(1)) - (next_update.timestamp() - asked)) <= 5, (
             reply.headers, next_update)
+
+
+def test_head_on_a_crl_answers_as_the_get_without_content(pki: Pki,
+                                                          served: RunningServer) -> None:
+    """RFC 9110 §9.3.2: the GET's status and headers, Content-Length included, no content."""
+    pki.home.publish()  # anything due is signed now, not while we compare
+    for url in [pki.certs["plain-good"].crl_urls[0], pki.certs["sharded-good"].crl_urls[0]]:
+        got, reply = curl(url), head(url)
+        assert (reply.status, got.status) == (200, 200), (url, reply, got.status)
+        assert reply.after_header == b"", url
+        assert int(reply.headers["content-length"]) == len(got.body) > 0
+        for name in ("content-type", "etag", "last-modified", "expires"):
+            assert reply.headers[name] == got.headers[name], (url, name)
+        cached = head(url, headers={"If-None-Match": got.headers["etag"]})
+        assert (cached.status, cached.after_header) == (304, b""), (url, cached)
+    assert head(f"{served.revocation_base}/crl/nope.crl").status == 404
 
 
 @pytest.mark.parametrize("name", [

@@ -22,6 +22,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from support.fleet_server import RunningServer, fleet_server
+from support.http_head import head
 from support.revocation_home import (
     HttpReply,
     Issued,
@@ -266,12 +267,41 @@ def test_bad_posts_get_malformed_request(responder: Responder, body: bytes,
     _still_answers(responder)
 
 
+def test_head_on_a_get_url_answers_as_the_get_without_content(responder: Responder) -> None:
+    """RFC 9110 §9.3.2: caches and monitoring probes check a URL with HEAD; they get the
+    GET's status and headers, its Content-Length included, and no content."""
+    encoded = urllib.parse.quote(
+        base64.b64encode(responder.request_der(responder.good)).decode(), safe="")
+    url = f"{responder.url}/{encoded}"
+    got, reply = curl(url), head(url)
+    assert (reply.status, got.status) == (200, 200), (reply, got)
+    assert reply.after_header == b"", reply
+    assert int(reply.headers["content-length"]) == len(got.body) > 0
+    for name in ("content-type", "etag", "last-modified", "expires"):
+        assert reply.headers[name] == got.headers[name], name
+    assert _max_age(reply.headers) - _max_age(got.headers) in (-1, 0)
+    # RFC 9110 §8.8.2.1: never modified later than the answer's own Date.
+    assert email.utils.parsedate_to_datetime(reply.headers["date"]) >= \
+        email.utils.parsedate_to_datetime(reply.headers["last-modified"])
+    cached = head(url, headers={"If-None-Match": got.headers["etag"]})
+    assert (cached.status, cached.after_header) == (304, b""), cached
+    assert cached.headers["etag"] == got.headers["etag"]
+    _still_answers(responder)
+
+
 @pytest.mark.parametrize("method", ["PUT", "DELETE"])
 def test_other_methods_get_405_with_allow(responder: Responder, method: str) -> None:
     reply = curl(responder.url, "-X", method)
     assert reply.status == 405, reply
-    assert reply.headers["allow"] == "GET, POST"
+    assert reply.headers["allow"] == "GET, HEAD, POST"
     _still_answers(responder)
+
+
+def _max_age(headers: dict[str, str]) -> int:
+    found = re.fullmatch(r"max-age=(\d+), public, no-transform, must-revalidate",
+                         headers["cache-control"])
+    assert found is not None, headers
+    return int(found.group(1))
 
 
 def _still_answers(responder: Responder) -> None:

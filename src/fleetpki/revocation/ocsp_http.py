@@ -1,4 +1,4 @@
-"""OCSP over HTTP (RFC 6960 Appendix A, RFC 5019 §5 and §6): POST and GET on one prefix.
+"""OCSP over HTTP (RFC 6960 Appendix A, RFC 5019 §5 and §6): POST, GET and HEAD on one prefix.
 
 `ocsp_app` puts the endpoint in front of another app (the CRL files) as a bare ASGI app, so that
 OCSP requests skip Starlette's middleware and router (measured at about 20 µs a request
@@ -14,6 +14,8 @@ responder's.
 - GET: ``{prefix}/{url-encoding of base64 of the DER}`` (Appendix A.1), read from the raw path
   so that nothing in between decodes it first. %2B, %2F and %3D escaped or not, a space where
   a '+' was, missing padding, base64url, and extra slashes before the request are all taken.
+- HEAD: the GET answer's status and headers (Content-Length of its body included) without the
+  body (RFC 9110 §9.3.2), for caches and monitoring probes that check a URL before fetching.
 - Headers per RFC 5019 §6.2: Last-Modified (thisUpdate), Expires (nextUpdate), ETag and
   ``Cache-Control: max-age=…, public, no-transform, must-revalidate`` on cacheable answers;
   ``no-store`` on nonce'd and error answers. A GET whose If-None-Match names the current
@@ -51,7 +53,7 @@ _CONTENT_TYPE = (b"content-type", CT_RESPONSE.encode("ascii"))
 _TEXT = (b"content-type", b"text/plain; charset=utf-8")
 _NO_STORE = (b"cache-control", b"no-store")
 _CLOSE = (b"connection", b"close")
-_ALLOW = (b"allow", b"GET, POST")
+_ALLOW = (b"allow", b"GET, HEAD, POST")
 _URLSAFE = bytes.maketrans(b"-_", b"+/")
 _DESCRIBED_KEPT = 16_384  # answers whose headers are kept ready (about 0.7 KB each)
 
@@ -94,7 +96,7 @@ def _checked(prefix: str) -> str:
 
 
 class OcspEndpoint:
-    """The ASGI app both routes call. Any method but GET and POST is answered 405."""
+    """The ASGI app both routes call. Any method but GET, HEAD and POST is answered 405."""
 
     def __init__(self, responder: OcspResponder, prefix: str = "/ocsp") -> None:
         self._responder = responder
@@ -111,26 +113,29 @@ class OcspEndpoint:
             answer, close = await self._post(scope, receive)
             if answer is not None:
                 await _send(send, *self._response(answer, None, close))
-        elif method == "GET":
+        elif method in ("GET", "HEAD"):
             answer = self._get(_path_tail(scope, self._prefix))
-            await _send(send, *self._response(answer, _if_none_match(scope["headers"]), False))
+            status, headers, body = self._response(answer, _if_none_match(scope["headers"]),
+                                                   False)
+            await _send(send, status, headers, b"" if method == "HEAD" else body)
         else:
             await _plain(send, 405, b"Method Not Allowed\n", _ALLOW)
 
     def answer_read_request(self, method: bytes, raw_path: bytes,
                             headers: Sequence[tuple[bytes, bytes]], body: bytes, *,
                             body_too_long: bool) -> WireResponse:
-        """The answer to a GET or POST under the prefix whose body has already been read,
-        or `body_too_long` when reading stopped past MAX_REQUEST_BYTES: the same answers,
-        byte for byte, as the ASGI app gives, for an HTTP server that calls in directly
+        """The answer to a request under the prefix whose body has already been read, or
+        `body_too_long` when reading stopped past MAX_REQUEST_BYTES: the same answers, byte
+        for byte, as the ASGI app gives, for an HTTP server that calls in directly
         (serving/direct.py)."""
         if method == b"POST":
             if body_too_long or not body:
                 return self._response(MALFORMED_REQUEST, None, body_too_long)
             return self._response(self._responder.respond(body), None, False)
-        if method == b"GET":
+        if method in (b"GET", b"HEAD"):
             answer = self._get(raw_path[len(self._prefix):])
-            return self._response(answer, _if_none_match(headers), False)
+            status, answer_headers, der = self._response(answer, _if_none_match(headers), False)
+            return status, answer_headers, b"" if method == b"HEAD" else der
         body = b"Method Not Allowed\n"
         return 405, [_TEXT, (b"content-length", b"%d" % len(body)), _ALLOW], body
 

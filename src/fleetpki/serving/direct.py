@@ -8,12 +8,13 @@ such requests off that path: uvicorn's httptools protocol still
 parses them (the same parser, limits and keep-alive timer), but the body is collected into a
 bounded buffer and the route's synchronous handler answers as soon as the message is complete.
 
-Only GET and POST without `Expect: 100-continue` take the direct path, and only when no other
-request of the connection is in flight (so pipelined answers stay in order) and the worker is
-under its connection limit; every other request goes to the listener's ASGI app as before.
-What the direct path keeps of HTTP/1.1 (RFC 9112 §9.3): persistent connections unless the
-client or the handler says `Connection: close`, and HTTP/1.0 clients that ask for keep-alive
-get it, since every direct answer has a Content-Length.
+Only GET, HEAD and POST without `Expect: 100-continue` take the direct path, and only when no
+other request of the connection is in flight (so pipelined answers stay in order) and the
+worker is under its connection limit; every other request goes to the listener's ASGI app as
+before. What the direct path keeps of HTTP/1.1 (RFC 9112 §9.3): persistent connections unless
+the client or the handler says `Connection: close`, and HTTP/1.0 clients that ask for
+keep-alive get it, since every direct answer has a Content-Length. The answer to a HEAD is the
+handler's status and headers without its body (RFC 9110 §9.3.2), whatever body it returns.
 """
 
 from __future__ import annotations
@@ -40,13 +41,14 @@ logger = logging.getLogger("fleetpki.serving")
 # (status, headers with lower-case names and no Connection header unless it is "close", body)
 DirectResponse = tuple[int, Sequence[tuple[bytes, bytes]], bytes]
 
+_DIRECT_METHODS = (b"GET", b"HEAD", b"POST")
 _FAILED = (b"HTTP/1.1 500 Internal Server Error\r\ncontent-type: text/plain; charset=utf-8\r\n"
            b"content-length: 22\r\nconnection: close\r\n\r\nInternal Server Error\n")
 
 
 @dataclass(frozen=True, slots=True)
 class DirectRequest:
-    method: bytes  # b"GET" or b"POST"
+    method: bytes  # b"GET", b"HEAD" or b"POST"
     raw_path: bytes  # as sent, still URL-encoded, without the query
     headers: Sequence[tuple[bytes, bytes]]  # names lower-case
     body: bytes  # at most the route's max_body bytes
@@ -126,7 +128,7 @@ class DirectHttpToolsProtocol(ClientCertHttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         method = self.parser.get_method()
-        if method not in (b"GET", b"POST") or self.expect_100_continue or self.pipeline \
+        if method not in _DIRECT_METHODS or self.expect_100_continue or self.pipeline \
                 or (self.cycle is not None and not self.cycle.response_complete) \
                 or (self.limit_concurrency is not None
                     and len(self.connections) >= self.limit_concurrency) \
@@ -195,7 +197,7 @@ class DirectHttpToolsProtocol(ClientCertHttpToolsProtocol):
             parts.append(b"connection: close\r\n")
         elif keep_alive and self.parser.get_http_version() == "1.0":
             parts.append(b"connection: keep-alive\r\n")
-        parts += (b"\r\n", body)
+        parts += (b"\r\n", b"" if request.method == b"HEAD" else body)
         self.transport.write(b"".join(parts))
         direct.response_complete = True
         if not keep_alive:

@@ -367,12 +367,32 @@ def test_get_if_none_match_gives_304(pki: Pki, clock: FakeClock) -> None:
 
 
 @pytest.mark.parametrize("wiring", ["bare", "starlette", "direct"])
-@pytest.mark.parametrize("method", ["PUT", "DELETE", "HEAD", "PATCH"])
+@pytest.mark.parametrize("what", ["good", "not modified", "malformed"])
+def test_head_answers_as_get_without_the_body(pki: Pki, clock: FakeClock, wiring: str,
+                                              what: str) -> None:
+    """RFC 9110 §9.3.2: the status and headers of the GET, Content-Length included."""
+    app = apps(pki, clock)[wiring]
+    path = f"/ocsp/{urllib.parse.quote(b64(pki.request()), safe='')}".encode()
+    headers: dict[str, str] = {}
+    if what == "not modified":
+        headers["If-None-Match"] = call(app, "GET", path).headers["etag"]
+    elif what == "malformed":
+        path = b"/ocsp/bm90IERFUg=="
+    got, head = call(app, "GET", path, headers=headers), call(app, "HEAD", path, headers=headers)
+    assert (head.status, head.headers) == (got.status, got.headers)
+    assert head.body == b""
+    assert got.status == (304 if what == "not modified" else 200)
+    if got.status == 200:
+        assert int(head.headers["content-length"]) == len(got.body) > 0
+
+
+@pytest.mark.parametrize("wiring", ["bare", "starlette", "direct"])
+@pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH", "OPTIONS"])
 def test_other_methods_are_405_with_allow(pki: Pki, clock: FakeClock, wiring: str,
                                           method: str) -> None:
     reply = call(apps(pki, clock)[wiring], method, b"/ocsp")
     assert reply.status == 405
-    assert reply.headers["allow"] == "GET, POST"
+    assert reply.headers["allow"] == "GET, HEAD, POST"
 
 
 def test_bare_app_hands_other_paths_to_its_fallback(pki: Pki, clock: FakeClock) -> None:

@@ -127,6 +127,28 @@ def test_get_and_post_under_the_prefix_are_answered_directly(
     assert [r.method for r in recorder.seen] == [b"GET", b"POST"]
 
 
+def test_head_is_answered_directly_with_the_headers_and_no_body(
+        served: tuple[int, Recorder]) -> None:
+    """RFC 9110 §9.3.2: the handler's status and headers, Content-Length of its body
+    included, and nothing after them: the next answer on the connection follows at once."""
+    port, recorder = served
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+        conn.sendall(b"HEAD /ocsp/x HTTP/1.1\r\nHost: a\r\n\r\n" + get(b"/ocsp/y"))
+        received = b""
+        while not received.endswith(b"direct GET /ocsp/y "):
+            chunk = conn.recv(65536)
+            assert chunk, f"closed early after {received!r}"
+            received += chunk
+    head, after = received.split(b"\r\n\r\n", 1)
+    status, *lines = head.split(b"\r\n")
+    fields = dict(line.split(b": ", 1) for line in lines)
+    assert status == b"HTTP/1.1 200 OK"
+    assert fields[b"content-length"] == b"%d" % len(b"direct HEAD /ocsp/x ")
+    assert b"date" in fields
+    assert after.startswith(b"HTTP/1.1 200 OK\r\n")  # no body in between
+    assert [r.method for r in recorder.seen] == [b"HEAD", b"GET"]
+
+
 def test_the_date_is_current_and_said_once(served: tuple[int, Recorder]) -> None:
     """Not uvicorn's once-a-second copy: an answer signed just now must not look newer than
     its Date (RFC 9110 §8.8.2.1)."""
