@@ -1,5 +1,6 @@
-"""What every protocol's Starlette adapter does alike: read a bounded body, send a reply that a
-sans-I/O handler made (status, body, headers as it chose them)."""
+"""What every protocol's Starlette adapter does alike: route on the path as the client wrote
+it, read a bounded body, send a reply that a sans-I/O handler made (status, body, headers as
+it chose them)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,42 @@ from collections.abc import Iterable
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 log = logging.getLogger("fleetpki.protocols")
+
+
+class DelimitedRoute(Route):
+    """A Route that a path with an encoded slash (%2F) never matches.
+
+    Starlette matches the path the server has already percent-decoded, so
+    `/.well-known/est/sensor%2Fcacerts` would be label `sensor`, operation `cacerts`. RFC 3986
+    §2.2: an encoded reserved character is data, not a delimiter, so that path is one segment
+    `sensor/cacerts`, a resource of its own; and no segment of a protocol route (a label, a
+    profile, an operation, an ACME object id) may hold a '/'. Such a request matches none of
+    them and gets the router's 404, or the protocol's own catch-all."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if scope["type"] == "http" and encoded_slash(scope):
+            return Match.NONE, {}
+        return super().matches(scope)
+
+
+def encoded_slash(scope: Scope) -> bool:
+    """Whether the path as sent (`raw_path`, without any query, where '%2F' is ordinary data
+    in a base64 parameter) holds a percent-encoded slash. A server that gives no raw path
+    gives nothing to tell it by: False."""
+    raw: bytes | None = scope.get("raw_path")
+    return raw is not None and b"%2f" in raw.partition(b"?")[0].lower()
+
+
+def path_as_sent(scope: Scope) -> str:
+    """The request's path still percent-encoded as the client wrote it (for messages), or the
+    decoded one when the server gives no raw path."""
+    raw: bytes | None = scope.get("raw_path")
+    path: str = scope["path"] if raw is None else raw.partition(b"?")[0].decode("latin-1")
+    return path
 
 
 def response(status: int, body: bytes, headers: Iterable[tuple[str, str]]) -> Response:

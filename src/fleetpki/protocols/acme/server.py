@@ -20,7 +20,12 @@ from fleetpki.protocols.acme.handler import AcmeHandler
 from fleetpki.protocols.acme.jws import MAX_BODY_BYTES
 from fleetpki.protocols.acme.service_api import AcmeCall, AcmeReply
 from fleetpki.protocols.acme.urls import PREFIX, AcmeUrls
-from fleetpki.protocols.http_adapter import read_bounded, response
+from fleetpki.protocols.http_adapter import (
+    DelimitedRoute,
+    path_as_sent,
+    read_bounded,
+    response,
+)
 
 Operation = Callable[[AcmeCall], Awaitable[AcmeReply]]
 
@@ -52,13 +57,17 @@ class AcmeServer:
             "/acct/{id}/orders": h.orders, "/order/{id}": h.order,
             "/order/{id}/finalize": h.finalize, "/order/{id}/cert": h.certificate,
             "/authz/{id}": h.authorization, "/chall/{id}": h.challenge}
-        routes = [Route(PREFIX + path, self._post(operation), methods=["GET", "POST"])
-                  for path, operation in posted.items()]
+        # A path with an encoded slash matches none of these (http_adapter.DelimitedRoute).
+        routes: list[Route] = [
+            DelimitedRoute(PREFIX + path, self._post(operation), methods=["GET", "POST"])
+            for path, operation in posted.items()]
         routes += [
-            Route(PREFIX + "/directory", self._get(h.directory), methods=["GET"]),
-            Route(PREFIX + "/p/{profile}/directory", self._get(h.directory), methods=["GET"]),
-            Route(PREFIX + "/renewal-info/{id}", self._get(h.renewal_info), methods=["GET"]),
-            Route(PREFIX + "/new-nonce", self._nonce, methods=["GET", "HEAD"]),
+            DelimitedRoute(PREFIX + "/directory", self._get(h.directory), methods=["GET"]),
+            DelimitedRoute(PREFIX + "/p/{profile}/directory", self._get(h.directory),
+                           methods=["GET"]),
+            DelimitedRoute(PREFIX + "/renewal-info/{id}", self._get(h.renewal_info),
+                           methods=["GET"]),
+            DelimitedRoute(PREFIX + "/new-nonce", self._nonce, methods=["GET", "HEAD"]),
             # Last: any other URL under the prefix gets a problem document with a fresh
             # nonce (RFC 8555 §6.5, §6.7), as every ACME error does.
             Route(PREFIX + "/{rest:path}", self._no_such_resource, methods=_EVERY_METHOD),
@@ -126,8 +135,10 @@ class AcmeServer:
                              f"{' or '.join(allowed)}", status=405))
             return response(reply.status, reply.body,
                             (*reply.headers, ("Allow", ", ".join(allowed))))
+        # The path as sent: `/acme/order%2F<id>` is not the order, and must not read as it.
+        path = path_as_sent(request.scope)[:200]
         reply = self._handler.problem(call, AcmeProblem(
-            "malformed", f"no ACME resource at {request.url.path[:200]}; the directory "
+            "malformed", f"no ACME resource at {path}; the directory "
                          f"({call.urls.directory(call.profile)}) lists them", status=404))
         return response(reply.status, reply.body, reply.headers)
 

@@ -13,7 +13,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from fleetpki.protocols.cmp.handler import MAX_MESSAGE_BYTES, PREFIX, CmpCall, CmpHandler
-from fleetpki.protocols.http_adapter import read_bounded, response
+from fleetpki.protocols.http_adapter import DelimitedRoute, read_bounded, response
 
 __all__ = ["PREFIX", "CmpServer"]
 
@@ -24,8 +24,8 @@ class CmpServer:
 
     def routes(self) -> list[Route]:
         methods = ["GET", "POST"]
-        return [Route(PREFIX, self._endpoint, methods=methods),
-                Route(PREFIX + "/p/{label}", self._endpoint, methods=methods)]
+        return [DelimitedRoute(PREFIX, self._endpoint, methods=methods),
+                DelimitedRoute(PREFIX + "/p/{label}", self._endpoint, methods=methods)]
 
     async def _endpoint(self, request: Request) -> Response:
         body = await read_bounded(request, MAX_MESSAGE_BYTES) if request.method == "POST" \

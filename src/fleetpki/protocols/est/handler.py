@@ -58,7 +58,7 @@ from fleetpki.ra.api import (
 )
 
 __all__ = ["OPERATIONS", "PREFIX", "EstAuthority", "EstCall", "EstHandler", "EstOperation",
-           "EstReply", "error_reply"]
+           "EstReply", "error_reply", "not_found"]
 
 log = logging.getLogger(__name__)
 
@@ -255,14 +255,20 @@ def error_reply(error: Exception, path: str) -> EstReply:
     return _error(HttpError(500, "internal error; the server log has the details"))
 
 
+def not_found(path: str) -> EstReply:
+    """The 404 of a path that names no EST operation; also used by transports for paths they
+    do not route (an encoded slash, server.py)."""
+    return _error(HttpError(404, f"no EST operation at {path[:200]} (operations: "
+                                 f"{', '.join(_BY_NAME)}, under {PREFIX}/[<label>/])"))
+
+
 def _route(call: EstCall) -> tuple[EstOperation, str | None] | EstReply:
     """The operation and label of a path, or a 404/405 reply; BadInput for a bad label."""
     rest = call.path.removeprefix(PREFIX + "/") if call.path.startswith(PREFIX + "/") else None
     parts = rest.split("/") if rest else []
     operation = _BY_NAME.get(parts[-1]) if 1 <= len(parts) <= 2 and all(parts) else None
     if operation is None:
-        return _error(HttpError(404, f"no EST operation at {call.path[:200]} (operations: "
-                                     f"{', '.join(_BY_NAME)}, under {PREFIX}/[<label>/])"))
+        return not_found(call.path)
     # RFC 9110 §9.3.2: HEAD is GET without content; the transport drops the content.
     allowed = (operation.method, "HEAD") if operation.method == "GET" else (operation.method,)
     if call.method.upper() not in allowed:

@@ -16,9 +16,11 @@ from ipaddress import IPv4Network, IPv6Network, ip_address
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import URLPath
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Match, NoMatchFound
+from starlette.types import Receive, Scope, Send
 
 from fleetpki.core.errors import NotAuthenticated
 from fleetpki.protocols.est.codec import MAX_BODY_BYTES
@@ -31,8 +33,15 @@ from fleetpki.protocols.est.handler import (
     EstOperation,
     EstReply,
     error_reply,
+    not_found,
 )
-from fleetpki.protocols.http_adapter import read_bounded, response
+from fleetpki.protocols.http_adapter import (
+    DelimitedRoute,
+    encoded_slash,
+    path_as_sent,
+    read_bounded,
+    response,
+)
 from fleetpki.protocols.key_delivery import KeyGenerationAuthority
 
 __all__ = ["PREFIX", "EstAuthority", "EstServer", "ProxyTrust"]
@@ -66,16 +75,19 @@ class EstServer:
         self._handler = EstHandler(authority, key_authority)
         self._proxy = proxy
 
-    def routes(self) -> list[Route]:
+    def routes(self) -> list[BaseRoute]:
         """Starlette answers unknown paths (404) and wrong methods (405) itself; EstHandler
-        does the same for callers that reach it without a router."""
-        routes = []
+        does the same for callers that reach it without a router. A path with an encoded
+        slash matches no operation (http_adapter.DelimitedRoute) and gets EST's 404."""
+        routes: list[BaseRoute] = []
         for operation in OPERATIONS:
             endpoint = self._endpoint(operation)
             methods = [operation.method]
-            routes.append(Route(f"{PREFIX}/{operation.name}", endpoint, methods=methods))
-            routes.append(Route(f"{PREFIX}/{{label}}/{operation.name}", endpoint,
-                                methods=methods))
+            routes.append(DelimitedRoute(f"{PREFIX}/{operation.name}", endpoint,
+                                         methods=methods))
+            routes.append(DelimitedRoute(f"{PREFIX}/{{label}}/{operation.name}", endpoint,
+                                         methods=methods))
+        routes.append(_EncodedSlashes())
         return routes
 
     def _endpoint(self, operation: EstOperation) -> Endpoint:
@@ -135,6 +147,29 @@ class EstServer:
         tls = _tls(request)
         chain = tls.get("client_cert_chain") if tls else None
         return _der(chain[0]) if chain else None
+
+
+class _EncodedSlashes(BaseRoute):
+    """Requests that decoding would have put under the EST prefix but that the operations'
+    routes do not match for an encoded slash in their path (`sensor%2Fcacerts` is one
+    segment, RFC 3986 §2.2): EST's readable 404, whatever the method, since the resource
+    does not exist."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if scope["type"] == "http" and encoded_slash(scope):
+            path: str = scope["path"]
+            root: str = scope.get("root_path", "")
+            if root and path.startswith(root):
+                path = path[len(root):]
+            if path.startswith(PREFIX + "/"):
+                return Match.FULL, {}
+        return Match.NONE, {}
+
+    def url_path_for(self, name: str, /, **path_params: Any) -> URLPath:
+        raise NoMatchFound(name, path_params)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await _response(not_found(path_as_sent(scope)))(scope, receive, send)
 
 
 def _tls(request: Request) -> dict[str, Any] | None:

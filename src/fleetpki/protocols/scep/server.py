@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from fleetpki.protocols.http_adapter import read_bounded, response
+from fleetpki.protocols.http_adapter import DelimitedRoute, read_bounded, response
 from fleetpki.protocols.scep.handler import (
     MAX_MESSAGE_BYTES,
     PREFIX,
@@ -32,7 +32,7 @@ class ScepServer:
 
     def routes(self) -> list[Route]:
         methods = ["GET", "POST"]
-        return [Route(path, self._endpoint, methods=methods) for path in (
+        return [DelimitedRoute(path, self._endpoint, methods=methods) for path in (
             PREFIX, PREFIX + _CISCO, "/cgi-bin" + _CISCO,
             PREFIX + "/{label}", PREFIX + "/{label}" + _CISCO)]
 

@@ -29,7 +29,13 @@ from fleetpki.protocols.est.codec import (
     decode_serverkeygen,
     load_certs_only,
 )
-from fleetpki.protocols.est.handler import OPERATIONS, EstCall, EstHandler, EstReply
+from fleetpki.protocols.est.handler import (
+    OPERATIONS,
+    EstCall,
+    EstHandler,
+    EstReply,
+    not_found,
+)
 from fleetpki.protocols.est.renewal_info import RenewalInfo, decode_renewal_info
 from fleetpki.ra.api import (
     Authorization,
@@ -146,7 +152,7 @@ def serial_of(der: bytes) -> str:
 def test_public_names_are_pinned() -> None:
     assert sorted(handler_module.__all__) == sorted([
         "OPERATIONS", "PREFIX", "EstAuthority", "EstCall", "EstHandler", "EstOperation",
-        "EstReply", "error_reply"])
+        "EstReply", "error_reply", "not_found"])
     assert [(o.name, o.method) for o in OPERATIONS] == [
         ("cacerts", "GET"), ("csrattrs", "GET"), ("simpleenroll", "POST"),
         ("simplereenroll", "POST"), ("serverkeygen", "POST"), ("renewalinfo", "GET")]
@@ -216,6 +222,11 @@ def test_refusals_have_the_right_status_and_say_why(
         assert (reply.header("www-authenticate") or "").startswith("Basic realm=")
 
 
+def test_not_found_is_the_handlers_own_404(fleet: Fleet) -> None:
+    """What a transport answers for a path it does not route (an encoded slash, server.py)
+    is the reply the handler gives for a path with no operation."""
+    reply = fleet.call("GET", "nothing-here")
+    assert not_found("/.well-known/est/nothing-here") == reply
 def test_an_unknown_user_name_is_audited_bounded_and_printable(fleet: Fleet) -> None:
     name = "u\x07" + "u" * 100_000
     token = base64.b64encode(f"{name}:secret".encode()).decode()
