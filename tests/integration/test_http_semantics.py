@@ -1,5 +1,5 @@
 """HTTP semantics of the enrollment protocols against `fleetpki serve`, with curl as the client:
-paths as the client wrote them.
+HEAD on EST's GET operations, and paths as the client wrote them.
 
 RFC 3986 §2.2: a percent-encoded slash is data inside a segment, not a delimiter, so
 `/.well-known/est/sensor%2Fcacerts` is not label `sensor`, operation `cacerts`, but a resource
@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from support.fleet_server import RunningServer, fleet_server
+from support.http_head import head
 from support.revocation_home import HttpReply, curl
 
 EST_OPERATIONS = "no EST operation at "
@@ -43,6 +44,23 @@ def https(server: RunningServer, path: str, *args: str) -> HttpReply:
 def plain(server: RunningServer, path: str, *args: str) -> HttpReply:
     """One request to the plain-HTTP (revocation) listener, the path sent as written."""
     return curl(f"{server.revocation_base}{path}", *args)
+
+
+# -- HEAD on EST's GET operations (RFC 9110 §9.3.2) -----------------------------------------
+
+
+@pytest.mark.parametrize("operation", ["cacerts", "csrattrs", "sensor/cacerts",
+                                       "sensor/csrattrs"])
+def test_head_on_est_get_operations_answers_as_get_without_content(
+        server: RunningServer, operation: str) -> None:
+    got = https(server, f"/.well-known/est/{operation}")
+    reply = head(f"{server.base}/{operation}", cafile=server.tls_chain)
+    assert (reply.status, got.status) == (200, 200), (reply, got.status)
+    assert reply.after_header == b"", reply
+    assert int(reply.headers["content-length"]) == len(got.body) > 0
+    for name in ("content-type", "content-transfer-encoding"):
+        assert reply.headers[name] == got.headers[name], name
+    assert "date" in reply.headers
 
 
 # -- an encoded slash is not a delimiter (RFC 3986 §2.2) ------------------------------------
