@@ -379,6 +379,21 @@ def test_unknown_names_and_path_traversal_get_404(pki: Pki, served: RunningServe
     assert reply.headers.get("content-type", "").startswith("text/plain")
 
 
+def test_an_encoded_slash_in_a_crl_url_is_not_a_separator(pki: Pki,
+                                                          served: RunningServer) -> None:
+    """RFC 3986 §2.2: '%2F' is a character of a segment, so these name no published CRL."""
+    pki.home.publish()
+    sharded = pki.certs["sharded-good"]
+    for url in [*pki.certs["plain-good"].crl_urls, *sharded.crl_urls]:
+        assert curl(url).status == 200, url
+        base, _, path = url.partition("/crl/")
+        for confused in [f"{base}/crl%2F{path}", f"{base}/crl/{path.replace('/', '%2f')}"]:
+            if confused.endswith(f"/crl/{path}"):
+                continue  # the name held no '/' to encode
+            reply = curl(confused)
+            assert reply.status == 404, (confused, reply.status, reply.body[:200])
+
+
 def test_a_crl_is_not_sent_again_to_a_cache_that_holds_it(pki: Pki,
                                                           served: RunningServer) -> None:
     url = pki.certs["plain-good"].crl_urls[0]

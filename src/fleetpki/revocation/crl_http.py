@@ -59,7 +59,10 @@ class CrlFiles:
 
     async def _serve(self, request: Request) -> Response:
         name: str = request.path_params["name"]
-        published = self._named(name)
+        # An encoded slash is data, not a delimiter (RFC 3986 §2.2): '/crl%2Fissuing.crl' is
+        # one segment, not the CRL that '/crl/issuing.crl' names.
+        raw: bytes | None = request.scope.get("raw_path")
+        published = None if raw is not None and b"%2f" in raw.lower() else self._named(name)
         if published is None:
             return PlainTextResponse(f"no CRL named {name!r} is published here\n",
                                      status_code=404)
