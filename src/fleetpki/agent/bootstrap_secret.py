@@ -10,14 +10,10 @@ secret, so the log and `status` must say which file to fix. No note quotes the f
 from __future__ import annotations
 
 import contextlib
-import re
 from pathlib import Path
 
 from fleetpki.agent import durable
-
-# The server's rule for credential ids (ra/credentials.py), repeated: the agent cannot import
-# it. Checked so that a missing id or a pasted CSV line is named here, not refused as a 401.
-_CREDENTIAL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")
+from fleetpki.core.enrollment_records import CREDENTIAL_ID
 
 
 def read(path: Path, notes: list[str]) -> tuple[str, str] | None:
@@ -34,7 +30,8 @@ def read(path: Path, notes: list[str]) -> tuple[str, str] | None:
     except UnicodeDecodeError:
         text = ""
     identifier, _, secret = text.partition(":")
-    if not (_CREDENTIAL_ID.match(identifier) and secret and secret.isprintable()):
+    # The server's rule: a missing id or a pasted CSV line is named here, not refused as a 401.
+    if not (CREDENTIAL_ID.match(identifier) and secret and secret.isprintable()):
         notes.append(f"{path} is not one line '<id>:<secret>' as `fleetpki bootstrap create` "
                      "prints them; the bootstrap secret is not used: provision it again")
         return None

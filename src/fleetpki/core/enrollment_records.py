@@ -10,6 +10,11 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
+import re
+
+# What a bootstrap credential's id may be: the user name of HTTP Basic, which the server
+# checks when it creates one and a device agent when it reads the one it was provisioned with.
+CREDENTIAL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

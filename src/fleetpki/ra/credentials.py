@@ -18,12 +18,11 @@ import secrets
 from collections.abc import Callable, Mapping, Sequence
 
 from fleetpki.core.clock import Clock
-from fleetpki.core.enrollment_records import BootstrapCredential
+from fleetpki.core.enrollment_records import CREDENTIAL_ID, BootstrapCredential
 from fleetpki.core.errors import BadInput, NotFound
 from fleetpki.core.profile import Profile
 from fleetpki.store.api import AuditEvent, BootstrapCredentials
 
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")
 MAX_LIFETIME = dt.timedelta(days=3 * 366)
 # One transaction holds them all; about 3 KB of memory each while it is prepared.
 MAX_DEVICES_PER_CALL = 100_000
@@ -88,7 +87,7 @@ class CredentialAdmin:
         if device_id is not None:
             _check_device_id(device_id)
         name = credential_id or _random_id()
-        if not _ID.match(name):
+        if not CREDENTIAL_ID.match(name):
             raise BadInput(f"credential id '{name}' must be 1-128 letters, digits or ._@- "
                            "(it is the HTTP Basic user name; ':' is not allowed)")
         now = self._clock.now()

@@ -60,9 +60,11 @@ class CrlFiles:
     async def _serve(self, request: Request) -> Response:
         name: str = request.path_params["name"]
         # An encoded slash is data, not a delimiter (RFC 3986 §2.2): '/crl%2Fissuing.crl' is
-        # one segment, not the CRL that '/crl/issuing.crl' names.
-        raw: bytes | None = request.scope.get("raw_path")
-        published = None if raw is not None and b"%2f" in raw.lower() else self._named(name)
+        # one segment, not the CRL that '/crl/issuing.crl' names. The protocols' routes apply
+        # the same rule (protocols/http_adapter.encoded_slash, which this package may not use).
+        raw: bytes = request.scope.get("raw_path") or b""
+        encoded = b"%2f" in raw.partition(b"?")[0].lower()
+        published = None if encoded else self._named(name)
         if published is None:
             return PlainTextResponse(f"no CRL named {name!r} is published here\n",
                                      status_code=404)

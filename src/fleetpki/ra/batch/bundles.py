@@ -85,8 +85,10 @@ class BundleWriter:
 
 def _atomic_write(path: Path, data: bytes, mode: int) -> None:
     """Whole file or none, and a failure (a full disk) names `path` and leaves no temporary
-    file behind. No fsync: a run writes a file per device, and a crash is repaired by the next
-    run, which rewrites what is missing from the store."""
+    file behind. Not keyfiles.write_atomically: no fsync, since a run writes a file per device
+    and a crash is repaired by the next run, which rewrites what is missing from the store;
+    and a temporary name without a PID, so that the rerun overwrites what a killed worker
+    left (a pending key's temporary file holds a private key)."""
     tmp = path.with_name(f".{path.name}.tmp")
     with failures_naming(path, temporary=tmp):
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
