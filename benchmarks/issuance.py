@@ -539,6 +539,8 @@ class Workdirs:
         self._paths: list[Path] = []
 
     def new(self) -> Path:
+        if self._root is not None:
+            self._root.mkdir(parents=True, exist_ok=True)  # --tmp may name a new directory
         path = Path(tempfile.mkdtemp(prefix="fleetpki-bench-", dir=self._root))
         self._paths.append(path)
         return path
