@@ -81,8 +81,10 @@ class _Unreadable(KeystoreError):
     session stops with this message."""
 
     def __init__(self, path: Path, error: OSError) -> None:
-        super().__init__(f"cannot read {path}: {error.strerror or error}; fix its permissions "
-                         "(or the disk); the identity is kept")
+        remedy = ("put the file back in its place" if isinstance(error, durable.NotRegularFile)
+                  else "fix its permissions (or the disk)")
+        super().__init__(f"cannot read {path}: {error.strerror or error}; {remedy}; the "
+                         "identity is kept")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -321,7 +323,8 @@ class Keystore:
         """The recorded pointers, and whether the file was damaged. It is written
         atomically, so only outside damage (a bad disk, an editor) makes it unreadable."""
         try:
-            document = json.loads(self.pointer_file.read_text(encoding="utf-8"))
+            # Not read_text(): a FIFO put there would block the agent for ever (durable.py).
+            document = json.loads(durable.read_regular(self.pointer_file).decode("utf-8"))
         except FileNotFoundError:
             return dict.fromkeys(_ROLES), False
         except OSError as error:
@@ -461,7 +464,7 @@ def _read(path: Path) -> bytes:
     """The file's bytes; FileNotFoundError if it is absent, _Unreadable for any other OS
     error (a permission, a failing disk), which must never be mistaken for damage."""
     try:
-        return path.read_bytes()
+        return durable.read_regular(path)
     except FileNotFoundError:
         raise
     except OSError as error:

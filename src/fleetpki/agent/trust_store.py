@@ -34,7 +34,7 @@ class TrustStore:
 
     def roots(self) -> list[x509.Certificate]:
         try:
-            data = self.roots_file.read_bytes()
+            data = durable.read_regular(self.roots_file)  # a FIFO must not hang the agent
         except FileNotFoundError:
             return []
         except OSError as error:
@@ -48,7 +48,7 @@ class TrustStore:
     def pins(self) -> set[str]:
         """The fingerprints in `pins`, as trust.normalise_pin accepts them."""
         try:
-            text = self.pins_file.read_text(encoding="utf-8")
+            text = durable.read_regular(self.pins_file).decode("utf-8")
         except FileNotFoundError:
             return set()
         except (OSError, UnicodeDecodeError) as error:
@@ -66,7 +66,8 @@ class TrustStore:
 
     def intermediates(self) -> list[x509.Certificate]:
         try:
-            return x509.load_pem_x509_certificates(self.intermediates_file.read_bytes())
+            return x509.load_pem_x509_certificates(
+                durable.read_regular(self.intermediates_file))
         except (OSError, ValueError):
             return []  # a cache: without it chain files are only shorter
 

@@ -337,6 +337,39 @@ def test_an_unreadable_pointer_file_is_not_rebuilt(tmp_path: Path, ca: FakeCa,
     assert snapshot(store.directory) == before
 
 
+@pytest.mark.parametrize("name", ["cert.pem", "key.pem", "chain.pem", "identity.json"])
+def test_a_fifo_in_place_of_an_identity_file_stops_the_session_instead_of_hanging(
+        tmp_path: Path, ca: FakeCa, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    store, _ = with_current(tmp_path / "id", ca)
+    current = store.load().current
+    assert current is not None
+    target = store.pointer_file if name == "identity.json" else current.key_file.parent / name
+    before = snapshot(store.directory)
+    target.unlink()
+    spoil(target, "fifo", monkeypatch)
+    for repair in (True, False):
+        with pytest.raises(KeystoreError, match=f"cannot read .*{name}: a FIFO, not a regular "
+                                                 "file; put the file back in its place; the "
+                                                 "identity is kept"):
+            store.load(repair=repair)
+    target.unlink()
+    del before[str(target.relative_to(store.directory))]
+    assert snapshot(store.directory) == before  # nothing repaired, nothing removed
+
+
+def test_trust_files_that_are_fifos_are_refused_or_skipped(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = TrustStore(tmp_path / "trust")
+    store.directory.mkdir()
+    for path in (store.roots_file, store.pins_file, store.intermediates_file):
+        spoil(path, "fifo", monkeypatch)
+    with pytest.raises(TrustStoreError, match=r"cannot read .*roots\.pem: a FIFO, not a regular"):
+        store.roots()
+    with pytest.raises(TrustStoreError, match=r"cannot read .*pins: .*a FIFO, not a regular"):
+        store.pins()
+    assert store.intermediates() == []  # a cache: the chain files are only shorter without it
+
+
 def test_a_pending_key_whose_certificate_was_saved_is_dropped(tmp_path: Path,
                                                                ca: FakeCa) -> None:
     store = Keystore(tmp_path / "id")
