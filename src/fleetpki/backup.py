@@ -8,8 +8,10 @@ passphrase: keys and passphrase travel separately, or the encryption protects no
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
+import errno
 import hashlib
 import io
 import json
@@ -19,6 +21,7 @@ import sqlite3
 import subprocess
 import tarfile
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from fleetpki import __version__
@@ -46,7 +49,11 @@ def create_backup(settings: Settings, archive: Path, audit_head: tuple[int, str]
         # Checked before the snapshot, which can take minutes on a large store.
         raise BadInput(f"directory {archive.parent} does not exist; create it or choose "
                        "another place for the backup")
-    with tempfile.TemporaryDirectory(prefix="fleetpki-backup-") as tmp:
+    # Staged beside the archive, not in the system's temporary directory: the copy of the
+    # store needs as much room as the store, on the disk the operator chose for the backup
+    # (/tmp is often a small tmpfs, in memory).
+    with tempfile.TemporaryDirectory(prefix=".fleetpki-backup-", dir=archive.parent) as tmp, \
+            _full_disk_names(archive):
         staging = Path(tmp)
         _snapshot_database(settings.store_url, staging)
         for source, name in ((settings.settings_file, SETTINGS_FILE),
@@ -125,6 +132,18 @@ def _files(manifest: dict[str, object]) -> dict[str, str]:
     return {str(k): str(v) for k, v in files.items()}
 
 
+@contextlib.contextmanager
+def _full_disk_names(archive: Path) -> Iterator[None]:
+    """A full disk while staging is reported against the archive the operator named, not
+    against a temporary file that is already gone when the message is read."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise OSError(exc.errno, os.strerror(exc.errno), str(archive)) from None
+
+
 def _snapshot_database(url: str, staging: Path) -> None:
     if url.startswith("sqlite:///"):
         path = url[len("sqlite:///"):]
@@ -134,6 +153,11 @@ def _snapshot_database(url: str, staging: Path) -> None:
         target = sqlite3.connect(staging / SQLITE_SNAPSHOT)
         try:
             source.backup(target)  # consistent even while other processes write
+        except sqlite3.Error as exc:
+            # SQLite reports a full disk as its own error, not as an OSError.
+            if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)) from None
+            raise StoreError(f"cannot copy the store {path} for the backup: {exc}") from None
         finally:
             target.close()
             source.close()

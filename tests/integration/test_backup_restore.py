@@ -6,6 +6,7 @@ import sqlite3
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 from pathlib import Path
 
@@ -103,3 +104,37 @@ def test_backup_to_a_full_disk_names_the_archive_and_leaves_nothing(  # type: ig
     assert f"error: {archive}: No space left on device; no backup was written" in result.stderr
     assert result.stderr.count("\n") == 1
     assert list(media.iterdir()) == []
+
+
+def test_backup_with_no_room_for_the_store_copy_names_the_archive_and_leaves_nothing(  # type: ignore[no-untyped-def]
+        fleetpki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite reports a full disk as SQLITE_FULL, not as an OSError: here its copy of the
+    store may grow to one page, as if the disk filled up under it."""
+    media = tmp_path / "media"
+    media.mkdir()
+    archive = media / "b.tar.gz"
+    real_connect = sqlite3.connect
+
+    def cramped(database: object, *args: object, **kwargs: object) -> sqlite3.Connection:
+        connection = real_connect(database, *args, **kwargs)  # type: ignore[arg-type]
+        if str(database).startswith(str(media)):
+            connection.execute("PRAGMA max_page_count=1")
+        return connection
+
+    monkeypatch.setattr("fleetpki.backup.sqlite3.connect", cramped)
+    result = fleetpki("backup", "--to", str(archive))
+    assert result.exit_code == 11, result.output
+    assert f"error: {archive}: No space left on device; no backup was written" in result.stderr
+    assert "Traceback" not in result.output
+    assert list(media.iterdir()) == []
+
+
+def test_backup_stages_beside_the_archive_not_in_the_system_temporary_directory(  # type: ignore[no-untyped-def]
+        fleetpki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A /tmp that cannot hold a copy of the store must not matter: here there is none at all.
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-temporary-directory"))
+    media = tmp_path / "media"
+    media.mkdir()
+    result = fleetpki("backup", "--to", str(media / "b.tar.gz"))
+    assert result.exit_code == 0, result.output
+    assert [p.name for p in media.iterdir()] == ["b.tar.gz"]
