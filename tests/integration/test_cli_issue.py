@@ -143,6 +143,18 @@ def test_garbage_csr_gets_one_line_error(fleetpki, home: Path, tmp_path: Path, c
     assert counts(home) == (certs, serials, audit + 1)  # refused, audited, nothing else
 
 
+def test_a_csr_file_far_over_the_limit_is_refused_against_the_csr_limit(  # type: ignore[no-untyped-def]
+        fleetpki, home: Path, tmp_path: Path) -> None:
+    path = tmp_path / "huge.csr"
+    path.write_bytes(b"A" * 2_000_000)  # not even read: the RA would refuse a tenth of it
+    before = counts(home)
+    result = fleetpki("issue", "--profile", "sensor", "--csr", str(path))
+    assert result.exit_code == 2
+    assert f"{path} is 2000000 bytes; the limit is 65536 bytes (64 KiB)" in result.stderr
+    assert "Traceback" not in result.output
+    assert counts(home) == before
+
+
 def test_pem_with_text_above_it_is_called_pem_not_der(fleetpki, home: Path,  # type: ignore[no-untyped-def]
                                                       tmp_path: Path) -> None:
     csr = write_csr(tmp_path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -20,7 +21,10 @@ from fleetpki.cli.context import (
 from fleetpki.cli.output import console
 from fleetpki.core.csr import MAX_CSR_BYTES
 from fleetpki.core.durations import format_duration, parse_duration
+from fleetpki.core.errors import BadInput
 from fleetpki.ra.authorizers import local_operator
+
+_READ_LIMIT = 16 * MAX_CSR_BYTES
 
 
 def register(cli: click.Group) -> None:
@@ -42,8 +46,13 @@ def register(cli: click.Group) -> None:
 def issue(state: CliState, profile: str, csr_file: Path, validity: str | None, out: Path | None,
           chain: bool) -> None:
     """Issue a certificate for a CSR; everything but the key and names comes from the profile."""
-    # Read a little more than a CSR may be, so that the RA refuses (and audits) an oversized one.
-    data = read_input_file(csr_file, what="CSR", limit=16 * MAX_CSR_BYTES)
+    # Read a little more than a CSR may be, so that the RA refuses (and audits) an oversized one;
+    # a file too big even for that is refused here, against the same limit.
+    with contextlib.suppress(OSError):  # read_input_file names a missing or unreadable file
+        if (size := csr_file.stat().st_size) > _READ_LIMIT:
+            raise BadInput(f"CSR {csr_file} is {size} bytes; the limit is {MAX_CSR_BYTES} bytes "
+                           "(64 KiB)")
+    data = read_input_file(csr_file, what="CSR", limit=_READ_LIMIT)
     requested = None
     if validity is not None:
         try:
