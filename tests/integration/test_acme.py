@@ -132,7 +132,7 @@ def _lego(acme: Acme, key_id: str, *args: str, mac: str = "unused-once-registere
     # externalAccountRequired, even when its account exists; the MAC is then not used.
     return _run([require_tool("lego"), "--accept-tos", "--email", "ops@example.com",
                  "--server", acme.directory, "--path", str(acme.work / ".lego"),
-                 "--eab", "--kid", key_id, "--hmac", mac, *args],
+                 "--eab", f"--kid={key_id}", f"--hmac={mac}", *args],
                 acme.work, {"LEGO_CA_CERTIFICATES": str(acme.chain)})
 
 
@@ -153,8 +153,9 @@ def _status(acme: Acme, certificate: x509.Certificate) -> str:
 def test_certbot_register_issue_renew_revoke_unregister(acme: Acme) -> None:
     name = f"gw1.{DOMAIN}"
     key_id, mac = acme.eab()
-    _certbot(acme, "register", "--email", "ops@example.com", "--eab-kid", key_id,
-             "--eab-hmac-key", mac)
+    # KEY=VALUE: a base64url key that happens to start with "-" would read as an option.
+    _certbot(acme, "register", "--email", "ops@example.com", f"--eab-kid={key_id}",
+             f"--eab-hmac-key={mac}")
     listed = [json.loads(line) for line in acme.home.cli("acme", "eab", "list", "--json")
               .splitlines()]
     assert next(k for k in listed if k["key_id"] == key_id)["account"] is not None

@@ -332,8 +332,10 @@ def _uv() -> str:
 
 @pytest.fixture(scope="module")
 def agent_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """packaging/agent built into a wheel and installed, with only its dependencies (their
-    versions from uv.lock, from uv's cache: no network), into a fresh venv."""
+    """packaging/agent built into a wheel and installed, with only its dependencies at the
+    versions uv.lock pins, into a fresh venv. Not --offline: `uv sync` fills uv's cache with
+    the locked wheels but not with the index pages an install resolves against, so on a
+    machine set up by scripts/bootstrap alone an offline install finds nothing."""
     uv = _uv()
     base = tmp_path_factory.mktemp("agent-wheel")
     environment = {**os.environ, "UV_PYTHON_DOWNLOADS": "never"}
@@ -346,13 +348,13 @@ def agent_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
         assert done.returncode == 0, f"{args}: {done.stdout}\n{done.stderr}"
         return done.stdout + done.stderr
 
-    run(uv, "build", "--wheel", "--offline", "--python", sys.executable, "--out-dir",
+    run(uv, "build", "--wheel", "--python", sys.executable, "--out-dir",
         str(base / "dist"), str(REPO / "packaging" / "agent"))
     [wheel] = (base / "dist").glob("fleetpki_agent-*.whl")
     venv = base / "venv"
     run(uv, "venv", "--offline", "--python", sys.executable, str(venv))
     pins = [f"{name}=={version}" for name, version in dependency_closure(wheel).items()]
-    run(uv, "pip", "install", "--offline", "--no-deps", "--python", str(venv / "bin/python"),
+    run(uv, "pip", "install", "--no-deps", "--python", str(venv / "bin/python"),
         str(wheel), *pins)
     assert "All installed packages are compatible" in run(
         uv, "pip", "check", "--offline", "--python", str(venv / "bin/python"))
