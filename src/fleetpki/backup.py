@@ -8,7 +8,6 @@ passphrase: keys and passphrase travel separately, or the encryption protects no
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as dt
 import errno
@@ -21,7 +20,6 @@ import sqlite3
 import subprocess
 import tarfile
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 from fleetpki import __version__
@@ -52,8 +50,9 @@ def create_backup(settings: Settings, archive: Path, audit_head: tuple[int, str]
     # Staged beside the archive, not in the system's temporary directory: the copy of the
     # store needs as much room as the store, on the disk the operator chose for the backup
     # (/tmp is often a small tmpfs, in memory).
+    # A failure while staging (a full disk) names the archive, not a file already gone.
     with tempfile.TemporaryDirectory(prefix=".fleetpki-backup-", dir=archive.parent) as tmp, \
-            _full_disk_names(archive):
+            failures_naming(archive, temporary=Path(tmp)):
         staging = Path(tmp)
         _snapshot_database(settings.store_url, staging)
         for source, name in ((settings.settings_file, SETTINGS_FILE),
@@ -130,18 +129,6 @@ def _files(manifest: dict[str, object]) -> dict[str, str]:
     files = manifest["files"]
     assert isinstance(files, dict)
     return {str(k): str(v) for k, v in files.items()}
-
-
-@contextlib.contextmanager
-def _full_disk_names(archive: Path) -> Iterator[None]:
-    """A full disk while staging is reported against the archive the operator named, not
-    against a temporary file that is already gone when the message is read."""
-    try:
-        yield
-    except OSError as exc:
-        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
-            raise
-        raise OSError(exc.errno, os.strerror(exc.errno), str(archive)) from None
 
 
 def _snapshot_database(url: str, staging: Path) -> None:

@@ -37,7 +37,8 @@ from cryptography.exceptions import InvalidSignature
 
 from fleetpki.agent import durable, flow, schedule, trust
 from fleetpki.agent.config import AgentConfig, Hook
-from fleetpki.agent.keystore import Keystore, KeystoreError, Loaded, Pair
+from fleetpki.agent.key_pairs import KeystoreError, Pair
+from fleetpki.agent.keystore import Keystore, Loaded
 from fleetpki.agent.messages import (
     CertificateRefused,
     Command,

@@ -34,9 +34,10 @@ becomes the candidate (so a certificate the server issued is not thrown away). A
 generation that does not load (disk corruption, not a crash) falls back to the previous one.
 
 "Does not load" means a file that is absent or whose content does not parse. A file that is
-there but cannot be read (EACCES, EIO, ...) is not damage: repair would rewrite the pointers
-and delete a working identity over a permission mistake. load() then raises KeystoreError
-naming the file, before anything is written, and the session stops with the identity kept.
+there but cannot be read (EACCES, EIO, a FIFO, ...) is not damage: repair would rewrite the
+pointers and delete a working identity over a permission mistake. load() then raises
+KeystoreError naming the file, before anything is written, and the session stops with the
+identity kept (key_pairs.py draws that line).
 """
 
 from __future__ import annotations
@@ -55,14 +56,19 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
-from cryptography.hazmat.primitives.asymmetric.types import (
-    CertificateIssuerPrivateKeyTypes,
-    PrivateKeyTypes,
-)
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 
 from fleetpki.agent import bootstrap_secret, durable
 from fleetpki.agent.flow import Identities
+from fleetpki.agent.key_pairs import (
+    KeystoreError,
+    Pair,
+    Unreadable,
+    key_pem,
+    load_key,
+    load_pair,
+    public_der,
+)
 from fleetpki.agent.messages import Credential, NewIdentity
 from fleetpki.agent.state import AgentState
 from fleetpki.agent.trust_store import TrustStore
@@ -70,35 +76,6 @@ from fleetpki.agent.trust_store import TrustStore
 _GENERATION = re.compile(r"^g(\d{6,})$")
 _SCRAP = re.compile(r"^\.(tmp|trash)-g(\d{6,})$")
 _ROLES = ("current", "previous", "candidate")
-
-
-class KeystoreError(Exception):
-    """A problem with the identity directory that a person must fix; the message says how."""
-
-
-class _Unreadable(KeystoreError):
-    """A file that exists but cannot be read: not damage, so nothing may be repaired, and the
-    session stops with this message."""
-
-    def __init__(self, path: Path, error: OSError) -> None:
-        remedy = ("put the file back in its place" if isinstance(error, durable.NotRegularFile)
-                  else "fix its permissions (or the disk)")
-        super().__init__(f"cannot read {path}: {error.strerror or error}; {remedy}; the "
-                         "identity is kept")
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Pair:
-    """A key and its certificate (with the chain above it), as files a TLS stack can load."""
-
-    # Keys compare by identity: equal pairs are those with equal certificates and files.
-    key: CertificateIssuerPrivateKeyTypes = dataclasses.field(repr=False, compare=False)
-    certificate: x509.Certificate
-    chain: tuple[x509.Certificate, ...]
-    key_file: Path
-    certificate_file: Path
-    chain_file: Path | None = None
-    fullchain_file: Path | None = None  # leaf then chain: what a TLS client presents
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -267,7 +244,7 @@ class Keystore:
         scratch.mkdir(mode=0o700)
         leaf = identity.certificate.public_bytes(serialization.Encoding.PEM)
         chain = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in identity.chain)
-        durable.write_new(scratch / "key.pem", _key_pem(identity.key), 0o600)
+        durable.write_new(scratch / "key.pem", key_pem(identity.key), 0o600)
         durable.write_new(scratch / "cert.pem", leaf, 0o644)
         durable.write_new(scratch / "chain.pem", chain, 0o644)
         durable.write_new(scratch / "fullchain.pem", leaf + chain, 0o644)
@@ -311,7 +288,7 @@ class Keystore:
                 self.pending_file.unlink()
                 durable.fsync_directory(self.directory)
             return
-        durable.write_atomic(self.pending_file, _key_pem(key), 0o600)
+        durable.write_atomic(self.pending_file, key_pem(key), 0o600)
 
     def save_state(self, state: AgentState) -> None:
         self.prepare()
@@ -328,7 +305,7 @@ class Keystore:
         except FileNotFoundError:
             return dict.fromkeys(_ROLES), False
         except OSError as error:
-            raise _Unreadable(self.pointer_file, error) from None
+            raise Unreadable(self.pointer_file, error) from None
         except ValueError as error:
             notes.append(f"{self.pointer_file.name} is unreadable ({error}); rebuilt from "
                          "the generations on disk")
@@ -404,7 +381,7 @@ class Keystore:
     def _pair(self, name: str) -> Pair | None:
         """A generation that loads and whose key matches its certificate, else None."""
         directory = self.generations / name
-        pair = _load_pair(directory / "key.pem", directory / "cert.pem", directory / "chain.pem")
+        pair = load_pair(directory / "key.pem", directory / "cert.pem", directory / "chain.pem")
         if pair is None:
             return None
         return dataclasses.replace(pair, chain_file=directory / "chain.pem",
@@ -414,8 +391,8 @@ class Keystore:
         if not self.factory_certificate.exists() and not self.factory_key.exists():
             return None
         try:
-            pair = _load_pair(self.factory_key, self.factory_certificate, None)
-        except _Unreadable as error:
+            pair = load_pair(self.factory_key, self.factory_certificate, None)
+        except Unreadable as error:
             # Provisioned and never rewritten by the agent: a note is enough, nothing is lost.
             notes.append(f"the factory identity is not used: {error}")
             return None
@@ -427,70 +404,19 @@ class Keystore:
 
     def _pending_key(self, current: Pair | None, candidate: Pair | None, repair: bool
                      ) -> CertificateIssuerPrivateKeyTypes | None:
-        # _Unreadable goes up: the key of an enrollment the server holds must not be
+        # Unreadable goes up: the key of an enrollment the server holds must not be
         # replaced by a new one over a permission mistake.
         try:
-            key = _issuer_key(serialization.load_pem_private_key(
-                _read(self.pending_file), password=None))
+            key = load_key(self.pending_file)
         except (FileNotFoundError, ValueError, TypeError):
             return None
-        certified = {_public(p.key) for p in (current, candidate) if p is not None}
-        if key is not None and _public(key) in certified:
+        certified = {public_der(p.key) for p in (current, candidate) if p is not None}
+        if key is not None and public_der(key) in certified:
             # Its certificate was saved and the crash came before the key was cleared.
             if repair:
                 self.save_pending_key(None)
             return None
         return key
-
-
-def _load_pair(key_file: Path, certificate_file: Path, chain_file: Path | None
-               ) -> Pair | None:
-    """The pair, or None if a file is absent or does not parse (damage). _Unreadable if a
-    file is there but cannot be read: the caller must stop, not repair."""
-    try:
-        certificates = x509.load_pem_x509_certificates(_read(certificate_file))
-        chain_pem = _read(chain_file) if chain_file is not None else b""
-        chain = x509.load_pem_x509_certificates(chain_pem) if chain_pem else []
-        key = _issuer_key(serialization.load_pem_private_key(_read(key_file), password=None))
-    except (FileNotFoundError, ValueError, TypeError):
-        return None
-    if key is None or _public(key) != _public_of(certificates[0]):
-        return None
-    return Pair(key, certificates[0], tuple(chain or certificates[1:]), key_file,
-                certificate_file, chain_file)
-
-
-def _read(path: Path) -> bytes:
-    """The file's bytes; FileNotFoundError if it is absent, _Unreadable for any other OS
-    error (a permission, a failing disk), which must never be mistaken for damage."""
-    try:
-        return durable.read_regular(path)
-    except FileNotFoundError:
-        raise
-    except OSError as error:
-        raise _Unreadable(path, error) from None
-
-
-def _issuer_key(key: PrivateKeyTypes) -> CertificateIssuerPrivateKeyTypes | None:
-    if isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | dsa.DSAPrivateKey
-                  | ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey):
-        return key
-    return None
-
-
-def _public(key: CertificateIssuerPrivateKeyTypes) -> bytes:
-    return key.public_key().public_bytes(serialization.Encoding.DER,
-                                         serialization.PublicFormat.SubjectPublicKeyInfo)
-
-
-def _public_of(certificate: x509.Certificate) -> bytes:
-    return certificate.public_key().public_bytes(serialization.Encoding.DER,
-                                                 serialization.PublicFormat.SubjectPublicKeyInfo)
-
-
-def _key_pem(key: CertificateIssuerPrivateKeyTypes) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
 
 
 def _number(name: str) -> int:

@@ -70,16 +70,22 @@ def write_atomically(path: Path, data: bytes, *, mode: int, make_parents: bool =
 def failures_naming(path: Path, *, temporary: Path | None = None) -> Iterator[None]:
     """An OSError inside names `path`, the file the caller set out to write. A write() or
     fsync() that fails (ENOSPC on a full disk, EIO) carries no file name, and the name of a
-    temporary file means nothing to whoever asked for `path`: either would leave the person
-    guessing which file and which disk. An error naming some other file (one being read) is
-    left as it is. The errno, and so the OSError subclass, is kept."""
+    temporary file (or of anything in a temporary directory) means nothing to whoever asked
+    for `path`: either would leave the person guessing which file and which disk. An error
+    naming some other file (one being read) is left as it is. The errno, and so the OSError
+    subclass, is kept."""
     try:
         yield
     except OSError as exc:
         named = None if exc.filename is None else str(exc.filename)
-        if named is not None and named != str(temporary):
+        if named is not None and not _within(named, temporary):
             raise
         raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+
+
+def _within(named: str, temporary: Path | None) -> bool:
+    return temporary is not None and (named == str(temporary)
+                                      or named.startswith(f"{temporary}{os.sep}"))
 
 
 def write_key_file(path: Path, key: PrivateKeyTypes, passphrase: bytes) -> None:

@@ -36,7 +36,8 @@ from fleetpki.agent import schedule, trust
 from fleetpki.agent.config import DEFAULT_PATH, AgentConfig, AgentConfigError, load_config
 from fleetpki.agent.driver import Agent, SessionReport, utc_now
 from fleetpki.agent.flow import Outcome
-from fleetpki.agent.keystore import Keystore, KeystoreError, Loaded, Pair
+from fleetpki.agent.key_pairs import KeystoreError, Pair
+from fleetpki.agent.keystore import Keystore, Loaded
 from fleetpki.agent.state import Health
 from fleetpki.agent.trust_store import TrustStoreError
 

@@ -12,6 +12,8 @@ from starlette.responses import Response
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from fleetpki.url_paths import encoded_slash
+
 log = logging.getLogger("fleetpki.protocols")
 
 
@@ -29,22 +31,6 @@ class DelimitedRoute(Route):
         if scope["type"] == "http" and encoded_slash(scope):
             return Match.NONE, {}
         return super().matches(scope)
-
-
-def encoded_slash(scope: Scope) -> bool:
-    """Whether the path as sent (`raw_path`, without any query, where '%2F' is ordinary data
-    in a base64 parameter) holds a percent-encoded slash. A server that gives no raw path
-    gives nothing to tell it by: False."""
-    raw: bytes | None = scope.get("raw_path")
-    return raw is not None and b"%2f" in raw.partition(b"?")[0].lower()
-
-
-def path_as_sent(scope: Scope) -> str:
-    """The request's path still percent-encoded as the client wrote it (for messages), or the
-    decoded one when the server gives no raw path."""
-    raw: bytes | None = scope.get("raw_path")
-    path: str = scope["path"] if raw is None else raw.partition(b"?")[0].decode("latin-1")
-    return path
 
 
 def response(status: int, body: bytes, headers: Iterable[tuple[str, str]]) -> Response:

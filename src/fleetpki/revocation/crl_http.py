@@ -22,6 +22,7 @@ from starlette.routing import BaseRoute, Route
 
 from fleetpki.core.clock import Clock
 from fleetpki.revocation.http_caching import etag_matches
+from fleetpki.url_paths import encoded_slash
 
 CT_CRL = "application/pkix-crl"
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}(/[A-Za-z0-9_][A-Za-z0-9._-]{0,80})?\.crl$")
@@ -59,12 +60,8 @@ class CrlFiles:
 
     async def _serve(self, request: Request) -> Response:
         name: str = request.path_params["name"]
-        # An encoded slash is data, not a delimiter (RFC 3986 §2.2): '/crl%2Fissuing.crl' is
-        # one segment, not the CRL that '/crl/issuing.crl' names. The protocols' routes apply
-        # the same rule (protocols/http_adapter.encoded_slash, which this package may not use).
-        raw: bytes = request.scope.get("raw_path") or b""
-        encoded = b"%2f" in raw.partition(b"?")[0].lower()
-        published = None if encoded else self._named(name)
+        # '/crl%2Fissuing.crl' is one segment, not the CRL that '/crl/issuing.crl' names.
+        published = None if encoded_slash(request.scope) else self._named(name)
         if published is None:
             return PlainTextResponse(f"no CRL named {name!r} is published here\n",
                                      status_code=404)

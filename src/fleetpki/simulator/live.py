@@ -27,7 +27,8 @@ from cryptography.x509.oid import NameOID
 from fleetpki.agent.config import AgentConfig
 from fleetpki.agent.driver import Agent
 from fleetpki.agent.flow import Enrollee
-from fleetpki.agent.keystore import Keystore, KeystoreError
+from fleetpki.agent.key_pairs import KeystoreError
+from fleetpki.agent.keystore import Keystore
 from fleetpki.agent.policy import RenewalPolicy
 from fleetpki.agent.state import Health
 from fleetpki.agent.trust_store import TrustStoreError

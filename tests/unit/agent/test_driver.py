@@ -23,7 +23,7 @@ from fleetpki.agent import trust
 from fleetpki.agent.config import AgentConfig, Hook, load_config
 from fleetpki.agent.driver import Agent, build_chain
 from fleetpki.agent.flow import Outcome
-from fleetpki.agent.keystore import KeystoreError
+from fleetpki.agent.key_pairs import KeystoreError
 from fleetpki.agent.messages import Credential, HttpRequest, HttpResponse, NewIdentity, Reply
 from fleetpki.agent.transport import ClientFiles
 from fleetpki.cli import agent_main

@@ -24,7 +24,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from fleetpki.agent import durable
-from fleetpki.agent.keystore import Keystore, KeystoreError, Loaded
+from fleetpki.agent.key_pairs import KeystoreError
+from fleetpki.agent.keystore import Keystore, Loaded
 from fleetpki.agent.messages import Credential, NewIdentity
 from fleetpki.agent.state import AgentState
 from fleetpki.agent.trust_store import TrustStore, TrustStoreError

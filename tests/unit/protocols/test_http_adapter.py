@@ -11,7 +11,8 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Match
 from starlette.testclient import TestClient
 
-from fleetpki.protocols.http_adapter import DelimitedRoute, encoded_slash, path_as_sent
+from fleetpki.protocols.http_adapter import DelimitedRoute
+from fleetpki.url_paths import encoded_slash, path_as_sent
 
 
 def scope(raw_path: bytes | None, path: str = "/x") -> dict[str, Any]:

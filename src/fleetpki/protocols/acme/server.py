@@ -20,12 +20,8 @@ from fleetpki.protocols.acme.handler import AcmeHandler
 from fleetpki.protocols.acme.jws import MAX_BODY_BYTES
 from fleetpki.protocols.acme.service_api import AcmeCall, AcmeReply
 from fleetpki.protocols.acme.urls import PREFIX, AcmeUrls
-from fleetpki.protocols.http_adapter import (
-    DelimitedRoute,
-    path_as_sent,
-    read_bounded,
-    response,
-)
+from fleetpki.protocols.http_adapter import DelimitedRoute, read_bounded, response
+from fleetpki.url_paths import path_as_sent
 
 Operation = Callable[[AcmeCall], Awaitable[AcmeReply]]
 

@@ -35,14 +35,9 @@ from fleetpki.protocols.est.handler import (
     error_reply,
     not_found,
 )
-from fleetpki.protocols.http_adapter import (
-    DelimitedRoute,
-    encoded_slash,
-    path_as_sent,
-    read_bounded,
-    response,
-)
+from fleetpki.protocols.http_adapter import DelimitedRoute, read_bounded, response
 from fleetpki.protocols.key_delivery import KeyGenerationAuthority
+from fleetpki.url_paths import encoded_slash, path_as_sent
 
 __all__ = ["PREFIX", "EstAuthority", "EstServer", "ProxyTrust"]
 
